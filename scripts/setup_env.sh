@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Builds the project environment: Open MPI (apt, when missing and root), a Python 3.11
+# virtualenv from requirements/cpu.lock, mpi4py and Horovod compiled against that Open MPI,
+# then cosmotrain itself in editable mode.
+#
+# The virtualenv lives in a cache folder keyed by a hash of the lock files, and ./.venv is a
+# link to it: a fresh clone with unchanged locks reuses it and `make env` takes seconds.
+#   COSMOTRAIN_ENV_CACHE  where cached environments live (default ~/.cache/cosmotrain)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+cache=${COSMOTRAIN_ENV_CACHE:-$HOME/.cache/cosmotrain}
+
+die() { echo "setup_env: $*" >&2; exit 1; }
+say() { echo "setup_env: $*"; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    die "missing $*; install them (apt-get install $*) or 'module load' an Open MPI 4.1 and retry"
+  fi
+  say "installing $* with apt-get"
+  if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+    apt-get update -qq
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+}
+
+system_packages() {
+  local need=()
+  command -v mpicc >/dev/null || need+=(libopenmpi-dev openmpi-bin)
+  command -v g++ >/dev/null || need+=(g++)
+  command -v make >/dev/null || need+=(make)
+  [ -x /usr/bin/cmake ] || command -v cmake >/dev/null || need+=(cmake)
+  find_python >/dev/null || need+=(python3 python3-venv python3-dev)
+  if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
+  mpirun --version | head -n 1 | grep -q "Open MPI" \
+    || die "mpirun is not Open MPI; load Open MPI 4.1 (module load openmpi) and retry"
+}
+
+find_python() {
+  local py
+  for py in python3.11 python3 /usr/bin/python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import sys, venv; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+      command -v "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+env_key() {
+  cat requirements/cpu.lock requirements/horovod.lock scripts/setup_env.sh | sha256sum | cut -c1-16
+}
+
+build_venv() {
+  local dest=$1 py
+  py=$(find_python) || die "Python 3.11 not found; install python3.11 with venv support"
+  say "creating $dest with $py (first run: ~5 min, Horovod is compiled)"
+  # An interrupted build has no .complete marker and is rebuilt from scratch next time.
+  "$py" -m venv "$dest"
+  "$dest/bin/python" -m pip install -q --upgrade "pip==24.3.1" "setuptools==75.6.0" "wheel==0.45.1"
+  "$dest/bin/python" -m pip install -q --no-binary mpi4py -r requirements/cpu.lock
+  # Horovod: compiled against this TensorFlow and the system Open MPI, with system cmake.
+  HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 \
+  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j"$(nproc)" \
+    "$dest/bin/python" -m pip install -q --no-build-isolation --no-cache-dir -r requirements/horovod.lock
+  check_build "$dest"
+  touch "$dest/.complete"
+}
+
+check_build() {
+  local out
+  out=$("$1/bin/horovodrun" --check-build 2>&1) || die "horovodrun --check-build failed: $out"
+  for part in TensorFlow MPI Gloo; do
+    echo "$out" | grep -q "\[X\] $part" || die "Horovod was built without $part; delete $1 and rerun make env"
+  done
+  say "horovodrun --check-build: TensorFlow, MPI and Gloo present"
+}
+
+main() {
+  system_packages
+  local venv="$cache/venv-$(env_key)"
+  mkdir -p "$cache"
+  if [ ! -f "$venv/.complete" ]; then
+    rm -rf "$venv"
+    build_venv "$venv"
+  else
+    check_build "$venv"
+  fi
+  ln -sfn "$venv" .venv
+  # Editable install of this checkout, every time: cheap, and points the shared venv here.
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  say "ready: $(readlink .venv)"
+}
+
+main "$@"
