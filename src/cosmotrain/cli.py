@@ -1,0 +1,126 @@
+"""`cosmotrain <group> <verb>`: parse arguments, then hand over to a command's ``run``.
+
+No logic lives here. Each command module in ``cosmotrain.commands`` exposes ``COMMANDS``, a
+list of ``Command``; a module must not import TensorFlow at import time, so ``--help``
+stays instant. To add a command, write it there and list its module in ``MODULES``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from typing import Callable
+
+from cosmotrain import __version__
+from cosmotrain.errors import UserError
+
+GROUPS = {
+    "data": "prepare datasets: synthetic or Galaxy Zoo galaxies, simulated CMB patches",
+    "train": "train a model data-parallel (one process, mpirun, horovodrun or srun)",
+    "evaluate": "evaluate a trained run on its test split",
+    "sample": "generate large sample sets from a trained model across MPI ranks",
+    "validate": "check a sample set's statistics against a reference dataset",
+    "predict": "batch inference with a trained classifier across MPI ranks",
+    "spectra": "angular power spectra of a CMB patch dataset",
+    "bench": "run a benchmark; the last stdout line is one JSON object",
+}
+
+MODULES = [
+    "cosmotrain.commands.bench",
+]
+
+EPILOG = """examples:
+  cosmotrain data galaxies --synthetic 6000 --out data/galaxies
+  mpirun -np 2 cosmotrain train classifier --config configs/classifier_tiny.yaml \\
+      --data data/galaxies --out runs/clf
+  cosmotrain evaluate classifier --run runs/clf --tta
+Every command takes --help; commands with a config take --config FILE and repeated
+--set section.key=value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One ``cosmotrain GROUP [VERB]`` command."""
+
+    group: str
+    verb: str | None
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    description: str = ""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """The ``--config FILE`` and repeated ``--set a.b=c`` options every configured command takes."""
+    parser.add_argument("--config", default=default, metavar="FILE",
+                        help=f"YAML config (default: {default or 'built-in defaults'})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cosmotrain", description="Data-parallel training of cosmology deep-learning models "
+        "(galaxy CNN classifier, CMB DCGAN) with Horovod over MPI, on sharded HDF5 data.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cosmotrain {__version__}")
+    groups = parser.add_subparsers(title="commands", dest="group", metavar="GROUP")
+    group_parsers = {name: groups.add_parser(name, help=text, description=text,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                     for name, text in GROUPS.items()}
+    verbs = {}
+    for command in _commands():
+        _add_command(group_parsers[command.group], verbs, command)
+    for name, gp in group_parsers.items():
+        gp.set_defaults(_parser=gp)
+    return parser
+
+
+def _add_command(group_parser: argparse.ArgumentParser, verbs: dict, command: Command) -> None:
+    if command.verb is None:
+        target = group_parser
+    else:
+        if command.group not in verbs:
+            verbs[command.group] = group_parser.add_subparsers(title="verbs", dest="verb", metavar="VERB")
+        target = verbs[command.group].add_parser(
+            command.verb, help=command.help, description=command.description or command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+    target.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    command.add_arguments(target)
+    target.set_defaults(_run=command.run)
+
+
+def _commands() -> list[Command]:
+    found = []
+    for name in MODULES:
+        found.extend(importlib.import_module(name).COMMANDS)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as err:
+        return _fail(err)
+
+
+def _fail(err: UserError) -> int:
+    """One line on stderr; a multi-rank job is aborted so no rank waits for the others."""
+    from cosmotrain import dist
+
+    ctx = dist.context()
+    if ctx.size > 1:
+        dist.fail(err)
+    rank = f" [rank {dist.env_rank()}]" if dist.env_rank() else ""
+    print(f"cosmotrain{rank}: error: {err}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

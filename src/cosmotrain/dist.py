@@ -1,0 +1,276 @@
+"""The distributed runtime: the one module that talks to Horovod and to MPI.
+
+Two engines, one contract:
+
+* ``init_horovod()`` for training: Horovod over MPI (``mpirun``, ``srun --mpi=pmix``,
+  ``horovodrun``) or Gloo (``horovodrun --gloo``); collectives on TensorFlow tensors.
+* ``init_mpi()`` for data preparation and sampling: plain mpi4py, no TensorFlow.
+
+Both work as a single plain process too. Both install an exception hook that turns an
+uncaught error on any rank into a message on stderr and an abort of the whole job, so a
+failing rank never leaves the others waiting in a collective.
+
+Models and data code never import Horovod or mpi4py: they call the functions here, so the
+engine can be swapped (Horovod is frozen upstream) without touching them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable
+
+# Environment variables that hold the rank / local size under each launcher we support.
+_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "SLURM_PROCID", "PMI_RANK")
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "HOROVOD_LOCAL_SIZE", "MPI_LOCALNRANKS")
+
+# Exit code of a training run that checkpointed on SIGUSR1 and wants to be requeued.
+EXIT_REQUEUE = 75
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Where this process stands in the job."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    engine: str = "single"  # "horovod-mpi", "horovod-gloo", "mpi" or "single"
+    threads: int = 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+
+_ctx = Context()
+_hvd = None
+_comm = None
+
+
+def context() -> Context:
+    """The current process's Context (a single-process one before any init)."""
+    return _ctx
+
+
+def env_rank() -> int:
+    """This process's rank as the launcher announced it, before any MPI call."""
+    for var in _RANK_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def env_local_size() -> int:
+    """How many ranks share this node, read from the launcher's environment."""
+    for var in _LOCAL_SIZE_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    tasks = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "")
+    head = tasks.split("(")[0].split(",")[0]
+    return int(head) if head.isdigit() else 1
+
+
+def cores_per_rank(local_size: int) -> int:
+    """CPU cores this rank may use: its affinity mask, shared out if it is not bound.
+
+    Two ranks on two cores each get one thread, so they do not fight over cores.
+    """
+    mine = len(os.sched_getaffinity(0))
+    if mine >= (os.cpu_count() or mine) and local_size > 1:
+        mine //= local_size
+    return max(1, mine)
+
+
+def set_thread_env(threads: int) -> None:
+    """Set OpenMP/BLAS thread counts; call before numerical libraries load."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+
+
+def init_horovod(threads: int | None = None) -> Context:
+    """Start Horovod, pin one GPU per local rank, size TensorFlow's thread pools.
+
+    ``threads`` defaults to the cores this rank really has (see ``cores_per_rank``).
+    """
+    global _ctx, _hvd
+    threads = threads or cores_per_rank(env_local_size())
+    set_thread_env(threads)
+    install_abort_hook()
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    hvd.init()
+    _hvd = hvd
+    _configure_tensorflow(tf, threads, hvd.local_rank())
+    engine = "horovod-gloo" if hvd.gloo_enabled() else "horovod-mpi"
+    _ctx = Context(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), engine, threads)
+    return _ctx
+
+
+def _configure_tensorflow(tf: Any, threads: int, local_rank: int) -> None:
+    """One GPU per local rank (memory grown on demand); intra-op pool = our cores."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1 if threads <= 2 else 2)
+
+
+def init_mpi(threads: int | None = None) -> Context:
+    """Start plain MPI through mpi4py (no TensorFlow); works as a single process too."""
+    global _ctx, _comm
+    threads = threads or cores_per_rank(env_local_size())
+    set_thread_env(threads)
+    install_abort_hook()
+    if _launched_by_gloo():
+        raise RuntimeError("this command uses MPI, not Gloo; launch it with mpirun or srun --mpi=pmix")
+    from mpi4py import MPI
+
+    _comm = MPI.COMM_WORLD
+    local = _comm.Split_type(MPI.COMM_TYPE_SHARED)
+    _ctx = Context(_comm.Get_rank(), _comm.Get_size(), local.Get_rank(), local.Get_size(), "mpi", threads)
+    return _ctx
+
+
+def _launched_by_gloo() -> bool:
+    return "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ
+
+
+# ---------------------------------------------------------------- failure handling
+
+def install_abort_hook() -> None:
+    """Make an uncaught exception on any rank end the whole job, quickly and loudly."""
+    sys.excepthook = _on_uncaught
+
+
+def _on_uncaught(kind, err, tb) -> None:
+    fail(err, tb)
+
+
+def fail(err: BaseException, tb=None) -> None:
+    """Report ``err`` on stderr (one line if it is a UserError) and abort the whole job."""
+    from cosmotrain.errors import UserError
+
+    kind = type(err)
+    rank = _ctx.rank if _ctx.engine != "single" else env_rank()
+    if isinstance(err, UserError):
+        sys.stderr.write(f"cosmotrain [rank {rank}]: error: {err}\n")
+    else:
+        sys.__excepthook__(kind, err, tb)
+        sys.stderr.write(f"cosmotrain [rank {rank}]: aborting the job after {kind.__name__}\n")
+    sys.stderr.flush()
+    abort(2 if isinstance(err, UserError) else 1)
+
+
+def abort(code: int = 1) -> None:
+    """End every rank of the job now: MPI_Abort under MPI, a hard exit otherwise."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _ctx.size > 1:
+        time.sleep(0.5)  # let ranks that hit the same error print it before the kill
+    if _ctx.engine in ("mpi", "horovod-mpi"):
+        from mpi4py import MPI  # Horovod already initialised MPI: this only binds to it
+
+        MPI.COMM_WORLD.Abort(code)
+    os._exit(code)
+
+
+# ---------------------------------------------------------------- plain-MPI collectives
+
+def barrier() -> None:
+    """Wait for every rank."""
+    if _ctx.engine == "mpi":
+        _comm.Barrier()
+    elif _hvd is not None and _ctx.size > 1:
+        _hvd.join()
+
+
+def allgather_object(obj: Any) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if _ctx.size == 1:
+        return [obj]
+    if _ctx.engine == "mpi":
+        return _comm.allgather(obj)
+    return _hvd.allgather_object(obj)
+
+
+def gather_object(obj: Any, root: int = 0) -> list | None:
+    """Every rank's ``obj`` in rank order on ``root``; None elsewhere."""
+    if _ctx.size == 1:
+        return [obj]
+    if _ctx.engine == "mpi":
+        return _comm.gather(obj, root=root)
+    everything = _hvd.allgather_object(obj)
+    return everything if _ctx.rank == root else None
+
+
+def broadcast_object(obj: Any, root: int = 0) -> Any:
+    """``root``'s ``obj`` on every rank."""
+    if _ctx.size == 1:
+        return obj
+    if _ctx.engine == "mpi":
+        return _comm.bcast(obj, root=root)
+    return _hvd.broadcast_object(obj, root_rank=root)
+
+
+def allreduce_sum_array(array):
+    """Element-wise sum of a NumPy array over ranks (float64 or int64), on every rank."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    if _ctx.size == 1:
+        return array.copy()
+    if _ctx.engine == "mpi":
+        out = np.empty_like(array)
+        _comm.Allreduce(array, out)
+        return out
+    return _hvd.allreduce(array, op=_hvd.Sum, name=None).numpy()
+
+
+def agree(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any rank (e.g. a signal arrived)."""
+    import numpy as np
+
+    return bool(allreduce_sum_array(np.array([int(flag)], dtype=np.int64))[0] > 0)
+
+
+# ---------------------------------------------------------------- training collectives
+
+def distributed_tape(tape: Any, name: str) -> Any:
+    """Wrap a GradientTape so gradients are averaged over ranks.
+
+    Each network needs its own ``name``: two tapes with the same name would share
+    Horovod tensor names and crash (Horovod #784).
+    """
+    if _hvd is None:
+        return tape
+    return _hvd.DistributedGradientTape(tape, op=_hvd.Average, name=name)
+
+
+def broadcast_variables(variables: list, root: int = 0) -> None:
+    """Overwrite ``variables`` everywhere with ``root``'s values.
+
+    Called after the first step, when the optimizer's slot variables exist: broadcasting
+    before them would leave each rank's Adam moments different.
+    """
+    if _hvd is not None and _ctx.size > 1:
+        _hvd.broadcast_variables(variables, root_rank=root)
+
+
+def allreduce_mean(value: Any, name: str | None = None) -> Any:
+    """Mean over ranks of a tensor or number (metrics are averaged before logging)."""
+    if _hvd is None or _ctx.size == 1:
+        return value
+    return _hvd.allreduce(value, op=_hvd.Average, name=name)
+
+
+def on_root(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` on rank 0 only (the few places built for side effects use this)."""
+    if _ctx.rank == 0:
+        return fn(*args, **kwargs)
+    return None
