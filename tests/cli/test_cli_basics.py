@@ -1,0 +1,31 @@
+"""The console script itself: help everywhere, version, clear errors."""
+import pytest
+
+from conftest import run_cli
+from cosmotrain.cli import GROUPS
+
+
+def test_version_and_top_level_help():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("cosmotrain ")
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for group in GROUPS:
+        assert group in out.stdout
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_every_group_has_help(group):
+    out = run_cli(group, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage: cosmotrain " + group in out.stdout
+
+
+def test_group_without_verb_prints_help_and_fails():
+    out = run_cli("train")
+    assert out.returncode == 2 and "usage:" in out.stderr
+
+
+def test_unknown_benchmark_is_refused():
+    out = run_cli("bench", "nonsense")
+    assert out.returncode == 2 and "invalid choice" in out.stderr

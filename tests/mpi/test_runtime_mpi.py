@@ -1,0 +1,101 @@
+"""The runtime under real Open MPI ranks: slicing agrees across ranks, failures end the job."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import BIN, mpi_env, run_mpi_python
+
+pytestmark = pytest.mark.mpi
+
+SLICES = """
+import json, sys
+import numpy as np
+from cosmotrain import dist
+from cosmotrain.data import shards
+ctx = dist.init_mpi()
+s = shards.ShardSet(sys.argv[1], "train")
+mine = np.concatenate([s.read(a, b, ("ids",))["ids"] for a, b in shards.epoch_runs(s.n, ctx.rank, ctx.size, 9, 1)])
+everyone = dist.allgather_object(mine.tolist())
+if ctx.rank == 0:
+    print(json.dumps(everyone))
+"""
+
+
+def test_two_ranks_get_disjoint_equal_slices_covering_the_data(tiny_galaxies):
+    out = run_mpi_python(SLICES, np_=2, args=(tiny_galaxies,))
+    assert out.returncode == 0, out.stderr
+    a, b = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(a) == len(b) == 51
+    assert not set(a) & set(b) and len(set(a) | set(b)) == 102  # one of 103 dropped
+
+
+FAIL = """
+import sys, time
+from cosmotrain import dist
+ctx = dist.init_{engine}()
+if ctx.rank == 1:
+    time.sleep(1)
+    raise RuntimeError("disk on fire on rank 1")
+dist.barrier() if "{engine}" == "mpi" else dist.allreduce_mean(__import__("tensorflow").constant(1.0))
+time.sleep(120)  # never reached: rank 0 waits for rank 1 in the collective above
+"""
+
+
+@pytest.mark.parametrize("engine", ["mpi", "horovod"])
+def test_a_failing_rank_ends_the_whole_job_quickly(engine):
+    start = time.monotonic()
+    out = run_mpi_python(FAIL.format(engine=engine), np_=2, timeout=60)
+    took = time.monotonic() - start
+    assert out.returncode != 0
+    assert "disk on fire on rank 1" in out.stderr
+    assert took < 30, f"job took {took:.0f}s to die"
+
+
+def test_a_failing_rank_ends_a_gloo_job_quickly(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(FAIL.format(engine="horovod"))
+    start = time.monotonic()
+    out = subprocess.run([str(BIN / "horovodrun"), "-np", "2", "--gloo", "-H", "localhost:2", sys.executable,
+                          str(script)], capture_output=True, text=True, timeout=90, env=mpi_env())
+    assert out.returncode != 0
+    assert "disk on fire on rank 1" in out.stdout + out.stderr
+    assert time.monotonic() - start < 30
+
+
+USER_ERROR = """
+from cosmotrain import dist
+from cosmotrain.errors import UserError
+ctx = dist.init_mpi()
+raise UserError("shard x.h5 is missing; regenerate the dataset")
+"""
+
+
+def test_a_user_error_is_one_line_and_non_zero():
+    out = run_mpi_python(USER_ERROR, np_=2, timeout=60)
+    assert out.returncode != 0
+    lines = [l for l in out.stderr.splitlines() if "cosmotrain [rank" in l]
+    assert lines and all(l.endswith("shard x.h5 is missing; regenerate the dataset") for l in lines)
+    assert "Traceback" not in out.stderr
+
+
+THREADS = """
+from cosmotrain import dist
+import json, os
+ctx = dist.init_horovod()
+import tensorflow as tf
+print(json.dumps([ctx.rank, ctx.threads, tf.config.threading.get_intra_op_parallelism_threads(),
+                  os.environ["OMP_NUM_THREADS"]]))
+"""
+
+
+def test_two_ranks_on_two_cores_do_not_share_threads():
+    out = run_mpi_python(THREADS, np_=2, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("[")]
+    import os
+    cores = len(os.sched_getaffinity(0))
+    assert sorted(r[0] for r in rows) == [0, 1]
+    assert all(r[1] == r[2] == int(r[3]) == max(1, cores // 2) for r in rows)

@@ -1,0 +1,68 @@
+"""Config files and --set overrides: typos and wrong types fail loudly, naming the key."""
+import dataclasses
+
+import pytest
+import yaml
+
+from cosmotrain import config
+from cosmotrain.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    epochs: int = 3
+    lr: float = 1e-3
+    schedule: str = "linear"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    train: Train = Train()
+    seed: int = 0
+    sizes: tuple[int, ...] = (32, 64)
+
+
+def test_yaml_and_overrides_resolve_and_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 5\nseed: 7\n")
+    cfg = config.load(Job, path, ["train.lr=0.01", "sizes=[8, 16]"])
+    assert cfg == Job(Train(5, 0.01, "linear"), 7, (8, 16))
+    config.save(cfg, tmp_path / "out" / "config.yaml")
+    again = config.load(Job, tmp_path / "out" / "config.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["sizes"] == [8, 16]
+
+
+def test_int_accepted_for_float():
+    assert config.load(Job, None, ["train.lr=1"]).train.lr == 1.0
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epoch=3", "train.epoch"),       # typo in a key
+    ("trian.epochs=3", "trian"),            # typo in a section
+])
+def test_unknown_key_is_named(override, key):
+    with pytest.raises(ConfigError, match=f"unknown config key '{key}'"):
+        config.load(Job, None, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=three", "train.epochs"),
+    ("train.epochs=2.5", "train.epochs"),
+    ("seed=true", "seed"),
+    ("sizes=[1, x]", "sizes"),
+])
+def test_wrong_type_is_named(override, key):
+    with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
+        config.load(Job, None, [override])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(Job, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(Job, bad)
+    with pytest.raises(ConfigError, match="has no '='"):
+        config.load(Job, None, ["train.epochs"])

@@ -1,0 +1,149 @@
+"""Sharded HDF5 datasets: round trip, validation of bad input, per-rank epoch slicing."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from cosmotrain.data import shards
+from cosmotrain.errors import UserError
+
+
+def test_round_trip_names_chunks_and_manifest(tiny_galaxies):
+    manifest = json.loads((tiny_galaxies / "manifest.json").read_text())
+    files = sorted(p.name for p in tiny_galaxies.glob("*.h5"))
+    assert files == ["train-00000-of-00003.h5", "train-00001-of-00003.h5", "train-00002-of-00003.h5",
+                     "val-00000-of-00001.h5"]
+    assert manifest["splits"]["train"]["n"] == 103 and manifest["seed"] == 0
+    assert manifest["config"] == {"n": 113} and "numpy" in manifest["versions"]
+    with h5py.File(tiny_galaxies / files[0]) as h5:
+        chunks = h5["images"].chunks  # chunked along N only: a rank reads whole samples
+        assert chunks[1:] == h5["images"].shape[1:] and chunks[0] * 8 * 8 * 3 <= shards.CHUNK_BYTES
+        assert list(h5.attrs["class_names"]) == ["round", "edge-on", "spiral"]
+    s = shards.ShardSet(tiny_galaxies, "train", kind="galaxies", verify=True)
+    ids = s.read(30, 90)["ids"]  # spans two files
+    np.testing.assert_array_equal(ids, np.arange(30, 90))
+    assert s.read(0, 103)["images"].shape == (103, 8, 8, 3)
+
+
+def test_checksum_mismatch_is_caught(tiny_galaxies):
+    with h5py.File(tiny_galaxies / "val-00000-of-00001.h5", "a") as h5:
+        h5["labels"][0] = 2
+    shards.ShardSet(tiny_galaxies, "val")  # without verification it opens
+    with pytest.raises(UserError, match="does not match its sha256"):
+        shards.ShardSet(tiny_galaxies, "val", verify=True)
+
+
+def _edit_manifest(root, fn):
+    m = json.loads((root / "manifest.json").read_text())
+    fn(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def test_wrong_schema_version_kind_and_split(tiny_galaxies):
+    with pytest.raises(UserError, match="needs 'cmb'"):
+        shards.ShardSet(tiny_galaxies, "train", kind="cmb")
+    with pytest.raises(UserError, match="no 'test' split"):
+        shards.ShardSet(tiny_galaxies, "test")
+    _edit_manifest(tiny_galaxies, lambda m: m.update(schema_version=99))
+    with pytest.raises(UserError, match="schema version 99"):
+        shards.ShardSet(tiny_galaxies, "train")
+
+
+def test_missing_unreadable_and_wrong_dtype_files(tiny_galaxies, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        shards.ShardSet(tmp_path / "nowhere")
+    (tiny_galaxies / "val-00000-of-00001.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(UserError, match="cannot read HDF5 file"):
+        shards.ShardSet(tiny_galaxies, "val")
+    path = tiny_galaxies / "train-00001-of-00003.h5"
+    with h5py.File(path, "a") as h5:
+        data = h5["images"][:].astype(np.float32)
+        del h5["images"]
+        h5["images"] = data
+    with pytest.raises(UserError, match="'images' has dtype float32, expected uint8"):
+        shards.ShardSet(tiny_galaxies, "train")
+    path.unlink()
+    with pytest.raises(UserError, match="is missing"):
+        shards.ShardSet(tiny_galaxies, "train")
+
+
+def test_nan_in_float_data_is_rejected_on_read(tmp_path):
+    patches = np.ones((10, 4, 4), np.float32)
+    patches[7, 1, 2] = np.nan
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2))}},
+                         {}, config={}, seed=1)
+    s = shards.ShardSet(tmp_path / "cmb", "train")
+    s.read(0, 5)
+    with pytest.raises(UserError, match="sample 7 .* NaN or inf"):
+        s.read(0, 10)
+
+
+def test_writer_rejects_wrong_schema(tmp_path):
+    with pytest.raises(UserError, match="'labels' has dtype int64, expected int8"):
+        shards.write_dataset(tmp_path, "galaxies", {"train": {
+            "images": np.zeros((2, 4, 4, 3), np.uint8), "labels": np.zeros(2, np.int64),
+            "vote_fractions": np.zeros((2, 3), np.float32), "ids": np.zeros(2, np.int64)}}, {}, config={}, seed=0)
+
+
+def test_existing_output_is_refused_unless_overwrite(tiny_galaxies):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_galaxies.iterdir()}
+    with pytest.raises(UserError, match="already holds a dataset.*--overwrite"):
+        shards.claim_output(tiny_galaxies, overwrite=False)
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_galaxies.iterdir()} == before
+    shards.claim_output(tiny_galaxies, overwrite=True)
+    shards.write_dataset(tiny_galaxies, "cmb", {"train": {"patches": np.zeros((3, 2, 2), np.float32),
+                                                          "centers": np.zeros((3, 2))}}, {}, config={}, seed=0)
+    assert sorted(p.name for p in tiny_galaxies.glob("*.h5")) == ["train-00000-of-00001.h5"]
+
+
+@pytest.mark.parametrize("n, size", [(103, 1), (103, 2), (103, 4), (1000, 3), (64, 64), (5, 2)])
+def test_epoch_slices_are_disjoint_equal_and_cover(n, size):
+    for epoch in range(3):
+        parts = [np.concatenate([np.arange(a, b) for a, b in shards.epoch_runs(n, r, size, 42, epoch, block=8)])
+                 for r in range(size)]
+        assert {len(p) for p in parts} == {n // size}
+        together = np.concatenate(parts)
+        assert len(np.unique(together)) == len(together) == n - n % size
+
+
+def test_epochs_are_shuffled_but_reproducible():
+    a0 = shards.epoch_runs(1000, 0, 2, seed=1, epoch=0)
+    assert a0 == shards.epoch_runs(1000, 0, 2, seed=1, epoch=0)
+    assert a0 != shards.epoch_runs(1000, 0, 2, seed=1, epoch=1)
+    assert a0 != shards.epoch_runs(1000, 0, 2, seed=2, epoch=0)
+
+
+def test_more_ranks_than_samples_is_an_error():
+    with pytest.raises(UserError, match="5 samples for 8 ranks"):
+        shards.epoch_runs(5, 0, 8, seed=0, epoch=0)
+
+
+def test_rank_batches_resume_and_batch_too_large(tiny_galaxies):
+    s = shards.ShardSet(tiny_galaxies, "train")
+    full = [b["ids"] for b in shards.rank_batches(s, 1, 2, 10, seed=3, epoch=2, window=20)]
+    assert len(full) == 51 // 10
+    resumed = [b["ids"] for b in shards.rank_batches(s, 1, 2, 10, seed=3, epoch=2, start_batch=3, window=20)]
+    np.testing.assert_array_equal(np.concatenate(full[3:]), np.concatenate(resumed))
+    with pytest.raises(UserError, match="per-rank batch 60 is larger than this rank's 51 samples"):
+        next(shards.rank_batches(s, 0, 2, 60, seed=0, epoch=0))
+
+
+def test_d4_transforms_are_the_eight_symmetries():
+    img = np.arange(16).reshape(1, 4, 4, 1)
+    outs = [shards.d4_transform(img, np.array([k]))[0, ..., 0] for k in range(8)]
+    assert len({o.tobytes() for o in outs}) == 8
+    np.testing.assert_array_equal(outs[0], img[0, ..., 0])
+    np.testing.assert_array_equal(outs[1], np.rot90(img[0, ..., 0]))
+
+
+def test_tf_pipeline_matches_rank_batches(tiny_galaxies):
+    s = shards.ShardSet(tiny_galaxies, "train")
+    ds = shards.tf_pipeline(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids"), augment="images")
+    got = list(ds.as_numpy_iterator())
+    ref = list(shards.rank_batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids")))
+    assert len(got) == len(ref) == 51 // 8
+    for (images, labels, ids), r in zip(got, ref):
+        np.testing.assert_array_equal(ids, r["ids"])
+        assert images.dtype == np.uint8 and images.shape == (8, 8, 8, 3)
+        assert sorted(images.reshape(8, -1).sum(1)) == sorted(r["images"].reshape(8, -1).sum(1))
