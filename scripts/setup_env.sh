@@ -40,17 +40,19 @@ system_packages() {
 }
 
 find_python() {
+  # The base interpreter, never a virtualenv's (the Makefile puts .venv/bin first on PATH).
   local py
   for py in python3.11 python3 /usr/bin/python3; do
-    if command -v "$py" >/dev/null && "$py" -c 'import sys, venv; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
-      command -v "$py"; return 0
-    fi
+    command -v "$py" >/dev/null || continue
+    "$py" -c 'import sys, venv; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || continue
+    "$py" -c 'import sys; print(sys._base_executable)'; return 0
   done
   return 1
 }
 
 env_key() {
-  cat requirements/cpu.lock requirements/horovod.lock scripts/setup_env.sh | sha256sum | cut -c1-16
+  # The locks and the build recipe itself (declare -f prints it without comments).
+  { cat requirements/cpu.lock requirements/horovod.lock; declare -f build_venv; } | sha256sum | cut -c1-16
 }
 
 build_venv() {
@@ -89,8 +91,11 @@ main() {
     check_build "$venv"
   fi
   ln -sfn "$venv" .venv
-  # Editable install of this checkout, every time: cheap, and points the shared venv here.
-  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  # Editable install of this checkout: the shared venv must import cosmotrain from here.
+  if [ "$(.venv/bin/python -c 'import cosmotrain, os; print(os.path.dirname(cosmotrain.__file__))' 2>/dev/null)" \
+       != "$here/src/cosmotrain" ] || [ ! -x .venv/bin/cosmotrain ]; then
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  fi
   say "ready: $(readlink .venv)"
 }
 
