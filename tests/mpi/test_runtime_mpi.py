@@ -99,3 +99,22 @@ def test_two_ranks_on_two_cores_do_not_share_threads():
     cores = len(os.sched_getaffinity(0))
     assert sorted(r[0] for r in rows) == [0, 1]
     assert all(r[1] == r[2] == int(r[3]) == max(1, cores // 2) for r in rows)
+
+
+LOGGING = """
+from cosmotrain import dist, logs
+ctx = dist.init_mpi()
+log = logs.setup()
+log.info("hello from rank %d", ctx.rank)
+log.warning("careful on rank %d", ctx.rank)
+for _ in logs.progress(range(3), desc="bar-rank-%d" % ctx.rank, mininterval=0):
+    pass
+"""
+
+
+def test_info_and_progress_bars_come_from_rank_zero_only():
+    out = run_mpi_python(LOGGING, np_=2, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "hello from rank 0" in out.stderr and "hello from rank 1" not in out.stderr
+    assert "[1/2] WARNING careful on rank 1" in out.stderr and "[0/2] WARNING careful on rank 0" in out.stderr
+    assert "bar-rank-0" in out.stderr and "bar-rank-1" not in out.stderr
