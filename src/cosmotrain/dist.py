@@ -218,6 +218,26 @@ def broadcast_object(obj: Any, root: int = 0) -> Any:
     return _hvd.broadcast_object(obj, root_rank=root)
 
 
+def root_computes(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` on rank 0 and hand its result to every rank.
+
+    A UserError that ``fn`` raises (a bad input found while checking) is raised on every
+    rank, so each prints the same one-line message instead of dying silently in the abort.
+    """
+    from cosmotrain.errors import UserError
+
+    result, message = None, None
+    if _ctx.is_root:
+        try:
+            result = fn(*args)
+        except UserError as err:
+            message = str(err)
+    result, message = broadcast_object((result, message))
+    if message is not None:
+        raise UserError(message)
+    return result
+
+
 def allreduce_sum_array(array):
     """Element-wise sum of a NumPy array over ranks (float64 or int64), on every rank."""
     import numpy as np
@@ -244,12 +264,13 @@ def agree(flag: bool) -> bool:
 def distributed_tape(tape: Any, name: str) -> Any:
     """Wrap a GradientTape so gradients are averaged over ranks.
 
-    Each network needs its own ``name``: two tapes with the same name would share
-    Horovod tensor names and crash (Horovod #784).
+    ``name`` identifies the network (one per tape). Horovod 0.28.1's tape takes no name
+    argument: it names each allreduce after its gradient tensor, which is unique within a
+    step function, and step functions run one after another, so tapes never collide.
     """
     if _hvd is None:
         return tape
-    return _hvd.DistributedGradientTape(tape, op=_hvd.Average, name=name)
+    return _hvd.DistributedGradientTape(tape, op=_hvd.Average)
 
 
 def broadcast_variables(variables: list, root: int = 0) -> None:

@@ -118,3 +118,20 @@ def test_info_and_progress_bars_come_from_rank_zero_only():
     assert "hello from rank 0" in out.stderr and "hello from rank 1" not in out.stderr
     assert "[1/2] WARNING careful on rank 1" in out.stderr and "[0/2] WARNING careful on rank 0" in out.stderr
     assert "bar-rank-0" in out.stderr and "bar-rank-1" not in out.stderr
+
+
+ROOT_CHECK = """
+from cosmotrain import dist
+from cosmotrain.errors import UserError
+ctx = dist.init_mpi()
+def check():
+    raise UserError("column Class7.1 missing from table.csv; use the Kaggle file")
+dist.root_computes(check)
+"""
+
+
+def test_an_input_error_found_by_rank_zero_is_reported_on_every_rank():
+    out = run_mpi_python(ROOT_CHECK, np_=2, timeout=60)
+    assert out.returncode != 0
+    for rank in (0, 1):
+        assert f"cosmotrain [rank {rank}]: error: column Class7.1 missing" in out.stderr
