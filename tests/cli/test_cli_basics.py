@@ -1,7 +1,7 @@
 """The console script itself: help everywhere, version, clear errors."""
 import pytest
 
-from conftest import run_cli
+from testlib import run_cli
 from cosmotrain.cli import GROUPS
 
 

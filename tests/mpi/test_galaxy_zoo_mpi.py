@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from testlib import run_cli
 from fixtures_galaxy_zoo import build_kaggle_fixture, rewrite_csv
 
 pytestmark = pytest.mark.mpi

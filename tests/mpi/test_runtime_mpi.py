@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import BIN, mpi_env, run_mpi_python
+from testlib import BIN, mpi_env, run_mpi_python
 
 pytestmark = pytest.mark.mpi
 

@@ -154,7 +154,7 @@ def test_split_counts_always_add_up():
 
 
 def test_the_shipped_config_file_holds_the_built_in_defaults():
-    from conftest import REPO
+    from testlib import REPO
     from cosmotrain import config
     from cosmotrain.commands.galaxies import GalaxiesConfig
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from testlib import run_cli
 from cosmotrain.data import galaxy_zoo as gz
 from cosmotrain.errors import UserError
 from fixtures_galaxy_zoo import build_kaggle_fixture, jpeg_bytes, rewrite_csv
