@@ -139,6 +139,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; collaborators must read manifests
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -66,3 +66,8 @@ def test_missing_and_malformed_files(tmp_path):
         config.load(Job, bad)
     with pytest.raises(ConfigError, match="has no '='"):
         config.load(Job, None, ["train.epochs"])
+
+
+def test_written_files_are_readable_by_collaborators(tmp_path):
+    config.atomic_write_text(tmp_path / "manifest.json", "{}")
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o044 == 0o044
