@@ -1,0 +1,131 @@
+"""`cosmotrain data cmb`, `cosmotrain data cmb-spectrum` and `cosmotrain spectra`."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from cosmotrain.cli import Command, add_config_arguments
+
+CMB_HELP = """Simulate full-sky CMB temperature maps with healpy and cut square gnomonic patches
+into a sharded HDF5 dataset (patches float32 [N,H,W] in μK_CMB, centers [N,2] lon/lat deg),
+split train/val/test. Maps are spread over MPI ranks; the dataset is the same whatever the
+number of ranks. Also writes DIR/cl_input.txt (the input C_ℓ) and DIR/examples.png.
+
+examples:
+  cosmotrain data cmb --config configs/cmb_tiny.yaml --out data/cmb_tiny
+  mpirun -np 8 cosmotrain data cmb --config configs/cmb.yaml --out data/cmb --set maps.n_maps=200
+  cosmotrain data cmb --config configs/cmb_tiny.yaml --set spectrum.file=my_cls.dat --out data/cmb_mine"""
+
+SPECTRUM_HELP = """Write a TT C_ℓ table (μK², columns 'ell C_ell') usable as spectrum.file.
+
+With --camb, compute it with CAMB for the Planck 2018 best fit (needs the optional extra:
+pip install 'cosmotrain[camb]'); without, copy the table shipped with cosmotrain (the same
+computation, done once)."""
+
+SPECTRA_HELP = """Measure the flat-sky TT power spectrum of a CMB patch dataset and compare it to theory.
+
+Writes FILE.json with ell (bin centres), edges, mean and std (C_ℓ in μK² over the patches),
+theory (the expected mean), n_patches, and valid (bins where the theory is trusted).
+
+examples:
+  cosmotrain spectra data/cmb_tiny --out cmb_spectra.json --plot cmb_spectra.png
+  mpirun -np 2 cosmotrain spectra data/cmb --split test --deconvolve --out test_cl.json"""
+
+
+def add_cmb_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in DIR")
+
+
+def run_cmb(args: argparse.Namespace) -> int:
+    from cosmotrain import config, dist, logs
+
+    dist.init_mpi()
+    logs.setup(args.verbose)
+    from cosmotrain.data import cmb
+
+    cfg = config.load(cmb.CmbConfig, args.config, args.overrides)
+    cmb.make_dataset(cfg, args.out, overwrite=args.overwrite)
+    return 0
+
+
+def add_spectrum_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="FILE", help="text file to write")
+    parser.add_argument("--camb", action="store_true", help="compute with CAMB (optional dependency)")
+    parser.add_argument("--lmax", type=int, default=5000, help="highest ℓ with --camb (default 5000)")
+
+
+def run_spectrum(args: argparse.Namespace) -> int:
+    from cosmotrain import logs
+
+    logs.setup(args.verbose)
+    from cosmotrain.data import cmb
+
+    if args.camb:
+        cl, header = cmb.camb_spectrum(args.lmax)
+    else:
+        spectrum = cmb.load_spectrum(cmb.SpectrumConfig())
+        cl, header = spectrum.cl, [line.lstrip("# ") for line in _header_lines(cmb.fiducial_path())]
+    cmb.write_spectrum(args.out, cl, header)
+    logs.get("cmb").info("wrote %s (ℓ = 0..%d, C_ℓ in μK²)", args.out, len(cl) - 1)
+    return 0
+
+
+def _header_lines(path) -> list[str]:
+    with open(path) as fh:
+        return [line.rstrip("\n") for line in fh if line.startswith("#")]
+
+
+def add_spectra_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", metavar="DATASET", help="a dataset folder made by 'cosmotrain data cmb'")
+    parser.add_argument("--out", required=True, metavar="FILE.json", help="where the spectra go")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw D_ℓ of the mean ± 1σ against theory")
+    parser.add_argument("--split", default="train", help="which split to measure (default train)")
+    parser.add_argument("--max-patches", type=int, metavar="N", help="use only the first N patches")
+    parser.add_argument("--edges", metavar="L0,L1,...", help="ℓ bin edges (default: 2 fundamentals wide, from "
+                        "2 fundamentals of the patch to its Nyquist ℓ or the map's ℓmax)")
+    parser.add_argument("--window", default="hann", choices=("hann", "tukey", "none"), help="apodisation")
+    parser.add_argument("--deconvolve", action="store_true", help="divide out beam and pixel windows")
+
+
+def run_spectra(args: argparse.Namespace) -> int:
+    from cosmotrain import dist, logs
+    from cosmotrain.config import atomic_write_text
+    from cosmotrain.errors import UserError
+
+    dist.init_mpi()
+    logs.setup(args.verbose)
+    from cosmotrain.data import cmb
+    from cosmotrain.science import spectra
+
+    edges = None
+    if args.edges:
+        try:
+            edges = [float(x) for x in args.edges.split(",")]
+        except ValueError:
+            raise UserError(f"--edges {args.edges!r} is not a comma-separated list of numbers, e.g. 200,400,600")
+    try:
+        result = cmb.measure_spectra(args.dataset, args.split, edges, args.window, args.max_patches,
+                                     args.deconvolve)
+    except ValueError as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(str(err)) from None
+    if dist.context().is_root:
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        if args.plot:
+            spectra.plot_band_powers(result, args.plot)
+        logs.get("cmb").info("wrote %s (%d patches, %d bins)%s", args.out, result["n_patches"], len(result["ell"]),
+                             f" and {args.plot}" if args.plot else "")
+    return 0
+
+
+COMMANDS = [
+    Command("data", "cmb", "simulate CMB maps and cut a sharded patch dataset", add_cmb_arguments, run_cmb,
+            description=CMB_HELP),
+    Command("data", "cmb-spectrum", "write the fiducial TT spectrum (optionally recomputed with CAMB)",
+            add_spectrum_arguments, run_spectrum, description=SPECTRUM_HELP),
+    Command("spectra", None, "power spectra of a CMB patch dataset against theory", add_spectra_arguments,
+            run_spectra, description=SPECTRA_HELP),
+]
