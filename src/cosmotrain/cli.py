@@ -28,6 +28,7 @@ GROUPS = {
 
 MODULES = [
     "cosmotrain.commands.bench",
+    "cosmotrain.commands.classifier",
     "cosmotrain.commands.cmb",
     "cosmotrain.commands.galaxies",
 ]

@@ -1,0 +1,67 @@
+"""P1: samples/s of the sharded ``shards.tf_pipeline`` / samples/s of raw contiguous h5py reads.
+
+Both read the same bytes (``images`` and ``labels`` of every sample of a 4-shard galaxies
+split, from the page cache after a first pass): the raw side with ``h5py`` slicing whole
+contiguous slabs of each shard, the pipeline side as a training rank does (one rank,
+block-shuffled slabs, in-window shuffle, batches of ``BATCH`` as TF tensors through
+``tf.data`` with prefetch). Rounds alternate; the ratio is the median over rounds.
+Target >= 0.95. ``ratio_batch_256`` repeats the pipeline with larger batches, to separate
+per-batch overhead from reading.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from cosmotrain.data import shards
+
+TARGET = 0.95
+BATCH = 32
+SLAB = 4096  # samples per raw read (the pipeline's read window)
+FIELDS = ("images", "labels")
+
+
+def raw_read(root: Path) -> float:
+    """Samples/s of reading every shard's fields in contiguous slabs with h5py."""
+    import h5py
+
+    start, n = time.perf_counter(), 0
+    for path in sorted(root.glob("train-*.h5")):
+        with h5py.File(path, "r") as h5:
+            total = h5["labels"].shape[0]
+            for a in range(0, total, SLAB):
+                for field in FIELDS:
+                    h5[field][a:a + SLAB]
+                n += min(SLAB, total - a)
+    return n / (time.perf_counter() - start)
+
+
+def pipeline_read(root: Path, epoch: int, batch: int) -> float:
+    """Samples/s of iterating one epoch of ``tf_pipeline`` on one rank."""
+    split = shards.ShardSet(root, "train")
+    start, n = time.perf_counter(), 0
+    for images, labels in shards.tf_pipeline(split, 0, 1, batch, seed=0, epoch=epoch, fields=FIELDS):
+        n += int(labels.shape[0])
+    split.close()
+    return n / (time.perf_counter() - start)
+
+
+def run(args) -> dict:
+    from cosmotrain import dist
+    from cosmotrain.bench.step import write_bench_dataset
+
+    dist.init_horovod()
+    n, rounds = (4096, 3) if args.quick else (16384, 7)
+    with tempfile.TemporaryDirectory(prefix="cosmotrain-bench-") as tmp:
+        root = write_bench_dataset(Path(tmp) / "data", n_train=n)
+        raw_read(root), pipeline_read(root, 0, BATCH)  # warm the page cache and tf.data
+        pairs = [(pipeline_read(root, r, BATCH), raw_read(root)) for r in range(rounds)]
+        big = statistics.median(pipeline_read(root, r, 256) for r in range(max(1, rounds // 2)))
+    raw = statistics.median(r for _, r in pairs)
+    return {"ratio": round(statistics.median(p / r for p, r in pairs), 4), "target": TARGET,
+            "pipeline_samples_per_s": round(statistics.median(p for p, _ in pairs), 1),
+            "raw_h5py_samples_per_s": round(raw, 1), "ratio_batch_256": round(big / raw, 4),
+            "batch": BATCH, "samples": n, "bytes_per_sample": 64 * 64 * 3 + 1, "shards": -(-n // 2048),
+            "ratios_per_round": [round(p / r, 4) for p, r in pairs]}

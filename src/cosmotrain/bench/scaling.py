@@ -1,0 +1,82 @@
+"""P3: aggregate training samples/s of 2 ranks x 1 thread / 2 x (1 rank x 1 thread).
+
+Weak scaling on one node: each rank keeps its per-rank batch, so perfect scaling doubles
+the samples per second. Both sides run the real trainer's epoch loop (Horovod gradient
+allreduce, in-step agreement, broadcast) on in-memory batches, one intra-op thread per
+rank; the 2-rank side is launched with ``mpirun`` and the project's launch defaults
+(``LAUNCH``; see docs/README-classifier.md). Launches alternate, the ratio is the median.
+Target >= 0.95.
+
+``COSMOTRAIN_SCALING_MPIRUN`` replaces the mpirun options (to compare settings), e.g.
+``"--bind-to core -x OMPI_MCA_mpi_yield_when_idle=0"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cosmotrain import dist
+
+TARGET = 0.95
+BATCH = 32
+# mpirun options the benchmark (and the demo) launch with: one core per rank, ranks that
+# wait for each other by yielding the core instead of spinning on it.
+LAUNCH = "--bind-to core --map-by core --mca mpi_yield_when_idle 1"
+
+WORKER = "import sys; from cosmotrain.bench.scaling import worker; worker(*sys.argv[1:])"
+
+
+def worker(data: str, out: str, steps: str, rounds: str) -> None:
+    """One rank of a measurement: prints {"samples_per_s": ...} (all ranks together) on rank 0."""
+    from cosmotrain.bench.step import bench_config, memory_batches, prepared_run, quiet_logs, time_trainer_steps
+
+    ctx = dist.init_horovod(threads=1)
+    quiet_logs()
+    cfg = bench_config(BATCH)
+    batches = memory_batches(int(steps), BATCH, seed=1 + ctx.rank)
+    run = prepared_run(cfg, Path(data), Path(out))
+    time_trainer_steps(run, batches[:10])  # trace, first-step broadcast, Horovod warm-up
+    per_step = statistics.median(time_trainer_steps(run, batches) for _ in range(int(rounds)))
+    if ctx.is_root:
+        print(json.dumps({"samples_per_s": ctx.size * BATCH / per_step, "step_ms": 1e3 * per_step,
+                          "threads": ctx.threads, "engine": ctx.engine}), flush=True)
+
+
+def measure(ranks: int, data: Path, out: Path, steps: int, rounds: int, options: str) -> dict:
+    """Launch ``ranks`` workers (plain process for 1, mpirun for more); their result."""
+    cmd = [sys.executable, "-c", WORKER, str(data), str(out), str(steps), str(rounds)]
+    if ranks > 1:
+        cmd = ["mpirun", "-np", str(ranks), *shlex.split(options)] + cmd
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"scaling worker failed ({' '.join(cmd[:6])} ...):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> dict:
+    from cosmotrain.bench.step import write_bench_dataset
+
+    steps, rounds, repeats = (30, 2, 1) if args.quick else (60, 5, 2)
+    options = os.environ.get("COSMOTRAIN_SCALING_MPIRUN", LAUNCH)
+    one, two = [], []
+    with tempfile.TemporaryDirectory(prefix="cosmotrain-bench-") as tmp:
+        data = write_bench_dataset(Path(tmp) / "data", n_train=4 * BATCH)
+        for r in range(repeats):
+            one.append(measure(1, data, Path(tmp) / f"one-{r}", steps, rounds, options))
+            two.append(measure(2, data, Path(tmp) / f"two-{r}", steps, rounds, options))
+    single = statistics.median(m["samples_per_s"] for m in one)
+    double = statistics.median(m["samples_per_s"] for m in two)
+    return {"ratio": round(double / (2 * single), 4), "target": TARGET,
+            "one_rank_samples_per_s": round(single, 1), "two_ranks_samples_per_s": round(double, 1),
+            "one_rank_step_ms": round(statistics.median(m["step_ms"] for m in one), 3),
+            "two_ranks_step_ms": round(statistics.median(m["step_ms"] for m in two), 3),
+            "per_rank_batch": BATCH, "threads_per_rank": 1, "engine": two[0]["engine"],
+            "mpirun_options": options, "launches": repeats}

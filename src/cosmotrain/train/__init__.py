@@ -1,0 +1,1 @@
+"""Training loops (``classifier``, ``gan``) and what they share (``common``, ``checkpoint``)."""

@@ -1,0 +1,154 @@
+"""Checkpoints of the whole training state: rank 0 writes, every rank restores.
+
+A checkpoint is a ``tf.train.Checkpoint`` of the trainer's objects (models, optimizers)
+plus one string variable, ``state``, holding a JSON ``TrainState``: epoch, position in the
+epoch, global step, best validation figure, early-stopping counter, per-rank partial sums,
+the seed, and a ``signature`` of what the objects are (model config, input shape, optimizer
+name). On restore the signature is compared first, so a checkpoint of another model or config
+is refused with a message naming the first differences instead of a shape error deep in TF.
+
+``RUN/checkpoints/ckpt-N.*`` (newest ``keep``) and ``RUN/checkpoints/best/ckpt-N.*`` (one, the
+best by validation loss) are written by ``tf.train.CheckpointManager``: TensorFlow writes
+the data under a temporary name and then records the new checkpoint in the ``checkpoint``
+index file atomically, so an interrupted save leaves the previous checkpoint current.
+
+Optimizers must hold their slot variables before ``restore`` (``optimizer.build(vars)``),
+so that their values are restored immediately rather than on first use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from cosmotrain import dist
+from cosmotrain.errors import UserError
+
+STATE_KEY = "state/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a run is. Epochs and batches count completed work.
+
+    ``batch`` > 0 means a mid-epoch checkpoint: epoch ``epoch`` + 1 is in progress and its
+    first ``batch`` batches are done; ``rank_sums`` then holds each rank's partial sums.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    size: int = 1
+    seed: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    rank_sums: list = dataclasses.field(default_factory=list)
+    signature: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainState":
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used here (other model, other config, damaged)."""
+
+
+class Checkpointer:
+    """Save and restore ``objects`` (name → trackable) with a ``TrainState``.
+
+    ``signature`` (JSON-able dict) describes what must match for a restore to make sense.
+    Create on every rank; ``save`` writes on rank 0 only (others return at once).
+    """
+
+    def __init__(self, directory: str | Path, objects: dict[str, Any], signature: dict, keep: int = 3):
+        self.directory = Path(directory)
+        self.signature = json.loads(json.dumps(signature))
+        self._state = tf.Variable("", dtype=tf.string, trainable=False, name="train_state")
+        self._ckpt = tf.train.Checkpoint(**objects, state=self._state)
+        self._latest = tf.train.CheckpointManager(self._ckpt, str(self.directory), max_to_keep=keep)
+        self._best = tf.train.CheckpointManager(self._ckpt, str(self.directory / "best"), max_to_keep=1)
+
+    # ------------------------------------------------------------ writing (rank 0)
+
+    def save(self, state: TrainState, best: bool = False) -> str | None:
+        """Write a checkpoint of the current objects and ``state``; returns its path on rank 0.
+
+        ``best`` also writes it as the best checkpoint. Other ranks return None.
+        """
+        if not dist.context().is_root:
+            return None
+        state.signature = self.signature
+        self._state.assign(state.to_json())
+        path = self._latest.save(checkpoint_number=state.step)
+        if best:
+            self._best.save(checkpoint_number=state.step)
+        return path
+
+    # ------------------------------------------------------------ reading (every rank)
+
+    def latest(self) -> str | None:
+        """Path prefix of the newest checkpoint, as rank 0 sees it (same on every rank)."""
+        return dist.broadcast_object(dist.on_root(lambda: self._latest_path(self.directory)))
+
+    def best(self) -> str | None:
+        return dist.broadcast_object(dist.on_root(lambda: self._latest_path(self.directory / "best")))
+
+    @staticmethod
+    def _latest_path(directory: Path) -> str | None:
+        return tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+
+    def restore(self, path: str) -> TrainState:
+        """Load ``path`` into the objects after checking its signature; returns its state."""
+        state = read_state(path)
+        check_signature(path, state.signature, self.signature)
+        try:
+            self._ckpt.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            first = str(err).strip().splitlines()[0][:200]
+            raise CheckpointError(f"checkpoint {path} does not fit this model ({first}); "
+                                  f"resume with the run's own config.yaml or start a new --out") from None
+        return state
+
+
+def read_state(path: str) -> TrainState:
+    """The ``TrainState`` stored in checkpoint ``path`` (no objects are loaded)."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(err).__name__}); "
+                              f"it is damaged or missing; delete it to fall back to an older one") from None
+    if not reader.has_tensor(STATE_KEY):
+        raise CheckpointError(f"{path} is not a cosmotrain checkpoint (no training state in it)")
+    value = reader.get_tensor(STATE_KEY)
+    return TrainState.from_json(value.decode() if isinstance(value, bytes) else str(value))
+
+
+def check_signature(path: str, found: dict, expected: dict) -> None:
+    """Raise ``CheckpointError`` naming the first differences between two signatures."""
+    a, b = _flatten(found), _flatten(expected)
+    diffs = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diffs:
+        shown = "; ".join(f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in diffs[:3])
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise CheckpointError(f"checkpoint {path} was made by a different model or config: {shown}{more}; "
+                              f"resume with the run's own config.yaml or start a new --out")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}

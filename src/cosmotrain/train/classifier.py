@@ -1,0 +1,478 @@
+"""Data-parallel training of the galaxy classifier with Horovod.
+
+The same code runs as one process or as N ranks (mpirun, horovodrun, srun). Each rank
+reads its own part of every epoch (``shards.tf_pipeline``), computes gradients on its
+per-rank batch, and Horovod averages them, so one step uses ``batch_size x ranks`` samples.
+Rank 0 writes everything (``RUN/config.yaml``, ``checkpoints/``, ``history.csv``,
+``tensorboard/``, ``metrics.json``).
+
+A run is exactly resumable: the learning rate, dropout masks and D4 augmentation are
+functions of the global step, the data order is a function of (seed, epoch, rank, batch
+index), and a checkpoint
+holds model, optimizer, epoch, position in the epoch, and every rank's partial epoch sums.
+On SIGUSR1 (SLURM pre-emption) every rank stops at the same step, rank 0 checkpoints and
+all exit with ``dist.EXIT_REQUEUE``; ``--resume`` then continues bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from cosmotrain import config, dist, logs
+from cosmotrain.config import ConfigError
+from cosmotrain.data import shards
+from cosmotrain.errors import UserError
+from cosmotrain.models.classifier import ModelConfig, build_classifier
+from cosmotrain.train.checkpoint import Checkpointer, TrainState
+from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
+                                     StepRandomness, agree_in_step, claim_run_dir, make_optimizer,
+                                     nonfinite_error, random_d4, rng_key, seed_everything, stateless_seed,
+                                     weights_digest)
+
+log = logs.get("train")
+
+FIELDS = ("images", "labels")
+HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s",
+                   "seconds")
+EVAL_BATCH = 256
+AUGMENT_STREAM = 2  # rng_key stream of the D4 augmentation (dropout layers use 1000+)
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section. ``batch_size`` is per rank; the global batch is it x ranks.
+
+    ``augment`` turns each training image by a random element of D4 (rotations by 90°,
+    flips) inside the step; ``patience`` > 0 stops after that many epochs without a better
+    validation loss; ``deterministic`` makes TF's kernels deterministic (exact resume).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 1234
+    augment: bool = True
+    patience: int = 0
+    keep_checkpoints: int = 3
+    deterministic: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The ``data`` section: the dataset folder (``--data`` sets it) and its splits."""
+
+    path: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+
+def resolve_config(config_path: str | None, overrides: list[str], data: str | None, run: str | Path,
+                   resume: bool) -> ClassifierConfig:
+    """The config of this run: ``--config`` (or, on resume, the run's own), overrides, ``--data``."""
+    saved = Path(run) / "config.yaml"
+    if config_path is None and resume and saved.is_file():
+        config_path = str(saved)
+    if data is not None:
+        overrides = [*overrides, f"data.path={json.dumps(str(Path(data).resolve()))}"]
+    cfg = config.load(ClassifierConfig, config_path, overrides)
+    if not cfg.data.path:
+        raise ConfigError("no dataset given; pass --data DATASET (a folder made by 'cosmotrain data galaxies')")
+    _check_train(cfg.train)
+    return cfg
+
+
+def _check_train(t: TrainConfig) -> None:
+    if t.epochs < 1 or t.batch_size < 1 or t.keep_checkpoints < 1 or t.patience < 0:
+        raise ConfigError(f"train.epochs, train.batch_size and train.keep_checkpoints must be >= 1 and "
+                          f"train.patience >= 0 (got {t.epochs}, {t.batch_size}, {t.keep_checkpoints}, {t.patience})")
+
+
+# ---------------------------------------------------------------- data
+
+@dataclasses.dataclass
+class TrainData:
+    """The opened splits and what training needs to know about them."""
+
+    train: shards.ShardSet
+    val: shards.ShardSet
+    image_shape: tuple
+    class_names: list
+    steps: int
+    warnings: list
+
+
+def open_data(cfg: ClassifierConfig) -> TrainData:
+    """Open and check the train/val splits before any work (same answer on every rank)."""
+    ctx = dist.context()
+    train = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies")
+    val = shards.ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies")
+    image_shape = train.sample_shape("images")
+    if val.n and val.sample_shape("images") != image_shape:
+        raise UserError(f"{cfg.data.path}: val images are {val.sample_shape('images')}, train images {image_shape}")
+    where = f"{cfg.data.path} ({train.split} split)"
+    per_rank = shards.per_rank_count(train.n, ctx.size, where)
+    steps = shards.steps_per_epoch(per_rank, cfg.train.batch_size, where)
+    shards.per_rank_count(val.n, ctx.size, f"{cfg.data.path} ({val.split} split)")
+    names = list(train.attrs.get("class_names", ["round", "edge-on", "spiral"]))
+    warnings = _missing_class_warnings(train, names)
+    dropped = train.n - ctx.size * steps * cfg.train.batch_size
+    log.info("data: %d train / %d val images of %s; %d steps per epoch, %d samples per epoch unused",
+             train.n, val.n, "x".join(map(str, image_shape)), steps, dropped)
+    return TrainData(train, val, image_shape, names, steps, warnings)
+
+
+def _missing_class_warnings(train: shards.ShardSet, names: list) -> list[str]:
+    labels = train.read(0, train.n, ("labels",))["labels"].astype(np.int64)
+    counts = np.bincount(labels, minlength=len(names))
+    out = [f"class '{names[c]}' ({c}) has no samples in the training split; the model cannot learn it"
+           for c in range(len(names)) if counts[c] == 0]
+    for text in out:
+        log.warning(text)
+    return out
+
+
+# ---------------------------------------------------------------- the model and its steps
+
+class ClassifierTrainer:
+    """Model, optimizer and compiled steps of one rank; no files, no data loading.
+
+    ``train_step(images uint8 [B,H,W,3], labels int8 [B], stop bool)`` does one
+    data-parallel update and returns (local loss, stop anywhere, NaN anywhere).
+    """
+
+    def __init__(self, cfg: ClassifierConfig, image_shape: tuple, n_classes: int, steps_per_epoch: int):
+        ctx = dist.context()
+        self.global_batch = cfg.train.batch_size * ctx.size
+        self.model = build_classifier(cfg.model, image_shape, n_classes)
+        self.schedule = LearningRate(cfg.optimizer, self.global_batch, steps_per_epoch, cfg.train.epochs)
+        self.optimizer = make_optimizer(cfg.optimizer, self.schedule)
+        self.optimizer.build(self.model.trainable_variables)  # slots exist before restore and broadcast
+        self.randomness = StepRandomness([self.model], cfg.train.seed, ctx.rank)
+        self.augment_key = rng_key(cfg.train.seed, ctx.rank, AUGMENT_STREAM) if cfg.train.augment else None
+        self.meters = Meters(("loss", "correct", "count"))
+        self.synced = False
+        self._sync_stats = ctx.size > 1 and bool(self.model.non_trainable_variables)
+        # Plain graph functions (no AutoGraph: the steps have no tensor-dependent Python
+        # control flow, and tracing does not re-read source files that may be changing).
+        self.train_step = tf.function(self._train_step, autograph=False)
+        spec = (tf.TensorSpec((None, *image_shape), tf.uint8), tf.TensorSpec((None,), tf.int8))
+        self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
+
+    def _train_step(self, images, labels, stop):
+        step = self.optimizer.iterations
+        self.randomness(step)  # dropout masks of this global step
+        if self.augment_key is not None:  # a random rotation/flip per image, keyed by the step
+            images = random_d4(images, stateless_seed(self.augment_key, step))
+        labels = tf.cast(labels, tf.int32)
+        with tf.GradientTape() as tape:
+            probs = self.model(images, training=True)
+            per_sample = tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
+            loss = tf.reduce_mean(per_sample)
+        # Horovod averages the gradients over ranks (allreduce) before they are applied.
+        tape = dist.distributed_tape(tape, "classifier")
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        if self._sync_stats:
+            self._average_batchnorm_statistics()
+        stop_any, nonfinite_any = agree_in_step(stop, loss, "classifier_flags")
+        self.meters.add(tf.reduce_sum(per_sample), _correct(probs, labels), tf.size(labels))
+        return loss, stop_any, nonfinite_any
+
+    def _average_batchnorm_statistics(self) -> None:
+        """Keep BatchNorm's moving mean/variance equal on all ranks (they see different batches)."""
+        for i, var in enumerate(self.model.non_trainable_variables):
+            var.assign(dist.allreduce_mean(tf.convert_to_tensor(var), name=f"classifier_stats_{i}"))
+
+    def _eval_step(self, images, labels):
+        labels = tf.cast(labels, tf.int32)
+        probs = self.model(images, training=False)
+        loss = tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
+        return tf.reduce_sum(tf.cast(loss, tf.float64)), _correct(probs, labels), tf.size(labels)
+
+    def after_first_step(self) -> None:
+        """Make every rank start from rank 0's state.
+
+        Done after the first step rather than before it: the optimizer's slot variables
+        (Adam's moments) exist only then, and they must be broadcast too. All ranks built
+        the same initial weights from the same seed, so the first step already agreed.
+        """
+        if not self.synced:
+            dist.broadcast_variables(self.model.variables + list(self.optimizer.variables))
+            self.synced = True
+
+    def evaluate(self, batches) -> dict:
+        """Loss and accuracy over all ranks' ``batches`` of (images, labels) (collective)."""
+        sums = np.zeros(3)
+        for images, labels in batches:
+            sums += [float(x) for x in self.eval_step(images, labels)]
+        loss, correct, count = dist.allreduce_sum_array(sums)
+        return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+
+def _number(value):
+    """A history cell (a number, or its text after a resume) as a float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if float(number).is_integer() and "." not in str(value) else number
+
+
+def _correct(probs, labels):
+    return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1, output_type=tf.int32), labels), tf.int32))
+
+
+def slice_batches(split: shards.ShardSet, batch: int, fields: tuple = FIELDS):
+    """This rank's equal, fixed part of ``split`` in order, in batches of up to ``batch``."""
+    ctx = dist.context()
+    runs = shards.epoch_runs(split.n, ctx.rank, ctx.size, seed=0, epoch=0, shuffle=False)
+    for a, b in _merge_runs(runs):
+        for s in range(a, b, batch):
+            data = split.read(s, min(s + batch, b), fields)
+            yield tuple(data[f] for f in fields)
+
+
+def _merge_runs(runs: list) -> list:
+    merged: list = []
+    for a, b in runs:
+        if merged and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return merged
+
+
+# ---------------------------------------------------------------- the run
+
+def train(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> int:
+    """Train (or, with ``resume``, continue) the run in ``run_dir``; returns the exit code.
+
+    0 when the run is complete, ``dist.EXIT_REQUEUE`` when it stopped on SIGUSR1 after
+    checkpointing. Bad input raises ``UserError`` before any training.
+    """
+    with RequeueSignal() as signal:  # listen from the start: a signal during set-up is not lost
+        return prepare(cfg, run_dir, resume, overwrite).execute(signal)
+
+
+def prepare(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> "Run":
+    """Check the input, claim ``run_dir``, build the model and restore it if resuming."""
+    ctx = dist.context()
+    data = open_data(cfg)
+    run = claim_run_dir(run_dir, resume, overwrite)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    trainer = ClassifierTrainer(cfg, data.image_shape, len(data.class_names), data.steps)
+    ckpt = Checkpointer(run / "checkpoints", {"model": trainer.model, "optimizer": trainer.optimizer},
+                        _signature(cfg, data), keep=cfg.train.keep_checkpoints)
+    state = _start(cfg, run, ckpt, trainer, resume)
+    log.info("%d rank(s) (%s, %d thread(s) each), global batch %d, peak lr %.3g, warmup %d steps",
+             ctx.size, ctx.engine, ctx.threads, trainer.global_batch, trainer.schedule.peak,
+             trainer.schedule.warmup_steps)
+    return Run(cfg, run, data, trainer, ckpt, state)
+
+
+def _signature(cfg: ClassifierConfig, data: TrainData) -> dict:
+    """What a checkpoint must match to be restored here."""
+    return {"kind": "galaxy-classifier", "model": config.to_dict(cfg.model), "image_shape": list(data.image_shape),
+            "classes": list(data.class_names), "optimizer": cfg.optimizer.name}
+
+
+def _start(cfg: ClassifierConfig, run: Path, ckpt: Checkpointer, trainer: ClassifierTrainer,
+           resume: bool) -> TrainState:
+    """A fresh state, or the restored one (weights, optimizer and this rank's partial sums)."""
+    ctx = dist.context()
+    if not resume:
+        dist.on_root(config.save, cfg, run / "config.yaml")
+        return TrainState(size=ctx.size, seed=cfg.train.seed)
+    path = ckpt.latest()
+    if path is None:
+        raise UserError(f"{run} has no checkpoint to resume from; start the run afresh with --overwrite "
+                        f"instead of --resume")
+    _warn_changed_settings(run / "config.yaml", cfg)
+    state = ckpt.restore(path)
+    if state.batch and state.size != ctx.size:
+        log.warning("checkpoint %s was taken mid-epoch on %d ranks, this job has %d: epoch %d restarts "
+                    "from its beginning (not an exact resume)", path, state.size, ctx.size, state.epoch + 1)
+        state.batch, state.rank_sums = 0, []
+    if state.rank_sums:
+        trainer.meters.load(state.rank_sums[ctx.rank])
+    state.size = ctx.size
+    dist.on_root(config.save, cfg, run / "config.yaml")
+    log.info("resumed from %s: %d epoch(s) and %d batch(es) done, global step %d",
+             path, state.epoch, state.batch, state.step)
+    return state
+
+
+def _warn_changed_settings(saved: Path, cfg: ClassifierConfig) -> None:
+    if not saved.is_file():
+        return
+    before = _flat(config.to_dict(config.load(ClassifierConfig, saved)))
+    after = _flat(config.to_dict(cfg))
+    changed = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(after) if before.get(k) != after.get(k)]
+    if changed:
+        log.warning("resuming with changed settings (%s); the result may differ from an uninterrupted run",
+                    "; ".join(changed))
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+class Run:
+    """One prepared run: the epoch loop with its validation, checkpoints and records."""
+
+    def __init__(self, cfg: ClassifierConfig, run: Path, data: TrainData, trainer: ClassifierTrainer,
+                 ckpt: Checkpointer, state: TrainState):
+        self.cfg, self.run_dir, self.data, self.trainer, self.ckpt, self.state = cfg, run, data, trainer, ckpt, state
+        root = dist.context().is_root
+        self.history = History(run / "history.csv", HISTORY_COLUMNS, enabled=root)
+        self.history.resume(state.epoch)
+        self.board = Board(run / "tensorboard", enabled=root)
+        self.stopped_early = False
+
+    def execute(self, signal: RequeueSignal | None = None) -> int:
+        """Train to the configured epoch (or early stop, or SIGUSR1); returns the exit code."""
+        if signal is not None:
+            return self._epochs(signal)
+        with RequeueSignal() as own:
+            return self._epochs(own)
+
+    def _epochs(self, signal: RequeueSignal) -> int:
+        try:
+            for epoch in range(self.state.epoch, self.cfg.train.epochs):
+                if not self.train_epoch(epoch, signal):
+                    return self._requeue()
+                self._end_epoch()
+                if self.stopped_early:
+                    break
+                if dist.agree(signal.requested) and epoch + 1 < self.cfg.train.epochs:
+                    return self._requeue(saved=True)
+            self._finish()
+            return 0
+        finally:
+            self.board.close()
+
+    def train_epoch(self, epoch: int, signal: RequeueSignal, batches=None) -> bool:
+        """Run the rest of ``epoch``; False if the ranks agreed to stop for a requeue.
+
+        ``batches`` (an iterable of (images, labels)) replaces the HDF5 pipeline; the
+        benchmarks use it to time the same loop on in-memory data.
+        """
+        cfg, state, trainer = self.cfg.train, self.state, self.trainer
+        if batches is None:
+            batches = self.pipeline(epoch, state.batch)
+        flags = {False: tf.constant(False), True: tf.constant(True)}
+        bar = logs.progress(total=self.data.steps, initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                            unit="step", leave=False)
+        start, first, shown = time.perf_counter(), state.batch, 0.0
+        try:
+            for images, labels in batches:
+                _, stop, nonfinite = trainer.train_step(images, labels, flags[signal.requested])
+                trainer.after_first_step()
+                state.batch, state.step = state.batch + 1, state.step + 1
+                if bool(nonfinite):
+                    raise nonfinite_error(f"epoch {epoch + 1}, batch {state.batch} (global step {state.step})",
+                                          self._last_checkpoint())
+                bar.update(1)
+                if time.perf_counter() - shown > 1.0:
+                    shown = time.perf_counter()
+                    bar.set_postfix(self._bar_figures(start, first), refresh=False)
+                if bool(stop):
+                    return False
+        finally:
+            bar.close()
+        self.epoch_seconds = time.perf_counter() - start
+        self.epoch_samples = (state.batch - first) * trainer.global_batch
+        return True
+
+    def pipeline(self, epoch: int, start_batch: int = 0):
+        """This rank's training batches of ``epoch`` from ``start_batch`` on (HDF5, prefetched)."""
+        cfg, ctx = self.cfg.train, dist.context()
+        return shards.tf_pipeline(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch, FIELDS,
+                                  start_batch=start_batch)
+
+    def _bar_figures(self, start: float, first: int) -> dict:
+        loss, correct, count = self.trainer.meters.local()
+        rate = (self.state.batch - first) * self.trainer.global_batch / (time.perf_counter() - start)
+        return {"loss": f"{loss / max(count, 1):.4f}", "acc": f"{correct / max(count, 1):.4f}",
+                "samples/s": f"{rate:.0f}"}
+
+    def _end_epoch(self) -> None:
+        """Average metrics over ranks, validate, checkpoint, record; decide early stopping."""
+        state, trainer = self.state, self.trainer
+        state.epoch, state.batch = state.epoch + 1, 0
+        sums = trainer.meters.global_sums()
+        trainer.meters.reset()
+        val = trainer.evaluate(slice_batches(self.data.val, EVAL_BATCH))
+        row = {"epoch": state.epoch, "step": state.step, "lr": trainer.schedule.at(max(state.step - 1, 0)),
+               "loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"], **val,
+               "samples_per_s": self.epoch_samples / max(self.epoch_seconds, 1e-9), "seconds": self.epoch_seconds}
+        if not np.isfinite([row["loss"], row["val_loss"]]).all():
+            raise nonfinite_error(f"the end of epoch {state.epoch}", self._last_checkpoint())
+        improved = state.best is None or row["val_loss"] < state.best
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = row["val_loss"], state.epoch, 0
+        else:
+            state.bad_epochs += 1
+        # The row goes first: a kill between the two leaves a checkpoint older than the row,
+        # and resuming from it drops the row again (History.resume).
+        self.history.append(row)
+        self.board.scalars(state.epoch, {k: v for k, v in row.items() if k not in ("epoch", "step")})
+        self.ckpt.save(state, best=improved)
+        log.info("epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.0f samples/s | lr %.3g%s",
+                 state.epoch, self.cfg.train.epochs, row["loss"], row["accuracy"], row["val_loss"],
+                 row["val_accuracy"], row["samples_per_s"], row["lr"], " | best" if improved else "")
+        patience = self.cfg.train.patience
+        if patience and state.bad_epochs >= patience:
+            self.stopped_early = True
+            log.info("early stopping: val_loss has not improved for %d epochs (best %.4f at epoch %d)",
+                     patience, state.best, state.best_epoch)
+
+    def _requeue(self, saved: bool = False) -> int:
+        """Checkpoint mid-epoch (every rank's partial sums included) and leave with EXIT_REQUEUE."""
+        if not saved:
+            self.state.rank_sums = dist.allgather_object(self.trainer.meters.local())
+            path = self.ckpt.save(self.state)
+            self.state.rank_sums = []
+            dist.on_root(log.warning, "SIGUSR1: checkpointed %s at epoch %d, batch %d (global step %d)",
+                         path, self.state.epoch + 1, self.state.batch, self.state.step)
+        log.warning("stopping for requeue (exit %d); continue with --resume", dist.EXIT_REQUEUE)
+        dist.barrier()  # no rank leaves before rank 0's checkpoint is on disk
+        return dist.EXIT_REQUEUE
+
+    def _last_checkpoint(self) -> str | None:
+        return tf.train.latest_checkpoint(str(self.ckpt.directory))
+
+    def _finish(self) -> None:
+        """Check that all ranks hold the same weights; write ``metrics.json``."""
+        digests = dist.allgather_object(weights_digest(self.trainer.model.variables))
+        identical = len(set(digests)) == 1
+        if not identical:
+            log.error("ranks ended with different weights (%s); please report this", digests)
+        last = {k: _number(v) for k, v in self.history.rows[-1].items()} if self.history.rows else {}
+        summary = {"epochs": self.state.epoch, "global_step": self.state.step, "best_epoch": self.state.best_epoch,
+                   "best_val_loss": self.state.best, "stopped_early": self.stopped_early, "final": last,
+                   "ranks": dist.context().size, "global_batch": self.trainer.global_batch,
+                   "peak_lr": self.trainer.schedule.peak, "weights_identical_across_ranks": identical,
+                   "warnings": self.data.warnings}
+        dist.on_root(config.atomic_write_text, self.run_dir / "metrics.json", json.dumps(summary, indent=1) + "\n")
+        log.info("done: %d epochs, best val_loss %.4f at epoch %s; outputs in %s", self.state.epoch,
+                 self.state.best or float("nan"), self.state.best_epoch, self.run_dir)

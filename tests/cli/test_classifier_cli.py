@@ -1,0 +1,152 @@
+"""`cosmotrain train classifier` / `evaluate classifier` end to end, as a user runs them (one process)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from testlib import REPO, run_cli
+from cosmotrain.data import shards
+
+CLASSES = ["round", "edge-on", "spiral"]
+TINY = ["--config", str(REPO / "configs" / "classifier_tiny.yaml"), "--set", "model.filters=[8, 16]",
+        "--set", "model.dense=[16]", "--set", "train.batch_size=16", "--set", "train.epochs=2"]
+
+
+def patterns(n: int, seed: int, size: int = 16, classes=(0, 1, 2)) -> dict:
+    """Learnable toy galaxies: a round blob (0), a bar (1) or a ring (2), with noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    r = np.hypot(x, y) / size
+    shapes = [np.exp(-(r / 0.18) ** 2), np.exp(-(y / (0.06 * size)) ** 2) * (np.abs(x) < 0.4 * size),
+              np.exp(-((r - 0.3) / 0.06) ** 2)]
+    labels = np.array(classes, dtype=np.int8)[np.arange(n) % len(classes)]
+    images = np.stack([shapes[c] for c in labels])[..., None] * rng.uniform(0.6, 1.0, (n, 1, 1, 3))
+    images = np.clip(images + rng.normal(0, 0.08, images.shape), 0, 1)
+    return {"images": (images * 255).astype(np.uint8), "labels": labels,
+            "vote_fractions": np.eye(3, dtype=np.float32)[labels], "ids": np.arange(n, dtype=np.int64) + seed * 10**6}
+
+
+def write_galaxies(root, train_classes=(0, 1, 2)):
+    splits = {"train": patterns(384, 1, classes=train_classes), "val": patterns(64, 2), "test": patterns(96, 3)}
+    shards.write_dataset(root, "galaxies", splits, {"class_names": CLASSES, "threshold": 0.9, "source": "test"},
+                         config={}, seed=0, samples_per_shard=100)
+    return root
+
+
+def train(data, out, *extra):
+    return run_cli("train", "classifier", *TINY, "--data", data, "--out", out, *extra, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 2-epoch run on toy galaxies: (dataset, run)."""
+    base = tmp_path_factory.mktemp("clf")
+    data = write_galaxies(base / "galaxies")
+    out = train(data, base / "run")
+    assert out.returncode == 0, out.stderr
+    return data, base / "run"
+
+
+def test_training_writes_config_history_checkpoints_and_logs(trained):
+    data, run = trained
+    config = (run / "config.yaml").read_text()
+    assert str(data) in config and "batch_size: 16" in config
+    rows = (run / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,lr,loss,accuracy,val_loss,val_accuracy") and len(rows) == 3
+    assert list((run / "checkpoints").glob("ckpt-48.index")) and list((run / "checkpoints" / "best").glob("*.index"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["epochs"] == 2 and summary["global_step"] == 48 and summary["warnings"] == []
+
+
+def test_evaluation_agrees_with_a_direct_computation_on_the_test_set(trained):
+    data, run = trained
+    out = run_cli("evaluate", "classifier", "--run", run)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+
+    import tensorflow as tf
+    from cosmotrain import config
+    from cosmotrain.models.classifier import build_classifier
+    from cosmotrain.train.classifier import ClassifierConfig
+
+    cfg = config.load(ClassifierConfig, run / "config.yaml")
+    model = build_classifier(cfg.model, (16, 16, 3))
+    tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(run / "checkpoints" / "best")).expect_partial()
+    test = shards.ShardSet(data, "test").read(0, 96)
+    preds = model.predict(test["images"], verbose=0).argmax(axis=1)
+    labels = test["labels"].astype(int)
+    assert metrics["n"] == 96 and metrics["tta"] is False
+    assert metrics["accuracy"] == pytest.approx(np.mean(preds == labels))
+    expected = [[int(np.sum((labels == i) & (preds == j))) for j in range(3)] for i in range(3)]
+    assert metrics["confusion_matrix"] == expected
+    recall = expected[1][1] / 32
+    assert metrics["per_class"]["edge-on"]["recall"] == pytest.approx(recall)
+    for name in ("confusion_matrix", "curves", "misclassified"):
+        png = run / "eval" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_tta_evaluation_averages_the_d4_transforms(trained):
+    _, run = trained
+    out = run_cli("evaluate", "classifier", "--run", run, "--tta", "--checkpoint", "latest")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["tta"] is True and metrics["n"] == 96 and metrics["checkpoint"].endswith("ckpt-48")
+    assert "D4 TTA" in out.stderr
+
+
+def test_a_run_directory_is_not_overwritten_by_accident(trained):
+    data, run = trained
+    before = (run / "config.yaml").stat().st_mtime_ns
+    out = train(data, run)
+    assert out.returncode == 2
+    assert "already holds a run" in out.stderr and "--resume" in out.stderr and "--overwrite" in out.stderr
+    assert (run / "config.yaml").stat().st_mtime_ns == before
+
+
+def test_resume_without_a_checkpoint_is_an_error(trained, tmp_path):
+    data, _ = trained
+    out = train(data, tmp_path / "empty", "--resume")
+    assert out.returncode == 2 and "no checkpoint to resume from" in out.stderr
+    assert not (tmp_path / "empty" / "config.yaml").exists()
+
+
+def test_a_batch_larger_than_the_rank_slice_fails_before_training(trained, tmp_path):
+    data, _ = trained
+    out = train(data, tmp_path / "big", "--set", "train.batch_size=500")
+    assert out.returncode == 2
+    assert "per-rank batch 500 is larger than this rank's 384 samples" in out.stderr
+    assert not (tmp_path / "big").exists()
+
+
+def test_a_checkpoint_of_another_model_is_refused(trained, tmp_path):
+    data, run = trained
+    copy = shutil.copytree(run, tmp_path / "copy")
+    out = train(data, copy, "--resume", "--set", "model.filters=[4, 8]")
+    assert out.returncode == 2
+    assert "different model or config" in out.stderr and "model.filters" in out.stderr
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_kept(trained, tmp_path):
+    data, run = trained
+    copy = shutil.copytree(run, tmp_path / "nan")
+    kept = sorted(p.name for p in (copy / "checkpoints").iterdir())
+    out = train(data, copy, "--resume", "--set", "train.epochs=4", "--set", "optimizer.base_lr=1.0e+10")
+    assert out.returncode != 0
+    assert "loss became NaN/inf" in out.stderr and f"{copy}/checkpoints/ckpt-48 is kept" in out.stderr
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == kept
+    assert len((copy / "history.csv").read_text().splitlines()) == 3
+
+
+def test_a_class_missing_from_training_is_warned_about_in_log_and_metrics(tmp_path):
+    data = write_galaxies(tmp_path / "two-classes", train_classes=(0, 1))
+    out = train(data, tmp_path / "run", "--set", "train.epochs=1")
+    assert out.returncode == 0, out.stderr
+    assert "class 'spiral' (2) has no samples in the training split" in out.stderr
+    assert any("spiral" in w for w in json.loads((tmp_path / "run" / "metrics.json").read_text())["warnings"])
+    out = run_cli("evaluate", "classifier", "--run", tmp_path / "run")
+    assert out.returncode == 0, out.stderr
+    warnings = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["warnings"]
+    assert any("'spiral'" in w and "training split" in w for w in warnings)
