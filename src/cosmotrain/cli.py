@@ -31,6 +31,7 @@ MODULES = [
     "cosmotrain.commands.classifier",
     "cosmotrain.commands.cmb",
     "cosmotrain.commands.galaxies",
+    "cosmotrain.commands.gan",
 ]
 
 EPILOG = """examples:

@@ -1,0 +1,77 @@
+"""`cosmotrain bench gan-quality`: how close does a CPU-trained DCGAN get to the CMB patches?
+
+Makes the tiny CMB dataset (``configs/cmb_tiny.yaml``: 3072 training patches of 64x64 at
+4'), trains ``configs/gan_tiny.yaml`` on 2 MPI ranks (one thread each) for a fixed number
+of steps chosen to fit the time budget, and reads the run's ``metrics.json``:
+
+    ratio = final worst-bin C_ℓ error / its sample-variance floor   (target <= 1.2)
+
+and, beside it, the KS distance over its real-vs-real floor (target <= 1.5), the best
+monitor of the run, and the per-bin ratios. Time budget on a quiet 2-core machine: about
+45 min for the full run, about 5 min with ``--quick``. The dataset and the run stay in a
+temporary folder (its path is in the result) so the plots can be looked at.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cosmotrain.errors import UserError
+
+TARGET, KS_TARGET = 1.2, 1.5
+REPO = Path(__file__).resolve().parents[3]
+FULL = {"steps": 12000, "every": 1000, "budget_minutes": 60}
+QUICK = {"steps": 1500, "every": 250, "budget_minutes": 8}
+
+
+def run(args) -> dict:
+    """Train and measure; returns the figures ``bench.report`` prints and saves."""
+    plan = QUICK if args.quick else FULL
+    if shutil.which("mpirun") is None:
+        raise UserError("mpirun not found; install Open MPI (apt install openmpi-bin) or load its module")
+    work = Path(tempfile.mkdtemp(prefix="gan-quality-"))
+    load = os.getloadavg()[0]
+    data_seconds = _command(["data", "cmb", "--config", _config("cmb_tiny.yaml"), "--out", str(work / "cmb")])
+    train_seconds = _command(["train", "gan", "--config", _config("gan_tiny.yaml"), "--data", str(work / "cmb"),
+                              "--out", str(work / "run"), "--set", f"train.steps={plan['steps']}",
+                              "--set", f"monitor.every={plan['every']}"])
+    metrics = json.loads((work / "run" / "metrics.json").read_text())
+    final, best = metrics["final"], metrics["best"]
+    return {"ratio": round(final["cl_error_over_floor"], 3), "target": TARGET, "higher_is_better": False,
+            "ks_over_floor": round(final["ks_over_floor"], 3), "ks_target": KS_TARGET,
+            "goals_met": final["cl_error_over_floor"] <= TARGET and final["ks_over_floor"] <= KS_TARGET,
+            "best": {"step": metrics["best_step"], "cl_error_over_floor": best["cl_error_over_floor"],
+                     "ks_over_floor": best["ks_over_floor"]},
+            "cl_ratio_per_bin": [round(r, 3) for r in final["cl_ratio"]], "ell": final["ell"],
+            "valid": final["valid"], "mf_over_floor": [final[f"mf_{n}_over_floor"] for n in ("v0", "v1", "v2")],
+            "variance_ratio": final["variance_ratio"], "steps": metrics["steps"], "ranks": metrics["ranks"],
+            "global_batch": metrics["global_batch"], "train_seconds": round(metrics["train_seconds"], 1),
+            "train_wall_seconds": round(train_seconds, 1), "data_wall_seconds": round(data_seconds, 1),
+            "budget_minutes": plan["budget_minutes"], "quick": bool(args.quick), "threads_per_rank": 1,
+            "load_average_before": round(load, 2), "run": str(work / "run"), "plots": metrics["plots"]}
+
+
+def _config(name: str) -> str:
+    path = REPO / "configs" / name
+    if not path.is_file():
+        raise UserError(f"{path} not found; run the benchmark from a cosmotrain checkout")
+    return str(path)
+
+
+def _command(arguments: list[str]) -> float:
+    """``mpirun -np 2 cosmotrain ARGS`` with one thread per rank; returns its wall time (s)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", TF_CPP_MIN_LOG_LEVEL="2")
+    exe = Path(sys.executable).with_name("cosmotrain")
+    command = ["mpirun", "-np", "2", "--bind-to", "none", str(exe), *arguments]
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start

@@ -1,0 +1,120 @@
+"""DCGAN generator and discriminator for single-channel CMB patches (after Radford et al. 2015).
+
+Generator: z [N, latent_dim] → dense → reshape to base×base×C → strided transposed
+convolutions, each with BatchNorm + ReLU, halving the channels and doubling the size → a
+last transposed convolution to one channel → tanh (or linear) → patches [N, H, W] in the
+network's units (see ``train.gan.Transform`` for the map to μK). Two options against the
+periodic ("checkerboard") artefacts of transposed convolutions, which show up as spikes in
+C_ℓ at ℓ = (side / period) fundamentals: ``output_kernel`` (a final stride-1 convolution
+after the last upsampling) and ``upsample: resize-*`` (resize, then convolve; Odena et al.
+2016).
+
+Discriminator: patches [N, H, W] → strided convolutions with LeakyReLU (BatchNorm on every
+layer but the first, as in the paper), doubling the channels and halving the size down to
+base×base → flatten → one logit [N, 1] (no sigmoid: the losses take logits).
+
+Weights start from N(0, 0.02) as in the paper. Sizes come from ``ModelConfig``; the image
+side must be ``base_size · 2^k``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import tensorflow as tf
+from tensorflow.keras import layers
+
+from cosmotrain.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of both networks (the ``model`` section of a GAN config)."""
+
+    image_size: int = 64          # patch side H = W in pixels; must match the dataset
+    latent_dim: int = 64          # length of z
+    base_size: int = 4            # spatial side where G starts and D ends
+    g_filters: int = 256          # G channels at base size; halved at each upsampling
+    d_filters: int = 32           # D channels after its first layer; doubled at each downsampling
+    kernel: int = 4               # convolution kernel side (a multiple of the stride 2 avoids checkerboards)
+    upsample: Literal["transpose", "resize-nearest", "resize-bilinear"] = "transpose"
+    output_kernel: int = 0        # > 0: the last upsampling keeps BN + ReLU and a stride-1 convolution of
+                                  # this kernel makes the patch (it can filter out periodic artefacts)
+    output: Literal["tanh", "linear"] = "tanh"
+    d_batchnorm: bool = True      # BatchNorm in D (never on its first layer)
+    bn_momentum: float = 0.9      # moving-average momentum of every BatchNorm
+    leaky_slope: float = 0.2
+
+
+def upsamplings(cfg: ModelConfig) -> int:
+    """How many stride-2 layers take ``base_size`` to ``image_size``; raises if none fits."""
+    ratio = cfg.image_size / cfg.base_size
+    k = round(math.log2(ratio)) if ratio >= 2 else 0
+    if k < 1 or cfg.base_size * 2 ** k != cfg.image_size:
+        raise UserError(f"model.image_size {cfg.image_size} is not model.base_size {cfg.base_size} times a power "
+                        f"of 2 (>= 2); pick sizes such as 64 = 4·2^4")
+    return k
+
+
+def _init():
+    return tf.keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def build_generator(cfg: ModelConfig):
+    """z float32 [N, latent_dim] → patches float32 [N, image_size, image_size] (network units)."""
+    k = upsamplings(cfg)
+    hidden = k if cfg.output_kernel else k - 1  # upsamplings with BatchNorm + ReLU
+    channels = cfg.g_filters
+    if channels >> hidden < 1:
+        raise UserError(f"model.g_filters {channels} is too small for {hidden} halvings; use at least {2 ** hidden}")
+    z = tf.keras.Input((cfg.latent_dim,), name="z")
+    x = layers.Dense(cfg.base_size ** 2 * channels, use_bias=False, kernel_initializer=_init(), name="project")(z)
+    x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="project_bn")(x)
+    x = layers.ReLU(name="project_relu")(x)
+    x = layers.Reshape((cfg.base_size, cfg.base_size, channels), name="to_map")(x)
+    for i in range(hidden):
+        channels //= 2
+        x = _upsample(x, cfg, channels, f"up{i}", bias=False)
+        x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"up{i}_bn")(x)
+        x = layers.ReLU(name=f"up{i}_relu")(x)
+    if cfg.output_kernel:
+        x = layers.Conv2D(1, cfg.output_kernel, padding="same", kernel_initializer=_init(), name="to_patch")(x)
+    else:
+        x = _upsample(x, cfg, 1, f"up{k - 1}", bias=True)
+    if cfg.output == "tanh":
+        x = layers.Activation("tanh", name="tanh")(x)
+    out = layers.Reshape((cfg.image_size, cfg.image_size), name="patch")(x)
+    return tf.keras.Model(z, out, name="generator")
+
+
+def _upsample(x, cfg: ModelConfig, channels: int, name: str, bias: bool):
+    """Double the map's side: a stride-2 transposed convolution, or resize + convolution."""
+    if cfg.upsample == "transpose":
+        return layers.Conv2DTranspose(channels, cfg.kernel, strides=2, padding="same", use_bias=bias,
+                                      kernel_initializer=_init(), name=name)(x)
+    x = layers.UpSampling2D(2, interpolation=cfg.upsample.split("-")[1], name=f"{name}_resize")(x)
+    return layers.Conv2D(channels, cfg.kernel, padding="same", use_bias=bias, kernel_initializer=_init(), name=name)(x)
+
+
+def build_discriminator(cfg: ModelConfig):
+    """patches float32 [N, image_size, image_size] (network units) → logit float32 [N, 1]."""
+    k = upsamplings(cfg)
+    image = tf.keras.Input((cfg.image_size, cfg.image_size), name="patch")
+    x = layers.Reshape((cfg.image_size, cfg.image_size, 1), name="to_map")(image)
+    channels = cfg.d_filters
+    for i in range(k):
+        x = layers.Conv2D(channels, cfg.kernel, strides=2, padding="same", use_bias=not (cfg.d_batchnorm and i),
+                          kernel_initializer=_init(), name=f"down{i}")(x)
+        if cfg.d_batchnorm and i:
+            x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"down{i}_bn")(x)
+        x = layers.LeakyReLU(cfg.leaky_slope, name=f"down{i}_lrelu")(x)
+        channels *= 2
+    x = layers.Flatten(name="flatten")(x)
+    logit = layers.Dense(1, kernel_initializer=_init(), name="logit")(x)
+    return tf.keras.Model(image, logit, name="discriminator")
+
+
+def moving_statistics(model) -> list:
+    """The BatchNorm moving means and variances of ``model`` (non-trainable, per-rank in training)."""
+    return [v for v in model.non_trainable_variables if "moving_" in v.name]

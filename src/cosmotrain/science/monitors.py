@@ -1,0 +1,503 @@
+"""Science monitors for a CMB generator: does it reproduce the training patches' statistics?
+
+Every few training steps the generator makes ``N`` patches (shared out over the ranks);
+each rank measures its own (``Probe.measure``): sums of binned C_ℓ, of Minkowski
+functionals and of pixel values, a pixel histogram on fixed edges, and a fixed subsample of
+pixels. The sums are added over ranks (``combine``) and rank 0 compares them with the
+same statistics of real training patches (``Reference``, built once), in ``score``.
+
+Every comparison is divided by its sample-variance floor: what the same comparison gives
+for *real* patches. A perfect generator therefore scores about 1; a generator that is off
+by much more than sample variance scores far above 1.
+
+C_ℓ, per ℓ bin b. Let μ and v be the mean and per-patch variance of the band power. The
+error of a generator is the expected squared deviation of the mean of ``M`` generated
+patches from the mean of the ``n_ref`` reference patches, estimated from all ``N``::
+
+    error²(b) = (μ_gen − μ_ref)² − v_gen/N + v_gen/M      (= bias² + v_gen/M + v_real/n_ref)
+
+and its floor is the same quantity for ``M`` real patches disjoint from the reference::
+
+    floor²(b) = v_real/M + v_real/n_ref
+
+``cl_ratio = error / floor`` (→ 1 for a perfect generator, √(1 + bias²·M/v) when biased);
+``cl_error_over_floor`` is its worst valid bin. Minkowski functionals are scored the same
+way per threshold. The KS distance between generated and reference pixel values is
+divided by the mean KS distance of real subsets of ``N`` patches from the same reference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numpy as np
+
+from cosmotrain import dist
+from cosmotrain.errors import UserError
+from cosmotrain.science import spectra, stats
+
+FUNCTIONALS = ("v0", "v1", "v2")
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    """The ``monitor`` section of a GAN config."""
+
+    every: int = 250              # training steps between monitors (0: only at the end)
+    generated: int = 1024         # N: patches generated per monitor, shared out over the ranks
+    group_size: int = 32          # M: the floor is the scatter of the mean of M real patches (N/32: see below)
+    reference: int = 1024         # real training patches whose mean statistics are the target
+    pixels_per_patch: int = 64    # pixels per patch (fixed positions) in the KS samples
+    ks_draws: int = 16            # real subsets of N patches averaged for the KS floor
+    thresholds: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)  # MF thresholds, in real pixel σ
+    histogram_bins: int = 60      # pixel histogram bins over ±histogram_sigmas real σ
+    histogram_sigmas: float = 5.0
+    min_modes: int = 8            # an ℓ bin with fewer Fourier modes is not scored
+    cl_goal: float = 1.2          # score = max(cl_error_over_floor / cl_goal, ks_over_floor / ks_goal)
+    ks_goal: float = 1.5
+    collapse_fraction: float = 0.25  # warn when generated pixel variance < this × real
+    examples: int = 8             # patches kept for the plots
+    seed: int = 2024
+
+
+def check_config(cfg: MonitorConfig, n_train: int, size: int) -> None:
+    """Raise a ``UserError`` naming the key when the monitor cannot run on this data."""
+    if cfg.every < 0 or cfg.generated < 2 or not 1 <= cfg.group_size <= cfg.generated:
+        raise UserError(f"monitor.every must be >= 0, monitor.generated >= 2 and 1 <= monitor.group_size <= "
+                        f"monitor.generated (got {cfg.every}, {cfg.generated}, {cfg.group_size})")
+    if cfg.reference < 2 or cfg.pixels_per_patch < 1 or cfg.ks_draws < 1 or not cfg.thresholds:
+        raise UserError("monitor.reference must be >= 2, monitor.pixels_per_patch and monitor.ks_draws >= 1, "
+                        "monitor.thresholds not empty")
+    if cfg.generated < size:
+        raise UserError(f"monitor.generated {cfg.generated} is smaller than the {size} ranks; raise it")
+    need = cfg.reference + cfg.generated
+    if n_train < need:
+        raise UserError(f"the monitors need monitor.reference + monitor.generated = {need} training patches, the "
+                        f"dataset has {n_train}; lower them (e.g. --set monitor.reference={n_train // 2} "
+                        f"--set monitor.generated={n_train // 2}) or make a larger dataset")
+
+
+# ---------------------------------------------------------------- what every rank measures
+
+@dataclasses.dataclass
+class Sums:
+    """Per-rank (or, after ``combine``, global) sums over patches; float64 unless noted.
+
+    ``cl``/``cl2`` [nbins] band powers (μK²) and their squares; ``mf``/``mf2`` [3, T];
+    ``hist`` [bins] pixel counts; ``pix``/``pix2`` [H, W] pixel values per position (μK);
+    ``pixels`` float32 [n·pixels_per_patch] the KS subsample; ``examples`` [k, H, W] μK.
+    """
+
+    n: float
+    cl: np.ndarray
+    cl2: np.ndarray
+    mf: np.ndarray
+    mf2: np.ndarray
+    hist: np.ndarray
+    pix: np.ndarray
+    pix2: np.ndarray
+    pixels: np.ndarray
+    examples: np.ndarray
+
+    NUMERIC = ("cl", "cl2", "mf", "mf2", "hist", "pix", "pix2")
+
+
+@dataclasses.dataclass(eq=False)
+class Probe:
+    """What to measure on patches, fixed for a run: the same for real and generated patches.
+
+    Picklable (rank 0 builds it from real patches and sends it to every rank).
+    """
+
+    binning: spectra.Binning   # ℓ bins of [H, W] patches at their pixel size
+    hist_edges: np.ndarray     # float64 [bins+1], μK
+    thresholds: np.ndarray     # float64 [T], ν in units of the real pixel σ
+    mean: float                # real pixel mean and σ (μK): u = (x - mean) / sigma for the MFs
+    sigma: float
+    positions: np.ndarray      # int64 [pixels_per_patch], flat pixel indices
+    examples: int
+
+    @property
+    def shape(self) -> tuple:
+        return self.binning.shape
+
+    def band_powers(self, patches: np.ndarray) -> np.ndarray:
+        """float64 [N, nbins] μK² of patches float [N, H, W] μK."""
+        return spectra.band_powers(patches, self.binning)
+
+    def functionals(self, patches: np.ndarray) -> np.ndarray:
+        """Minkowski functionals per patch at the thresholds: float64 [N, 3, T].
+
+        One normalisation for every patch (the real pixel mean and σ), so the functionals see
+        amplitude errors too, as the thresholds are fixed temperatures.
+        """
+        return stats.minkowski_functionals(patches, self.thresholds, sigma=self.sigma, mean=self.mean)
+
+    def measure(self, patches: np.ndarray, keep_examples: bool = False) -> Sums:
+        """The sums of ``patches`` (float [n, H, W] μK) that ``combine`` adds over ranks."""
+        x = np.asarray(patches, dtype=np.float64)
+        if x.shape[1:] != tuple(self.shape):
+            raise ValueError(f"patches of shape {x.shape[1:]}, the probe measures {tuple(self.shape)}")
+        cl, mf = self.band_powers(x), self.functionals(x)
+        examples = x[:self.examples] if keep_examples else np.zeros((0, *self.shape))
+        return Sums(n=float(len(x)), cl=cl.sum(0), cl2=(cl**2).sum(0), mf=mf.sum(0), mf2=(mf**2).sum(0),
+                    hist=stats.pixel_histogram(x, self.hist_edges).astype(np.float64),
+                    pix=x.sum(0), pix2=(x**2).sum(0),
+                    pixels=x.reshape(len(x), -1)[:, self.positions].astype(np.float32).ravel(),
+                    examples=examples.astype(np.float32))
+
+
+def make_probe(real: np.ndarray, reso_arcmin: float, lmax: float | None, cfg: MonitorConfig) -> Probe:
+    """The probe for real patches float [n, H, W] μK of pixel side ``reso_arcmin``."""
+    shape = tuple(real.shape[1:])
+    sigma = float(np.std(real))
+    mean = float(np.mean(real))
+    rng = np.random.default_rng([cfg.seed, 1])
+    n_pix = shape[0] * shape[1]
+    positions = np.sort(rng.choice(n_pix, size=min(cfg.pixels_per_patch, n_pix), replace=False))
+    binning = spectra.make_binning(shape, reso_arcmin, spectra.default_edges(shape, reso_arcmin, lmax))
+    return Probe(binning=binning, hist_edges=stats.histogram_edges(sigma, cfg.histogram_sigmas, cfg.histogram_bins, mean),
+                 thresholds=np.asarray(cfg.thresholds, dtype=np.float64), mean=mean, sigma=sigma,
+                 positions=positions.astype(np.int64), examples=cfg.examples)
+
+
+def combine(local: Sums) -> Sums:
+    """Add every rank's sums (collective: every rank calls it); pixel samples go to rank 0.
+
+    The numbers travel as one float64 array (``dist.allreduce_sum_array``); the KS pixel
+    subsample and the example patches are gathered on rank 0 (other ranks get empty arrays).
+    """
+    packed = np.concatenate([[local.n]] + [getattr(local, f).ravel() for f in Sums.NUMERIC])
+    total = dist.allreduce_sum_array(packed.astype(np.float64))
+    out, pos = {"n": float(total[0])}, 1
+    for f in Sums.NUMERIC:
+        size = getattr(local, f).size
+        out[f] = total[pos:pos + size].reshape(getattr(local, f).shape)
+        pos += size
+    gathered = dist.gather_object((local.pixels, local.examples))
+    if gathered is None:
+        return Sums(**out, pixels=np.zeros(0, np.float32), examples=local.examples[:0])
+    pixels = np.concatenate([p for p, _ in gathered])
+    examples = np.concatenate([e for _, e in gathered])
+    return Sums(**out, pixels=pixels, examples=examples)
+
+
+# ---------------------------------------------------------------- the real side (rank 0)
+
+@dataclasses.dataclass
+class Reference:
+    """Statistics of real training patches, built once per run on rank 0.
+
+    ``ref`` are the sums of the reference set (n_ref patches); ``pool`` the sums of the real
+    patches held out from it (the floor's real sets). ``ks_floor`` is the mean KS distance of
+    ``ks_draws`` random pool subsets of N patches from the reference pixels.
+    """
+
+    probe: Probe
+    cfg: MonitorConfig
+    ref: Sums
+    pool: Sums
+    ks_floor: float
+    valid: np.ndarray
+
+    @property
+    def ell(self) -> np.ndarray:
+        return self.probe.binning.ell
+
+
+def build_reference(reference: np.ndarray, pool: np.ndarray, probe: Probe, cfg: MonitorConfig) -> Reference:
+    """Reference statistics from real patches float [n_ref, H, W] and [n_pool >= N, H, W], μK."""
+    if len(pool) < cfg.generated:
+        raise UserError(f"the KS floor needs {cfg.generated} held-out real patches, got {len(pool)}")
+    ref = probe.measure(reference, keep_examples=True)
+    held = probe.measure(pool)
+    ks_floor = _ks_floor(held.pixels.reshape(len(pool), -1), ref.pixels, cfg)
+    n_modes = probe.binning.n_modes
+    valid = (n_modes >= cfg.min_modes) & (ref.cl > 0) & np.isfinite(ref.cl)
+    if not valid.any():
+        raise UserError(f"no ℓ bin of these {probe.shape[0]}x{probe.shape[1]} patches has >= "
+                        f"monitor.min_modes={cfg.min_modes} modes and positive power; lower monitor.min_modes")
+    return Reference(probe, cfg, ref, held, ks_floor, valid)
+
+
+def _ks_floor(pool_pixels: np.ndarray, ref_pixels: np.ndarray, cfg: MonitorConfig) -> float:
+    """Mean KS distance from the reference of ``ks_draws`` real subsets of N patches."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    draws = []
+    for _ in range(cfg.ks_draws):
+        pick = rng.choice(len(pool_pixels), size=cfg.generated, replace=False)
+        draws.append(stats.ks_distance(pool_pixels[pick].ravel(), ref_pixels))
+    return float(np.mean(draws))
+
+
+# ---------------------------------------------------------------- scoring (rank 0)
+
+def _moments(total: np.ndarray, squares: np.ndarray, n: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased per-sample variance from sums over ``n`` samples."""
+    mean = total / n
+    var = np.maximum(squares / n - mean**2, 0.0) * n / max(n - 1.0, 1.0)
+    return mean, var
+
+
+def error_over_floor(gen_mean, gen_var, n_gen: float, ref_mean, real_var, n_ref: float, m: int) -> np.ndarray:
+    """√(error² / floor²) per element, as in the module docstring (arrays broadcast)."""
+    error2 = (gen_mean - ref_mean) ** 2 - gen_var / n_gen + gen_var / m
+    floor2 = real_var / m + real_var / n_ref
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(np.maximum(error2, 0.0) / floor2)
+
+
+def score(reference: Reference, gen: Sums) -> dict:
+    """Compare generated sums (from ``combine``, on rank 0) with the reference.
+
+    Returns JSON-able numbers: ``cl_error_over_floor`` (worst valid bin), ``ks_over_floor``,
+    ``score`` (max of both over their goals; lower is better), per-bin arrays ``ell``,
+    ``cl_ratio``, ``cl_rel_error``, ``valid``, Minkowski ratios, the pixel variance ratio,
+    and what the plots need.
+    """
+    cfg, ref, pool = reference.cfg, reference.ref, reference.pool
+    m = cfg.group_size
+    real_cl_mean, real_cl_var = _moments(ref.cl + pool.cl, ref.cl2 + pool.cl2, ref.n + pool.n)
+    ref_cl = ref.cl / ref.n
+    gen_cl, gen_cl_var = _moments(gen.cl, gen.cl2, gen.n)
+    cl_ratio = error_over_floor(gen_cl, gen_cl_var, gen.n, ref_cl, real_cl_var, ref.n, m)
+    valid = reference.valid
+    worst = float(np.max(cl_ratio[valid])) if np.isfinite(cl_ratio[valid]).all() else float("inf")
+    ks = stats.ks_distance(gen.pixels, ref.pixels) if len(gen.pixels) else float("nan")
+    ks_ratio = ks / reference.ks_floor if reference.ks_floor > 0 else float("inf")
+    real_mf, real_mf_var = _moments(ref.mf + pool.mf, ref.mf2 + pool.mf2, ref.n + pool.n)
+    gen_mf, gen_mf_var = _moments(gen.mf, gen.mf2, gen.n)
+    mf_ratio = error_over_floor(gen_mf, gen_mf_var, gen.n, ref.mf / ref.n, real_mf_var, ref.n, m)
+    variance_ratio = _position_variance(gen) / _position_variance(ref)
+    result = {
+        "score": _combined(worst, ks_ratio, cfg), "cl_error_over_floor": worst, "ks_over_floor": float(ks_ratio),
+        "ks": float(ks), "ks_floor": reference.ks_floor, "variance_ratio": float(variance_ratio),
+        "worst_bin_ell": float(reference.ell[valid][np.argmax(np.where(np.isfinite(cl_ratio), cl_ratio, np.inf)[valid])]),
+        "ell": reference.ell, "valid": valid, "cl_ratio": cl_ratio, "cl_rel_error": gen_cl / ref_cl - 1.0,
+        "cl_gen": gen_cl, "cl_gen_std": np.sqrt(gen_cl_var), "cl_real": ref_cl, "cl_real_std": np.sqrt(real_cl_var),
+        "mf_ratio": mf_ratio, "mf_gen": gen_mf, "mf_gen_std": np.sqrt(gen_mf_var), "mf_real": real_mf,
+        "mf_real_std": np.sqrt(real_mf_var), "thresholds_sigma": reference.probe.thresholds,
+        "hist_edges_uK": reference.probe.hist_edges, "hist_gen": gen.hist / max(gen.n, 1.0),
+        "hist_real": ref.hist / ref.n, "n_generated": int(gen.n), "group_size": m, "n_reference": int(ref.n),
+    }
+    for i, name in enumerate(FUNCTIONALS):
+        result[f"mf_{name}_over_floor"] = float(np.max(mf_ratio[i])) if np.isfinite(mf_ratio[i]).all() else float("inf")
+    return jsonable(result)
+
+
+def collapse_message(result: dict, fraction: float) -> str | None:
+    """A warning when the generated pixel variance across patches is below ``fraction`` × real."""
+    if result["variance_ratio"] >= fraction:
+        return None
+    return (f"possible mode collapse: the generated pixel variance across patches is "
+            f"{result['variance_ratio']:.2f} of the real one (warning below monitor.collapse_fraction={fraction})")
+
+
+def _position_variance(sums: Sums) -> float:
+    """Mean over pixel positions of the pixel variance across patches (μK²).
+
+    A generator that has collapsed to a few outputs has a small variance across patches
+    even when each patch looks like CMB.
+    """
+    _, var = _moments(sums.pix, sums.pix2, sums.n)
+    return float(np.mean(var))
+
+
+def _combined(cl_ratio: float, ks_ratio: float, cfg: MonitorConfig) -> float:
+    value = max(cl_ratio / cfg.cl_goal, ks_ratio / cfg.ks_goal)
+    return float(value) if np.isfinite(value) else float("inf")
+
+
+def jsonable(value):
+    """Arrays → lists, NumPy scalars → Python numbers, non-finite floats kept (json writes them)."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def scalar_columns(nbins: int) -> list[str]:
+    """History columns the monitors fill: scalars, then per-bin C_ℓ ratio and relative error."""
+    base = ["score", "cl_error_over_floor", "ks_over_floor", "ks", "variance_ratio",
+            *(f"mf_{n}_over_floor" for n in FUNCTIONALS)]
+    return base + [f"cl_ratio_{b:02d}" for b in range(nbins)] + [f"cl_rel_error_{b:02d}" for b in range(nbins)]
+
+
+def scalar_row(result: dict) -> dict:
+    """One history row's monitor cells from a ``score`` result."""
+    row = {k: result[k] for k in scalar_columns(0)}
+    for b, (ratio, rel) in enumerate(zip(result["cl_ratio"], result["cl_rel_error"])):
+        row[f"cl_ratio_{b:02d}"], row[f"cl_rel_error_{b:02d}"] = ratio, rel
+    return row
+
+
+def describe(result: dict) -> str:
+    """One log line: the score and the per-bin C_ℓ ratios."""
+    ratios = " ".join(f"{r:.2f}" if v else f"({r:.2f})" for r, v in zip(result["cl_ratio"], result["valid"]))
+    return (f"C_ell error/floor worst {result['cl_error_over_floor']:.2f} (at ell {result['worst_bin_ell']:.0f}), "
+            f"KS/floor {result['ks_over_floor']:.2f}, MF/floor {result['mf_v0_over_floor']:.2f}/"
+            f"{result['mf_v1_over_floor']:.2f}/{result['mf_v2_over_floor']:.2f}, pixel variance ratio "
+            f"{result['variance_ratio']:.2f}, score {result['score']:.2f} | per bin: {ratios}")
+
+
+# ---------------------------------------------------------------- plots (rank 0, end of a run)
+
+def plot_run(result: dict, reference: Reference, history_csv, out_dir) -> list:
+    """Write the run's figures from a ``score`` result (with ``examples_uK``) to ``out_dir``.
+
+    samples.png (generated next to real patches, one μK colour scale), spectra.png
+    (D_ℓ ± 1σ per patch, and the per-bin error/floor), pixel_pdf.png, minkowski.png,
+    losses.png (losses and monitor scores against step). Returns the paths written.
+    """
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    real = np.asarray(reference.ref.examples)
+    gen = np.asarray(result.get("examples_uK", np.zeros((0,) + real.shape[1:])))
+    figures = {
+        "samples.png": lambda: _plot_samples(real, gen, reference.probe.binning.reso_arcmin),
+        "spectra.png": lambda: _plot_spectra(result, reference.cfg),
+        "pixel_pdf.png": lambda: _plot_pdf(result),
+        "minkowski.png": lambda: _plot_minkowski(result),
+        "losses.png": lambda: _plot_history(history_csv),
+    }
+    written = []
+    for name, draw in figures.items():
+        figure = draw()
+        if figure is None:
+            continue
+        _save_figure(figure, out / name)
+        written.append(out / name)
+    return written
+
+
+def _save_figure(figure, path) -> None:
+    import os
+
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(tmp, path)
+
+
+def _plot_samples(real: np.ndarray, gen: np.ndarray, reso_arcmin: float):
+    import matplotlib.pyplot as plt
+
+    k = max(1, min(len(real), len(gen), 6))
+    limit = float(np.percentile(np.abs(real), 99.5)) if real.size else 1.0
+    side = real.shape[1] * reso_arcmin / 60.0 if real.size else 1.0
+    figure, axes = plt.subplots(2, k, figsize=(2.1 * k + 0.8, 4.6), squeeze=False)
+    for row, (name, patches) in enumerate((("real", real), ("generated", gen))):
+        for i in range(k):
+            ax = axes[row, i]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i < len(patches):
+                image = ax.imshow(patches[i], cmap="RdBu_r", vmin=-limit, vmax=limit, extent=(0, side, 0, side))
+            if i == 0:
+                ax.set_ylabel(name)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="T [μK]")
+    figure.suptitle(f"CMB patches, {side:.1f}° a side (same colour scale)")
+    return figure
+
+
+def _plot_spectra(result: dict, cfg: MonitorConfig):
+    import matplotlib.pyplot as plt
+
+    ell = np.asarray(result["ell"])
+    factor = ell * (ell + 1) / (2 * np.pi)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(2, 1))
+    for name, colour in (("real", "k"), ("gen", "C3")):
+        mean = np.asarray(result[f"cl_{name}"]) * factor
+        std = np.asarray(result[f"cl_{name}_std"]) * factor
+        label = "training patches" if name == "real" else "generated"
+        top.plot(ell, mean, color=colour, label=f"{label} (mean)")
+        top.fill_between(ell, mean - std, mean + std, color=colour, alpha=0.2, label=f"{label} ±1σ per patch")
+    top.set_yscale("log")
+    top.set_ylabel("D_ℓ = ℓ(ℓ+1)C_ℓ/2π [μK²]")
+    top.legend(fontsize=8)
+    top.set_title(f"step {result.get('step', '?')}: worst-bin error/floor {result['cl_error_over_floor']:.2f}")
+    valid = np.asarray(result["valid"], dtype=bool)
+    ratio = np.asarray(result["cl_ratio"])
+    bottom.plot(ell[valid], ratio[valid], "o-", color="C3", label="valid bins")
+    bottom.plot(ell[~valid], ratio[~valid], "x", color="0.5", label="not scored")
+    bottom.axhline(1.0, color="k", lw=0.8)
+    bottom.axhline(cfg.cl_goal, color="C2", ls="--", lw=0.8, label=f"goal {cfg.cl_goal}")
+    bottom.set_yscale("log")
+    bottom.set_ylabel(f"error / floor (M={result['group_size']})")
+    bottom.set_xlabel("ℓ")
+    bottom.legend(fontsize=8)
+    return figure
+
+
+def _plot_pdf(result: dict):
+    import matplotlib.pyplot as plt
+
+    edges = np.asarray(result["hist_edges_uK"])
+    width = np.diff(edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    figure, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, colour, label in (("real", "k", "training patches"), ("gen", "C3", "generated")):
+        counts = np.asarray(result[f"hist_{name}"])
+        density = counts / max(counts.sum(), 1.0) / width
+        ax.step(centres, density, where="mid", color=colour, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("T [μK]")
+    ax.set_ylabel("pixel PDF [1/μK]")
+    ax.set_title(f"KS distance {result['ks']:.4f} = {result['ks_over_floor']:.2f} × real-vs-real")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def _plot_minkowski(result: dict):
+    import matplotlib.pyplot as plt
+
+    nu = np.asarray(result["thresholds_sigma"])
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    labels = ("V0 (area fraction)", "V1 (boundary length)", "V2 (Euler characteristic)")
+    for i, (ax, label) in enumerate(zip(axes, labels)):
+        real, real_std = np.asarray(result["mf_real"])[i], np.asarray(result["mf_real_std"])[i]
+        gen, gen_std = np.asarray(result["mf_gen"])[i], np.asarray(result["mf_gen_std"])[i]
+        ax.plot(nu, real, "k-", label="training patches")
+        ax.fill_between(nu, real - real_std, real + real_std, color="k", alpha=0.15)
+        ax.errorbar(nu, gen, gen_std, fmt="o", color="C3", ms=4, label="generated")
+        ax.set_xlabel("threshold ν [real pixel σ]")
+        ax.set_title(f"{label}: error/floor {result[f'mf_{FUNCTIONALS[i]}_over_floor']:.2f}", fontsize=9)
+    axes[0].legend(fontsize=8)
+    return figure
+
+
+def _plot_history(history_csv):
+    import matplotlib.pyplot as plt
+
+    from cosmotrain.train.common import read_history
+
+    try:
+        h = read_history(history_csv)
+    except OSError:
+        return None
+    if not h or not len(h.get("step", [])):
+        return None
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    top.plot(h["step"], h["d_loss"], label="J_D (discriminator)")
+    top.plot(h["step"], h["g_loss"], label="J_G (generator)")
+    top.set_ylabel("loss")
+    top.legend(fontsize=8)
+    seen = np.isfinite(h["score"])
+    for name in ("cl_error_over_floor", "ks_over_floor", "score"):
+        bottom.plot(h["step"][seen], h[name][seen], "o-", ms=3, label=name)
+    bottom.axhline(1.0, color="k", lw=0.8)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("monitor / floor")
+    bottom.legend(fontsize=8)
+    return figure

@@ -1,0 +1,142 @@
+"""`cosmotrain train gan` end to end, as a user runs it (one process): outputs, SIGUSR1, bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testlib import BIN, REPO, mpi_env, run_cli
+from cosmotrain.data import shards
+
+# configs/gan_tiny.yaml made smaller still: 32x32 patches, narrow networks, 6 steps.
+TINY = ["--config", str(REPO / "configs" / "gan_tiny.yaml")] + [a for s in (
+    "model.image_size=32", "model.latent_dim=16", "model.g_filters=32", "model.d_filters=8", "train.batch_size=8",
+    "train.steps=6", "train.log_every=2", "train.checkpoint_every=2", "monitor.every=3", "monitor.generated=32",
+    "monitor.group_size=2", "monitor.reference=32", "monitor.ks_draws=2", "monitor.pixels_per_patch=16",
+    "monitor.examples=3") for a in ("--set", s)]
+
+
+def toy_cmb(root: Path, side: int = 32, n: int = 128, attrs: dict | None = None) -> Path:
+    """``n`` smooth Gaussian patches of ~100 μK rms (8' pixels), written through the shard writer."""
+    rng = np.random.default_rng(0)
+    k = np.fft.rfftfreq(side)[None, :] ** 2 + np.fft.fftfreq(side)[:, None] ** 2
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n, side, side))) * np.exp(-k / 0.01), s=(side, side))
+    patches = (100 * field / field.std()).astype(np.float32)
+    attrs = attrs if attrs is not None else {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0,
+                                             "cl_source": "toy", "seed": 0}
+    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+                         config={}, seed=0, samples_per_shard=50)
+    return root
+
+
+def train(data, out, *extra, **kw):
+    return run_cli("train", "gan", *TINY, "--data", data, "--out", out, *extra, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 6-step run: (dataset, run, completed process)."""
+    base = tmp_path_factory.mktemp("gan")
+    data = toy_cmb(base / "cmb")
+    out = train(data, base / "run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return data, base / "run", out
+
+
+def test_training_writes_history_checkpoints_metrics_and_plots(trained):
+    data, run, out = trained
+    assert str(data) in (run / "config.yaml").read_text()
+    header, *rows = (run / "history.csv").read_text().splitlines()
+    assert header.startswith("step,epoch,d_loss,g_loss,d_real,d_fake,lr,steps_per_s,seconds,score,"
+                             "cl_error_over_floor,ks_over_floor")
+    assert [r.split(",")[0] for r in rows] == ["2", "3", "4", "6"]  # logs every 2 steps, monitors at 3 and 6
+    assert list((run / "checkpoints").glob("ckpt-6.index")) and list((run / "checkpoints" / "best").glob("*.index"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("cl_error_over_floor", "ks_over_floor", "score"):
+        assert metrics[key] > 0 and metrics["final"][key] == metrics[key]
+    assert metrics["best_step"] in (3, 6) and metrics["best"]["score"] <= metrics["final"]["score"]
+    nbins = len(metrics["final"]["ell"])
+    assert nbins >= 3 and len(metrics["final"]["cl_ratio"]) == len(metrics["final"]["valid"]) == nbins
+    assert metrics["cl_error_over_floor"] == max(r for r, v in zip(metrics["final"]["cl_ratio"],
+                                                                   metrics["final"]["valid"]) if v)
+    plots = {Path(p).name for p in metrics["plots"]}
+    assert plots == {"samples.png", "spectra.png", "pixel_pdf.png", "minkowski.png", "losses.png"}
+    assert all((run / "plots" / p).stat().st_size > 10_000 for p in plots)
+    assert "monitor at step 3" in out.stderr and "C_ell error/floor worst" in out.stderr
+
+
+def test_load_generator_gives_uK_patches_and_the_checkpoint_hash(trained):
+    from cosmotrain.train.gan import checkpoint_sha256, load_generator
+
+    _, run, _ = trained
+    generator, dim, sha = load_generator(run, checkpoint="latest")
+    z = np.random.default_rng(0).standard_normal((5, dim)).astype(np.float32)
+    patches = generator(z)
+    assert dim == 16 and patches.shape == (5, 32, 32) and patches.dtype == np.float32
+    transform = generator.info["transform"]  # fitted on the ~100 μK rms training patches
+    assert 200 < transform["scale_uK"] < 400
+    net = generator.model(z, training=False).numpy()
+    assert np.allclose(patches, net * transform["scale_uK"] + transform["offset_uK"], rtol=1e-5, atol=1e-3)
+    assert np.array_equal(generator(z[:2]), patches[:2])  # a patch depends on its own z only
+    assert generator.checkpoint.endswith("ckpt-6") and sha == checkpoint_sha256(generator.checkpoint)
+    assert generator.info["dataset"]["reso_arcmin"] == 8.0
+    best, _, best_sha = load_generator(run)  # default: the best checkpoint by monitor score
+    assert "best" in best.checkpoint and len(best_sha) == 64
+
+
+def test_sigusr1_checkpoints_exits_75_and_resume_finishes(trained, tmp_path):
+    data, _, _ = trained
+    run = tmp_path / "run"
+    cmd = [str(BIN / "cosmotrain"), "train", "gan", *TINY, "--set", "train.steps=100000", "--data", str(data),
+           "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(),
+                            cwd=REPO)
+    deadline = time.monotonic() + 240
+    while not list((run / "checkpoints").glob("ckpt-*.index")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    assert "SIGUSR1: checkpointed" in err
+    resumed = run_cli("train", "gan", "--out", run, "--resume", "--set", "train.steps=12", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 12
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(trained, tmp_path):
+    _, done, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    out = run_cli("train", "gan", "--out", run, "--resume", "--set", "train.steps=12",
+                  "--set", "g_optimizer.base_lr=1.0e+30", "--set", "d_optimizer.base_lr=1.0e+30", timeout=300)
+    assert out.returncode == 2
+    assert "loss became NaN/inf at step" in out.stderr
+    assert "ckpt-6 is kept" in out.stderr
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.index"))[-1] == "ckpt-6.index"
+
+
+def test_a_dataset_whose_patches_do_not_fit_the_model_is_refused(tmp_path):
+    data = toy_cmb(tmp_path / "cmb16", side=16)
+    out = train(data, tmp_path / "run")
+    assert out.returncode == 2
+    lines = [l for l in out.stderr.splitlines() if "error:" in l]
+    assert len(lines) == 1 and "16x16 patches but model.image_size is 32" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_without_pixel_size_is_refused(tmp_path):
+    data = toy_cmb(tmp_path / "cmb", attrs={"nside": 512, "seed": 0})
+    out = train(data, tmp_path / "run")
+    assert out.returncode == 2 and "lacks a positive 'reso_arcmin'" in out.stderr
+
+
+def test_train_gan_is_listed_and_documented():
+    out = run_cli("train", "gan", "--help")
+    assert out.returncode == 0 and "--resume" in out.stdout and "SIGUSR1" in out.stdout

@@ -1,0 +1,75 @@
+"""DCGAN networks, the μK transform, and the checks a GAN run makes on its dataset."""
+import numpy as np
+import pytest
+
+from cosmotrain import config
+from cosmotrain.data import shards
+from cosmotrain.errors import UserError
+from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator, upsamplings
+from cosmotrain.train import gan
+
+
+def test_generator_and_discriminator_shapes_at_64_pixels():
+    cfg = ModelConfig(g_filters=64, d_filters=8)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    z = np.random.default_rng(0).standard_normal((3, cfg.latent_dim)).astype(np.float32)
+    patches = g(z, training=False).numpy()
+    assert patches.shape == (3, 64, 64)
+    assert np.all(np.abs(patches) <= 1.0)  # tanh output
+    assert d(patches, training=False).numpy().shape == (3, 1)
+    assert upsamplings(cfg) == 4  # 4 -> 8 -> 16 -> 32 -> 64
+
+
+def test_sizes_come_from_the_config():
+    cfg = ModelConfig(image_size=32, base_size=4, latent_dim=16, g_filters=32, d_filters=8, output="linear")
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    assert g.input_shape == (None, 16) and g.output_shape == (None, 32, 32)
+    assert d.input_shape == (None, 32, 32) and d.output_shape == (None, 1)
+    convs = [layer for layer in g.layers if "Conv2DTranspose" in type(layer).__name__]
+    assert [c.strides for c in convs] == [(2, 2)] * 3
+
+
+def test_an_image_size_that_is_not_base_times_a_power_of_two_is_refused():
+    with pytest.raises(UserError, match="model.image_size 48"):
+        build_generator(ModelConfig(image_size=48, base_size=5))
+
+
+def test_the_transform_maps_uK_to_network_units_and_back():
+    x = np.random.default_rng(1).normal(5.0, 100.0, (50, 8, 8))
+    t = gan.Transform.fit(x, sigmas=3.0)
+    assert t.offset_uK == pytest.approx(x.mean()) and t.scale_uK == pytest.approx(3 * x.std())
+    assert np.allclose(t.to_uK(t.to_net(x)), x)
+    assert abs(np.std(t.to_net(x)) - 1 / 3) < 1e-9
+
+
+def write_cmb(root, side=32, n=64, attrs=None):
+    rng = np.random.default_rng(0)
+    patches = rng.normal(0, 100, (n, side, side)).astype(np.float32)
+    attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0} \
+        if attrs is None else attrs
+    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+                         config={}, seed=0)
+    return root
+
+
+def gan_config(data, **sections):
+    overrides = [f"data.path={data}", "model.image_size=64"]
+    overrides += [f"{k}={v}" for k, v in sections.items()]
+    return config.load(gan.GanConfig, None, overrides)
+
+
+def test_a_dataset_of_another_patch_size_is_refused_with_the_fix(tmp_path):
+    data = write_cmb(tmp_path / "cmb32")
+    with pytest.raises(UserError, match=r"32x32 patches but model.image_size is 64; pass --set model.image_size=32"):
+        gan.open_data(gan_config(data))
+
+
+def test_a_dataset_without_a_pixel_size_is_refused(tmp_path):
+    data = write_cmb(tmp_path / "cmb", side=64, attrs={"nside": 256, "seed": 0})
+    with pytest.raises(UserError, match="reso_arcmin"):
+        gan.open_data(gan_config(data))
+
+
+def test_a_galaxy_dataset_is_refused(tiny_galaxies):
+    with pytest.raises(UserError, match="'galaxies' dataset"):
+        gan.open_data(gan_config(tiny_galaxies))

@@ -1,0 +1,71 @@
+"""The GAN's science monitors: real patches score about 1, wrong ones far above it."""
+import numpy as np
+import pytest
+
+from cosmotrain.data import cmb
+from cosmotrain.errors import UserError
+from cosmotrain.science import monitors, spectra
+
+SIDE, RESO = 32, 8.0  # 4.3 deg patches, like the tiny CMB set but quicker to simulate
+CFG = monitors.MonitorConfig(generated=512, group_size=16, reference=512, ks_draws=8, pixels_per_patch=32)
+
+
+def gaussian_sky(n: int, seed: int) -> np.ndarray:
+    """``n`` flat-sky patches of the Planck 2018 spectrum with a 10' beam, float32 [n, 32, 32] μK."""
+    cl = cmb.load_spectrum(cmb.SpectrumConfig()).cl[:2001]
+    beamed = cl * spectra.beam_window(2000, 10.0) ** 2
+    return spectra.gaussian_patches(beamed, n, (SIDE, SIDE), RESO, np.random.default_rng(seed)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    real = gaussian_sky(CFG.reference + 2 * CFG.generated, seed=1)
+    probe = monitors.make_probe(real[:CFG.reference], RESO, 2000, CFG)
+    return monitors.build_reference(real[:CFG.reference], real[CFG.reference:], probe, CFG)
+
+
+def evaluate(reference, patches):
+    return monitors.score(reference, monitors.combine(reference.probe.measure(patches, keep_examples=True)))
+
+
+def test_real_patches_score_about_one(reference):
+    result = evaluate(reference, gaussian_sky(CFG.generated, seed=2))
+    assert 0.7 < result["cl_error_over_floor"] < 1.6, result["cl_ratio"]
+    assert 0.8 < np.median(np.asarray(result["cl_ratio"])[result["valid"]]) < 1.25
+    assert 0.3 < result["ks_over_floor"] < 2.0
+    assert all(result[f"mf_{n}_over_floor"] < 2.0 for n in monitors.FUNCTIONALS)
+    assert 0.8 < result["variance_ratio"] < 1.25
+    assert monitors.collapse_message(result, CFG.collapse_fraction) is None
+
+
+def test_white_noise_scores_far_above_one(reference):
+    sigma = float(np.asarray(reference.ref.examples).std())
+    noise = np.random.default_rng(3).standard_normal((CFG.generated, SIDE, SIDE)).astype(np.float32) * sigma
+    result = evaluate(reference, noise)
+    assert result["cl_error_over_floor"] > 50
+    assert result["mf_v2_over_floor"] > 10  # white noise has many more hot and cold spots
+    assert result["score"] > 30
+
+
+def test_a_five_percent_amplitude_error_is_caught(reference):
+    result = evaluate(reference, 1.05 * gaussian_sky(CFG.generated, seed=2))
+    assert result["cl_error_over_floor"] > 2.0  # 10 % too much power in every bin
+    assert np.all(np.asarray(result["cl_rel_error"])[result["valid"]] > 0.05)
+
+
+def test_a_wider_pixel_distribution_is_caught_by_ks(reference):
+    result = evaluate(reference, 1.3 * gaussian_sky(CFG.generated, seed=2))
+    assert result["ks_over_floor"] > 3.0
+
+
+def test_a_collapsed_generator_gets_a_warning(reference):
+    one = gaussian_sky(1, seed=4)
+    result = evaluate(reference, np.repeat(one, CFG.generated, axis=0))
+    assert result["variance_ratio"] < 0.05
+    assert "mode collapse" in monitors.collapse_message(result, CFG.collapse_fraction)
+    assert result["cl_error_over_floor"] > 3.0
+
+
+def test_too_small_a_dataset_for_the_monitors_is_a_clear_error():
+    with pytest.raises(UserError, match="monitor.reference"):
+        monitors.check_config(CFG, n_train=600, size=2)
