@@ -32,6 +32,7 @@ MODULES = [
     "cosmotrain.commands.cmb",
     "cosmotrain.commands.galaxies",
     "cosmotrain.commands.gan",
+    "cosmotrain.commands.sample",
 ]
 
 EPILOG = """examples:

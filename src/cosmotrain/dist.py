@@ -90,6 +90,17 @@ def set_thread_env(threads: int) -> None:
         os.environ.setdefault(var, str(threads))
 
 
+def set_mpi_env() -> None:
+    """Open MPI defaults for ranks that share cores; call before MPI starts.
+
+    A rank waiting in a collective yields its core (``sched_yield``) instead of spinning on
+    it, so a waiting rank does not starve its own compute threads, Horovod's background
+    thread or a neighbour on an oversubscribed node (``cosmotrain bench scaling``). Yielding
+    an otherwise idle core costs nothing. Export the variable as 0 to spin.
+    """
+    os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
+
+
 def init_horovod(threads: int | None = None) -> Context:
     """Start Horovod, pin one GPU per local rank, size TensorFlow's thread pools.
 
@@ -98,6 +109,7 @@ def init_horovod(threads: int | None = None) -> Context:
     global _ctx, _hvd
     threads = threads or cores_per_rank(env_local_size())
     set_thread_env(threads)
+    set_mpi_env()
     install_abort_hook()
     import horovod.tensorflow as hvd
     import tensorflow as tf
@@ -126,6 +138,7 @@ def init_mpi(threads: int | None = None) -> Context:
     global _ctx, _comm
     threads = threads or cores_per_rank(env_local_size())
     set_thread_env(threads)
+    set_mpi_env()
     install_abort_hook()
     if _launched_by_gloo():
         raise RuntimeError("this command uses MPI, not Gloo; launch it with mpirun or srun --mpi=pmix")
@@ -257,6 +270,59 @@ def agree(flag: bool) -> bool:
     import numpy as np
 
     return bool(allreduce_sum_array(np.array([int(flag)], dtype=np.int64))[0] > 0)
+
+
+# ---------------------------------------------------------------- messages to rank 0 (plain MPI)
+# Ranks with uneven work (a resumed sample set) cannot meet in a collective to report
+# progress, so they post small messages to rank 0, which reads them when it has a moment.
+# One rank, or an engine other than plain MPI: these are no-ops.
+
+_PROGRESS_TAG = 7301
+_posted: list = []
+
+
+def send_to_root(obj: Any, tag: int = _PROGRESS_TAG) -> None:
+    """Post ``obj`` to rank 0 without waiting for it to be received (non-root ranks)."""
+    if _ctx.size == 1 or _ctx.engine != "mpi" or _ctx.rank == 0:
+        return
+    _posted.append(_comm.isend(obj, dest=0, tag=tag))
+    _posted[:] = [req for req in _posted if not req.Test()]
+
+
+def receive_posted(block: bool = False, tag: int = _PROGRESS_TAG) -> list[tuple[int, Any]]:
+    """On rank 0: the posted messages that have arrived, as (source rank, obj).
+
+    ``block`` waits for at least one message; otherwise this never waits.
+    """
+    if _ctx.size == 1 or _ctx.engine != "mpi" or _ctx.rank != 0:
+        return []
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    found = []
+    if block:
+        obj = _comm.recv(source=MPI.ANY_SOURCE, tag=tag, status=status)
+        found.append((status.Get_source(), obj))
+    while _comm.iprobe(source=MPI.ANY_SOURCE, tag=tag, status=status):
+        source = status.Get_source()
+        found.append((source, _comm.recv(source=source, tag=tag)))
+    return found
+
+
+def complete_posts() -> None:
+    """Wait until every message this rank posted has been received."""
+    if _posted:  # only ever filled under plain MPI
+        from mpi4py import MPI
+
+        MPI.Request.Waitall(_posted)
+        _posted.clear()
+
+
+def configure_tensorflow() -> None:
+    """Size TensorFlow's thread pools and pin a GPU in an ``init_mpi`` process (sampling)."""
+    import tensorflow as tf
+
+    _configure_tensorflow(tf, _ctx.threads, _ctx.local_rank)
 
 
 # ---------------------------------------------------------------- training collectives
