@@ -1,0 +1,194 @@
+# shellcheck shell=bash
+# Shared by every jobs/*.sbatch: where things are, how ranks are launched, requeue on USR1.
+#
+# Settings (environment variables; sbatch passes the submitting shell's environment):
+#   COSMOTRAIN_ROOT      the cosmotrain checkout (default: the directory sbatch ran in)
+#   COSMOTRAIN_SIF       run every rank inside this Apptainer/Singularity image;
+#                        unset = run from the virtualenv below
+#   COSMOTRAIN_VENV      virtualenv holding `cosmotrain` (default: $COSMOTRAIN_ROOT/.venv)
+#   COSMOTRAIN_LAUNCHER  srun (default: srun --mpi=pmix) or mpirun (Open MPI's, in the allocation)
+#   COSMOTRAIN_WORK      data, runs and outputs (default: $SCRATCH/cosmotrain if $SCRATCH is
+#                        set, else $COSMOTRAIN_ROOT/work)
+#   COSMOTRAIN_CONFIG    the stage's YAML (default: the stage's configs/*.yaml in the checkout)
+#   COSMOTRAIN_CONTAINER_RUNTIME  apptainer or singularity (default: whichever is on PATH)
+# Arguments given to the job script (sbatch jobs/x.sbatch --set a.b=c) go to cosmotrain.
+
+ct_log() { printf 'cosmotrain-job %s: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+ct_die() { printf 'cosmotrain-job: error: %s\n' "$*" >&2; exit 1; }
+
+COSMOTRAIN_ROOT=${COSMOTRAIN_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
+COSMOTRAIN_WORK=${COSMOTRAIN_WORK:-${SCRATCH:+$SCRATCH/cosmotrain}}
+COSMOTRAIN_WORK=${COSMOTRAIN_WORK:-$COSMOTRAIN_ROOT/work}
+COSMOTRAIN_VENV=${COSMOTRAIN_VENV:-$COSMOTRAIN_ROOT/.venv}
+COSMOTRAIN_LAUNCHER=${COSMOTRAIN_LAUNCHER:-srun}
+# Where each stage reads and writes; every one can be overridden on its own.
+COSMOTRAIN_GALAXIES=${COSMOTRAIN_GALAXIES:-$COSMOTRAIN_WORK/data/galaxies}
+COSMOTRAIN_CMB=${COSMOTRAIN_CMB:-$COSMOTRAIN_WORK/data/cmb}
+COSMOTRAIN_CLASSIFIER_RUN=${COSMOTRAIN_CLASSIFIER_RUN:-$COSMOTRAIN_WORK/runs/classifier}
+COSMOTRAIN_GAN_RUN=${COSMOTRAIN_GAN_RUN:-$COSMOTRAIN_WORK/runs/gan}
+COSMOTRAIN_SAMPLES=${COSMOTRAIN_SAMPLES:-$COSMOTRAIN_WORK/samples/gan}
+COSMOTRAIN_PREDICTIONS=${COSMOTRAIN_PREDICTIONS:-$COSMOTRAIN_WORK/predictions/classifier}
+
+# Exit code of `cosmotrain train` after it checkpointed on SIGUSR1 (see ct_train).
+CT_EXIT_REQUEUE=75
+
+# CT_EXEC: the command prefix that runs `cosmotrain` on a rank (container or virtualenv).
+ct_setup() {
+  [ -n "${SLURM_JOB_ID:-}" ] || ct_die "not inside a SLURM job: submit with sbatch $0"
+  case $COSMOTRAIN_LAUNCHER in
+    srun|mpirun) ;;
+    *) ct_die "COSMOTRAIN_LAUNCHER=$COSMOTRAIN_LAUNCHER: use srun or mpirun" ;;
+  esac
+  if [ -n "${COSMOTRAIN_SIF:-}" ]; then
+    [ -f "$COSMOTRAIN_SIF" ] || ct_die "COSMOTRAIN_SIF=$COSMOTRAIN_SIF: no such image file (build one: apptainer build cosmotrain.sif singularity/cosmotrain.def)"
+    CT_RUNTIME=${COSMOTRAIN_CONTAINER_RUNTIME:-$(command -v apptainer || command -v singularity || true)}
+    if [ -z "$CT_RUNTIME" ] || ! command -v "$CT_RUNTIME" >/dev/null; then
+      ct_die "COSMOTRAIN_SIF is set but neither apptainer nor singularity is on PATH (module load apptainer?)"
+    fi
+    CT_EXEC=("$CT_RUNTIME" exec)
+    if [ "$(ct_gpus_per_node)" -gt 0 ]; then CT_EXEC+=(--nv); fi
+    CT_EXEC+=("$COSMOTRAIN_SIF" cosmotrain)
+    ct_log "container: $CT_RUNTIME ${COSMOTRAIN_SIF}"
+  else
+    [ -x "$COSMOTRAIN_VENV/bin/cosmotrain" ] \
+      || ct_die "no cosmotrain in COSMOTRAIN_VENV=$COSMOTRAIN_VENV (run 'make env' in the checkout, or set COSMOTRAIN_SIF)"
+    CT_EXEC=("$COSMOTRAIN_VENV/bin/cosmotrain")
+    ct_log "virtualenv: $COSMOTRAIN_VENV"
+  fi
+  ct_check_gpus
+}
+
+ct_gpus_per_node() {
+  local gpus=${SLURM_GPUS_ON_NODE:-}
+  if [ -z "$gpus" ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+    gpus=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c .)
+  fi
+  echo "${gpus:-0}"
+}
+
+ct_ranks_per_node() {  # SLURM_TASKS_PER_NODE looks like "4(x2),3"
+  local tpn=${SLURM_NTASKS_PER_NODE:-${SLURM_TASKS_PER_NODE:-1}}
+  tpn=${tpn%%[(,]*}
+  echo "${tpn:-1}"
+}
+
+# More ranks than GPUs on a node: they share GPUs (slow, and may run out of GPU memory).
+ct_check_gpus() {
+  local gpus ranks
+  gpus=$(ct_gpus_per_node); ranks=$(ct_ranks_per_node)
+  if [ "$gpus" -gt 0 ] && [ "$ranks" -gt "$gpus" ]; then
+    ct_log "warning: $ranks ranks per node but $gpus GPUs per node: ranks will share GPUs; submit with --ntasks-per-node=$gpus or --gpus-per-node=$ranks"
+  fi
+}
+
+# ct_need_input NAME PATH: an input must exist, on the host and inside the container.
+ct_need_input() {
+  [ -e "$2" ] || ct_die "$1 $2 does not exist${3:+ ($3)}"
+  CT_PATHS+=("$2")
+}
+
+# ct_output DIR: create an output's parent; it must be visible inside the container too.
+ct_output() {
+  mkdir -p "$(dirname "$1")"
+  CT_PATHS+=("$(dirname "$1")")
+}
+
+# Every path in CT_PATHS must be visible inside the container: ask the container itself,
+# which knows the site's default binds as well as $APPTAINER_BIND / $SINGULARITY_BIND.
+ct_check_binds() {
+  [ -n "${COSMOTRAIN_SIF:-}" ] && [ ${#CT_PATHS[@]} -gt 0 ] || return 0
+  local missing var suggest
+  # shellcheck disable=SC2016  # $p is expanded by the shell inside the container
+  missing=$("$CT_RUNTIME" exec "$COSMOTRAIN_SIF" /bin/sh -c \
+    'for p do [ -e "$p" ] || echo "$p"; done' sh "${CT_PATHS[@]}" | head -n 1) \
+    || ct_die "cannot start $COSMOTRAIN_SIF with $CT_RUNTIME"
+  [ -z "$missing" ] && return 0
+  var=APPTAINER_BIND
+  if [ "$(basename "$CT_RUNTIME")" = singularity ]; then var=SINGULARITY_BIND; fi
+  # Suggest binding the path's top directory, added to what is already bound.
+  suggest=${!var:+${!var},}/$(cut -d/ -f2 <<<"$missing")
+  ct_die "$missing is not visible inside the container: bind it (export $var=$suggest) and resubmit"
+}
+
+# SIGUSR1 (SLURM's --signal=B:USR1@T, or `scancel --signal=USR1 --batch`) is trapped from
+# the start, so it never kills this shell; once the ranks run it is forwarded to them.
+CT_USR1=0
+CT_PID=
+trap 'CT_USR1=1; ct_log "got SIGUSR1"; if [ -n "$CT_PID" ]; then kill -USR1 "$CT_PID" 2>/dev/null || true; fi' USR1
+
+# ct_launch ARGS...: `cosmotrain ARGS` on every rank of the allocation. Runs in the background
+# so this shell can forward SIGUSR1 to the ranks; sets CT_RC to the launcher's exit code.
+ct_launch() {
+  local -a launcher
+  ct_check_binds
+  if [ "$COSMOTRAIN_LAUNCHER" = srun ]; then
+    # srun forwards USR1 to every task. Since SLURM 22.05 srun no longer inherits
+    # --cpus-per-task from sbatch, so pass it on.
+    launcher=(srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}")
+  else
+    # Open MPI's mpirun reads the allocation from SLURM and forwards USR1 to its processes.
+    launcher=(mpirun -np "${SLURM_NTASKS:-1}" --map-by "slot:PE=${SLURM_CPUS_PER_TASK:-1}" --bind-to core)
+    if [ "$(id -u)" = 0 ]; then launcher+=(--allow-run-as-root); fi
+  fi
+  ct_log "launch: ${launcher[*]} ${CT_EXEC[*]} $*"
+  "${launcher[@]}" "${CT_EXEC[@]}" "$@" &
+  CT_PID=$!
+  # `wait` returns early (status > 128) when a trapped signal arrives: wait again then.
+  while :; do
+    wait "$CT_PID" && CT_RC=0 || CT_RC=$?
+    if [ "$CT_RC" -gt 128 ] && kill -0 "$CT_PID" 2>/dev/null; then continue; fi
+    break
+  done
+  CT_PID=
+  ct_log "ranks exited with code $CT_RC"
+}
+
+# ct_run ARGS...: launch and fail the job with the ranks' exit code.
+ct_run() {
+  ct_launch "$@"
+  return "$CT_RC"
+}
+
+# ct_train KIND RUN ARGS...: `cosmotrain train KIND --out RUN ARGS` with pre-emption support.
+# Contract with `cosmotrain train`: on SIGUSR1 every rank checkpoints at the next step
+# boundary and exits with 75. Then this job requeues itself; the next start passes --resume.
+ct_train() {
+  local kind=$1 run=$2
+  shift 2
+  local -a resume=()
+  if ct_has_checkpoint "$run"; then
+    resume=(--resume)
+    ct_log "resuming from $run/checkpoints (restart ${SLURM_RESTART_COUNT:-0})"
+  fi
+  ct_output "$run"
+  if [ "$CT_USR1" = 1 ]; then ct_requeue "$run"; fi  # signalled before the ranks started
+  ct_launch train "$kind" --out "$run" "$@" "${resume[@]}"
+  # Exit 75: checkpointed. 138 (128 + USR1) after a forwarded USR1: a rank got it before
+  # its handler was installed, so nothing was lost since the last checkpoint. Requeue both.
+  if [ "$CT_RC" = "$CT_EXIT_REQUEUE" ] || { [ "$CT_USR1" = 1 ] && [ "$CT_RC" = 138 ]; }; then
+    ct_requeue "$run"
+  fi
+  return "$CT_RC"
+}
+
+ct_requeue() {
+  ct_log "requeueing job $SLURM_JOB_ID after SIGUSR1; it resumes from $1/checkpoints"
+  scontrol requeue "$SLURM_JOB_ID" \
+    || ct_die "scontrol requeue $SLURM_JOB_ID failed (submitted with --no-requeue?); resubmit to resume from $1"
+  sleep 60  # SLURM ends this shell as it requeues the job
+  exit "$CT_EXIT_REQUEUE"
+}
+
+# A run holds a checkpoint when RUN/checkpoints has an entry that is not a temp file.
+ct_has_checkpoint() {
+  [ -d "$1/checkpoints" ] \
+    && [ -n "$(find "$1/checkpoints" -mindepth 1 -maxdepth 1 ! -name '*.tmp*' ! -name '.*' -print -quit)" ]
+}
+
+# ct_config NAME: CT_CONFIG = COSMOTRAIN_CONFIG, else configs/NAME.yaml of the checkout.
+ct_config() {
+  CT_CONFIG=${COSMOTRAIN_CONFIG:-$COSMOTRAIN_ROOT/configs/$1.yaml}
+  ct_need_input "config" "$CT_CONFIG" "set COSMOTRAIN_CONFIG"
+}
+
+CT_PATHS=()
