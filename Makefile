@@ -27,7 +27,7 @@ container-test: env ## build docker/Dockerfile.cpu on a local Debian base, run t
 	@bash scripts/container/test.sh
 
 slurm-test: env     ## real slurmctld + slurmd on localhost, submit every job script
-	$(BIN)/pytest -q -m slurm tests/slurm
+	@bash scripts/slurm/test.sh
 
 clean:
 	rm -rf demo build src/*.egg-info .pytest_cache

@@ -60,7 +60,8 @@ ct_setup() {
 
 ct_gpus_per_node() {
   local gpus=${SLURM_GPUS_ON_NODE:-}
-  if [ -z "$gpus" ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+  # SLURM sets CUDA_VISIBLE_DEVICES=NoDevFiles on some sites when no GPU was allocated.
+  if [ -z "$gpus" ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "$CUDA_VISIBLE_DEVICES" != NoDevFiles ]; then
     gpus=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c .)
   fi
   echo "${gpus:-0}"

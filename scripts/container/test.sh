@@ -57,7 +57,6 @@ ctx=$work/context
 mkdir -p "$ctx"
 git -C "$repo" ls-files -z --cached --others --exclude-standard \
   | tar -C "$repo" --null --ignore-failed-read -T - -cf - | tar -C "$ctx" -xf -
-mkdir -p "$ctx/configs"  # COPY configs/ needs the directory even before any config exists
 pip_cert=${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}
 pip_index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || echo https://pypi.org/simple)}
 {
@@ -69,7 +68,7 @@ pip_index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/n
   fi
 } >"$ctx/docker/pip/pip.conf"
 
-say "building $image from docker/Dockerfile.cpu (first time ~10 min: Horovod and mpi4py compile)"
+say "building $image from docker/Dockerfile.cpu (from scratch 15-25 min on 2 cores: Horovod and mpi4py compile)"
 # The log gets each line's time since the start, so slow steps show; kept in the cache dir.
 mkdir -p "$cache"
 DOCKER_BUILDKIT=0 "$DOCKER" build --network=host --build-arg "BASE_IMAGE=$base" \

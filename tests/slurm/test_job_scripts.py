@@ -97,9 +97,9 @@ def test_more_ranks_than_gpus_per_node_warns(tasks, gpus, warns):
     assert ("ranks will share GPUs" in res.stderr) is warns, res.stderr
 
 
-def test_gpus_counted_from_cuda_visible_devices():
-    res = env_sh("ct_gpus_per_node", CUDA_VISIBLE_DEVICES="0,1,2")
-    assert res.stdout.strip() == "3"
+@pytest.mark.parametrize("devices,count", [("0,1,2", "3"), ("GPU-8f2e,GPU-77a1", "2"), ("NoDevFiles", "0"), ("", "0")])
+def test_gpus_counted_from_cuda_visible_devices(devices, count):
+    assert env_sh("ct_gpus_per_node", CUDA_VISIBLE_DEVICES=devices).stdout.strip() == count
 
 
 def test_missing_input_names_the_previous_stage(tmp_path):
