@@ -86,15 +86,17 @@ from cosmotrain import dist
 import json, os
 ctx = dist.init_horovod()
 import tensorflow as tf
-print(json.dumps([ctx.rank, ctx.threads, tf.config.threading.get_intra_op_parallelism_threads(),
-                  os.environ["OMP_NUM_THREADS"]]))
+row = [ctx.rank, ctx.threads, tf.config.threading.get_intra_op_parallelism_threads(), os.environ["OMP_NUM_THREADS"]]
+rows = dist.allgather_object(row)  # printed by one rank: mpirun may merge lines of several
+if ctx.rank == 0:
+    print(json.dumps(rows))
 """
 
 
 def test_two_ranks_on_two_cores_do_not_share_threads():
     out = run_mpi_python(THREADS, np_=2, timeout=120)
     assert out.returncode == 0, out.stderr
-    rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("[")]
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
     import os
     cores = len(os.sched_getaffinity(0))
     assert sorted(r[0] for r in rows) == [0, 1]
