@@ -1,20 +1,19 @@
 """P4: the trainer's step time reading the real HDF5 pipeline / reading in-memory batches, 1 rank.
 
 Same trainer, same model, same number of steps (augmentation included: it runs inside the
-step); only the source of the batches differs: the sharded HDF5 ``tf_pipeline`` exactly as
-training uses it (block-shuffled slabs, in-window shuffle, background prefetch) against
-pre-made tensors. Rounds alternate, each over a fresh epoch; the ratio is the median over
-rounds. Target <= 1.02.
+step); only the source of the batches differs: the sharded HDF5 reader exactly as training
+uses it (``Run.pipeline``: block-shuffled slabs, in-window shuffle, read ahead in a thread)
+against pre-made tensors. Rounds alternate, each over a fresh epoch; the ratio is the
+median over rounds. Target <= 1.02. ``cpu_ratio`` is the same with process CPU time.
 """
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
 from cosmotrain import dist
-from cosmotrain.bench.step import (bench_config, memory_batches, prepared_run, quiet_logs, time_trainer_steps,
-                                   write_bench_dataset)
+from cosmotrain.bench.step import (bench_config, memory_batches, prepared_run, quiet_logs, ratio_figures,
+                                   time_trainer_steps, write_bench_dataset)
 
 TARGET = 1.02
 
@@ -31,8 +30,5 @@ def run(args) -> dict:
         time_trainer_steps(trainer_run, memory)  # trace and broadcast once
         pairs = [(time_trainer_steps(trainer_run, trainer_run.pipeline(epoch), epoch),
                   time_trainer_steps(trainer_run, memory)) for epoch in range(rounds)]
-    return {"ratio": round(statistics.median(h / m for h, m in pairs), 4), "target": TARGET,
-            "hdf5_step_ms": round(1e3 * statistics.median(h for h, _ in pairs), 3),
-            "memory_step_ms": round(1e3 * statistics.median(m for _, m in pairs), 3),
-            "ratios_per_round": [round(h / m, 4) for h, m in pairs], "steps_per_round": steps,
+    return {**ratio_figures(pairs, "hdf5", "memory"), "target": TARGET, "steps_per_round": steps,
             "batch": cfg.train.batch_size, "image": 64, "threads": dist.context().threads}

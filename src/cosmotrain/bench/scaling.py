@@ -42,7 +42,7 @@ def worker(data: str, out: str, steps: str, rounds: str) -> None:
     batches = memory_batches(int(steps), BATCH, seed=1 + ctx.rank)
     run = prepared_run(cfg, Path(data), Path(out))
     time_trainer_steps(run, batches[:10])  # trace, first-step broadcast, Horovod warm-up
-    per_step = statistics.median(time_trainer_steps(run, batches) for _ in range(int(rounds)))
+    per_step = statistics.median(time_trainer_steps(run, batches)[0] for _ in range(int(rounds)))
     if ctx.is_root:
         print(json.dumps({"samples_per_s": ctx.size * BATCH / per_step, "step_ms": 1e3 * per_step,
                           "threads": ctx.threads, "engine": ctx.engine}), flush=True)

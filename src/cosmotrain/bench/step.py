@@ -2,9 +2,10 @@
 
 The trainer's step is the whole per-step path of ``train classifier``: the epoch loop with
 its pre-emption/NaN agreement, dropout re-keying, per-rank sums, progress bar and first-step
-broadcast. The bare loop is forward, loss, gradient, Adam update, nothing else. Both run on
-the same pre-made in-memory batches; rounds alternate between the two so that drifting
-machine load hits both, and the ratio is the median over rounds. Target <= 1.03.
+broadcast. The bare loop is forward, loss, gradient, Adam update, nothing else. Both do the
+same arithmetic (the trainer without its D4 augmentation; ``ratio_with_augment`` adds it)
+on the same pre-made in-memory batches; rounds alternate so that drifting machine load
+hits all, and the ratio is the median over rounds. Target <= 1.03.
 
 Also home of the helpers the classifier benchmarks share (``input``, ``scaling``).
 """
@@ -70,17 +71,31 @@ def prepared_run(cfg, data: Path, out: Path):
     return classifier.prepare(cfg, out, overwrite=True)
 
 
-def time_trainer_steps(run, batches: list, epoch: int = 0) -> float:
-    """Seconds per step of the trainer's epoch loop over ``batches`` (all ranks in step)."""
+class Clock:
+    """Wall and process-CPU seconds since creation, per ``n`` steps (``per_step(n)``).
+
+    CPU time (all threads of this process) is reported next to wall time: on a shared
+    machine it shows the work a step costs even when other jobs steal the cores.
+    """
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def per_step(self, n: int) -> tuple[float, float]:
+        return (time.perf_counter() - self.wall) / n, (time.process_time() - self.cpu) / n
+
+
+def time_trainer_steps(run, batches, epoch: int = 0) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of the trainer's epoch loop over ``batches`` (all ranks in step)."""
     from cosmotrain.train.common import RequeueSignal
 
     run.state.batch = 0
     dist.barrier()
-    start = time.perf_counter()
+    clock = Clock()
     with RequeueSignal() as signal:
         run.train_epoch(epoch, signal, batches)
     dist.barrier()
-    return (time.perf_counter() - start) / run.state.batch
+    return clock.per_step(run.state.batch)
 
 
 def quiet_logs() -> None:
@@ -109,12 +124,12 @@ def bare_loop(model, batches: list):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> tuple[float, float]:
+        clock = Clock()
         for images, labels in batches:
             loss = step(images, labels)
         float(loss)
-        return (time.perf_counter() - start) / len(batches)
+        return clock.per_step(len(batches))
 
     return run
 
@@ -125,18 +140,32 @@ def run(args) -> dict:
     from cosmotrain.models.classifier import build_classifier
 
     steps, rounds = (20, 3) if args.quick else (60, 7)
-    cfg = bench_config(batch=32)
-    batches = memory_batches(steps, cfg.train.batch_size)
+    plain = bench_config(batch=32, overrides=("train.augment=false",))  # the bare loop's math
+    augmented = bench_config(batch=32)
+    batches = memory_batches(steps, plain.train.batch_size)
     with tempfile.TemporaryDirectory(prefix="cosmotrain-bench-") as tmp:
-        data = write_bench_dataset(Path(tmp) / "data", n_train=cfg.train.batch_size * steps)
-        trainer_run = prepared_run(cfg, data, Path(tmp) / "run")
-        bare = bare_loop(build_classifier(cfg.model, (IMAGE, IMAGE, 3)), batches)
-        bare(), time_trainer_steps(trainer_run, batches)  # trace both, first-step broadcast
-        pairs = [(time_trainer_steps(trainer_run, batches, epoch=r + 1), bare()) for r in range(rounds)]
-    ratios = [t / b for t, b in pairs]
-    return {"ratio": round(statistics.median(ratios), 4), "target": TARGET,
-            "trainer_step_ms": round(1e3 * statistics.median(t for t, _ in pairs), 3),
-            "bare_step_ms": round(1e3 * statistics.median(b for _, b in pairs), 3),
-            "ratios_per_round": [round(r, 4) for r in ratios], "steps_per_round": steps,
-            "batch": cfg.train.batch_size, "image": IMAGE, "threads": dist.context().threads,
-            "model": config.to_dict(cfg.model)}
+        data = write_bench_dataset(Path(tmp) / "data", n_train=plain.train.batch_size * steps)
+        trainer, with_augment = (prepared_run(cfg, data, Path(tmp) / name)
+                                 for cfg, name in ((plain, "run"), (augmented, "run-augment")))
+        bare = bare_loop(build_classifier(plain.model, (IMAGE, IMAGE, 3)), batches)
+        bare(), time_trainer_steps(trainer, batches), time_trainer_steps(with_augment, batches)  # trace all
+        timings = [(time_trainer_steps(trainer, batches, r + 1), bare(), time_trainer_steps(with_augment, batches))
+                   for r in range(rounds)]
+    figures = ratio_figures([(t, b) for t, b, _ in timings], "trainer", "bare")
+    augment = ratio_figures([(a, b) for _, b, a in timings], "augment", "bare")
+    return {**figures, "target": TARGET, "ratio_with_augment": augment["ratio"],
+            "trainer_with_augment_step_ms": augment["augment_step_ms"], "steps_per_round": steps,
+            "batch": plain.train.batch_size, "image": IMAGE, "threads": dist.context().threads,
+            "model": config.to_dict(plain.model)}
+
+
+def ratio_figures(pairs: list, first: str, second: str) -> dict:
+    """Median wall-time ratio (``ratio``) and CPU-time ratio of ((wall, cpu), (wall, cpu)) rounds."""
+    wall = [a[0] / b[0] for a, b in pairs]
+    cpu = [a[1] / b[1] for a, b in pairs]
+    return {"ratio": round(statistics.median(wall), 4), "cpu_ratio": round(statistics.median(cpu), 4),
+            f"{first}_step_ms": round(1e3 * statistics.median(a[0] for a, _ in pairs), 3),
+            f"{second}_step_ms": round(1e3 * statistics.median(b[0] for _, b in pairs), 3),
+            f"{first}_cpu_ms": round(1e3 * statistics.median(a[1] for a, _ in pairs), 3),
+            f"{second}_cpu_ms": round(1e3 * statistics.median(b[1] for _, b in pairs), 3),
+            "ratios_per_round": [round(r, 4) for r in wall]}
