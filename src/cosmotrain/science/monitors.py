@@ -154,7 +154,8 @@ def make_probe(real: np.ndarray, reso_arcmin: float, lmax: float | None, cfg: Mo
     n_pix = shape[0] * shape[1]
     positions = np.sort(rng.choice(n_pix, size=min(cfg.pixels_per_patch, n_pix), replace=False))
     binning = spectra.make_binning(shape, reso_arcmin, spectra.default_edges(shape, reso_arcmin, lmax))
-    return Probe(binning=binning, hist_edges=stats.histogram_edges(sigma, cfg.histogram_sigmas, cfg.histogram_bins, mean),
+    edges = stats.histogram_edges(sigma, cfg.histogram_sigmas, cfg.histogram_bins, mean)
+    return Probe(binning=binning, hist_edges=edges,
                  thresholds=np.asarray(cfg.thresholds, dtype=np.float64), mean=mean, sigma=sigma,
                  positions=positions.astype(np.int64), examples=cfg.examples)
 
@@ -267,10 +268,11 @@ def score(reference: Reference, gen: Sums) -> dict:
     gen_mf, gen_mf_var = _moments(gen.mf, gen.mf2, gen.n)
     mf_ratio = error_over_floor(gen_mf, gen_mf_var, gen.n, ref.mf / ref.n, real_mf_var, ref.n, m)
     variance_ratio = _position_variance(gen) / _position_variance(ref)
+    ranked = np.where(np.isfinite(cl_ratio), cl_ratio, np.inf)[valid]
     result = {
         "score": _combined(worst, ks_ratio, cfg), "cl_error_over_floor": worst, "ks_over_floor": float(ks_ratio),
         "ks": float(ks), "ks_floor": reference.ks_floor, "variance_ratio": float(variance_ratio),
-        "worst_bin_ell": float(reference.ell[valid][np.argmax(np.where(np.isfinite(cl_ratio), cl_ratio, np.inf)[valid])]),
+        "worst_bin_ell": float(reference.ell[valid][np.argmax(ranked)]),
         "ell": reference.ell, "valid": valid, "cl_ratio": cl_ratio, "cl_rel_error": gen_cl / ref_cl - 1.0,
         "cl_gen": gen_cl, "cl_gen_std": np.sqrt(gen_cl_var), "cl_real": ref_cl, "cl_real_std": np.sqrt(real_cl_var),
         "mf_ratio": mf_ratio, "mf_gen": gen_mf, "mf_gen_std": np.sqrt(gen_mf_var), "mf_real": real_mf,
@@ -473,6 +475,7 @@ def _plot_minkowski(result: dict):
         ax.set_xlabel("threshold ν [real pixel σ]")
         ax.set_title(f"{label}: error/floor {result[f'mf_{FUNCTIONALS[i]}_over_floor']:.2f}", fontsize=9)
     axes[0].legend(fontsize=8)
+    figure.tight_layout()
     return figure
 
 

@@ -95,7 +95,7 @@ class DataConfig:
 
     path: str = ""
     train_split: str = "train"
-    scale_sigmas: float = 3.0      # network unit = scale_sigmas x the training pixel σ
+    scale_sigmas: float = 5.0      # network unit = scale_sigmas x the training pixel σ (tanh: ±5σ)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -573,7 +573,8 @@ class _Loop:
         summary = {
             "cl_error_over_floor": final["cl_error_over_floor"], "ks_over_floor": final["ks_over_floor"],
             "score": final["score"], "best_step": state.extra["best_step"],
-            "best_checkpoint": tf.train.latest_checkpoint(str(run / "checkpoints" / "best")), "final": _summary(final), "best": _summary(best),
+            "best_checkpoint": tf.train.latest_checkpoint(str(run / "checkpoints" / "best")),
+            "final": _summary(final), "best": _summary(best),
             "goals": {"cl_error_over_floor": self.cfg.monitor.cl_goal, "ks_over_floor": self.cfg.monitor.ks_goal},
             "steps": state.step, "ranks": dist.context().size, "global_batch": self.cfg.train.batch_size *
             dist.context().size, "train_seconds": state.extra["train_seconds"], "transform": state.extra["transform"],
@@ -609,8 +610,9 @@ class TrainedGenerator:
     float32 [N, H, W] in μK.
 
     Inference mode (BatchNorm uses its moving statistics), so a patch depends on its own z
-    only. ``model`` is the Keras generator (network units); ``checkpoint`` the restored prefix; ``info`` holds the image size, the transform,
-    the training step and the training dataset's attributes (``reso_arcmin``, ...).
+    only. ``model`` is the Keras generator (network units); ``checkpoint`` the restored prefix;
+    ``info`` holds the image size, the transform, the training step and the training dataset's
+    attributes (``reso_arcmin``, ...).
     """
 
     def __init__(self, generator, transform: Transform, checkpoint: str, info: dict):
@@ -645,7 +647,8 @@ def resolve_checkpoint(run: str | Path, checkpoint: str = "best") -> str:
     if path.is_dir():
         found = tf.train.latest_checkpoint(str(path))
         if found is None:
-            raise UserError(f"{path} holds no checkpoint; pass a run's checkpoint prefix such as RUN/checkpoints/ckpt-500")
+            raise UserError(f"{path} holds no checkpoint; pass a run's checkpoint prefix such as "
+                            f"RUN/checkpoints/ckpt-500")
         return found
     if not Path(f"{path}.index").is_file():
         raise UserError(f"checkpoint {path} not found (no {path}.index); pass 'best', 'latest' or a checkpoint prefix")
