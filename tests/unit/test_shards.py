@@ -129,21 +129,33 @@ def test_rank_batches_resume_and_batch_too_large(tiny_galaxies):
         next(shards.rank_batches(s, 0, 2, 60, seed=0, epoch=0))
 
 
+def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
+    s = shards.ShardSet(tiny_galaxies, "train")  # 103 samples in 2 shards
+    runs = shards.epoch_runs(s.n, 0, 1, seed=4, epoch=1)
+    reading_order = np.concatenate([s.read(a, b, ("ids",))["ids"] for a, b in runs])
+    batches = [b["ids"] for b in shards.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)]
+    got = np.concatenate(batches)
+    assert len(batches) == 103 // 8 and len(set(got.tolist())) == len(got)
+    for w in range(0, len(got), 32):  # shuffled within each window of the reading order
+        assert sorted(got[w:w + 32]) == sorted(reading_order[w:w + 32])
+    assert got.tolist() != reading_order[:len(got)].tolist()
+    again = np.concatenate([b["ids"] for b in shards.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)])
+    assert np.array_equal(got, again)
+
+
+def test_nan_in_a_shuffled_batch_names_its_sample(tmp_path):
+    patches = np.ones((200, 4, 4), np.float32)
+    patches[133, 0, 3] = np.inf
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((200, 2))}},
+                         {}, config={}, seed=1, samples_per_shard=70)
+    s = shards.ShardSet(tmp_path / "cmb", "train")
+    with pytest.raises(UserError, match="sample 133 .* NaN or inf"):
+        list(shards.rank_batches(s, 0, 1, 10, seed=0, epoch=0, window=40))
+
+
 def test_d4_transforms_are_the_eight_symmetries():
     img = np.arange(16).reshape(1, 4, 4, 1)
     outs = [shards.d4_transform(img, np.array([k]))[0, ..., 0] for k in range(8)]
     assert len({o.tobytes() for o in outs}) == 8
     np.testing.assert_array_equal(outs[0], img[0, ..., 0])
     np.testing.assert_array_equal(outs[1], np.rot90(img[0, ..., 0]))
-
-
-def test_tf_pipeline_matches_rank_batches(tiny_galaxies):
-    s = shards.ShardSet(tiny_galaxies, "train")
-    ds = shards.tf_pipeline(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids"), augment="images")
-    got = list(ds.as_numpy_iterator())
-    ref = list(shards.rank_batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids")))
-    assert len(got) == len(ref) == 51 // 8
-    for (images, labels, ids), r in zip(got, ref):
-        np.testing.assert_array_equal(ids, r["ids"])
-        assert images.dtype == np.uint8 and images.shape == (8, 8, 8, 3)
-        assert sorted(images.reshape(8, -1).sum(1)) == sorted(r["images"].reshape(8, -1).sum(1))

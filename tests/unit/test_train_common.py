@@ -174,30 +174,3 @@ def test_in_step_d4_augmentation_matches_the_numpy_convention():
     assert set(k) == set(range(8))
     assert np.array_equal(out, shards.d4_transform(images, k))
     assert np.array_equal(out, common.random_d4(tf.constant(images), seed).numpy())
-
-
-def test_prefetch_yields_everything_in_order_and_raises_the_readers_error():
-    assert list(common.prefetch(range(50), depth=2)) == list(range(50))
-
-    def broken():
-        yield 1
-        raise UserError("shard x.h5 is missing")
-
-    got = []
-    with pytest.raises(UserError, match="x.h5"):
-        for item in common.prefetch(broken()):
-            got.append(item)
-    assert got == [1]
-
-
-def test_leaving_a_prefetch_loop_early_stops_its_thread():
-    import threading
-    import time
-
-    stream = common.prefetch(iter(range(10**6)), depth=2)
-    assert next(stream) == 0
-    stream.close()
-    deadline = time.monotonic() + 5
-    while any(t.name == "prefetch" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "prefetch thread still running"
-        time.sleep(0.05)

@@ -1,12 +1,12 @@
-"""P1: samples/s of the sharded ``shards.tf_pipeline`` / samples/s of raw contiguous h5py reads.
+"""P1: samples/s of the training input pipeline / samples/s of raw contiguous h5py reads.
 
-Both read the same bytes (``images`` and ``labels`` of every sample of a 4-shard galaxies
+Both read the same bytes (``images`` and ``labels`` of every sample of an 8-shard galaxies
 split, from the page cache after a first pass): the raw side with ``h5py`` slicing whole
-contiguous slabs of each shard, the pipeline side as a training rank does (one rank,
-block-shuffled slabs, in-window shuffle, batches of ``BATCH`` as TF tensors through
-``tf.data`` with prefetch). Rounds alternate; the ratio is the median over rounds.
-Target >= 0.95. ``ratio_batch_256`` repeats the pipeline with larger batches, to separate
-per-batch overhead from reading.
+contiguous slabs of each shard, the pipeline side exactly as a training rank does
+(``feed.batches``: block-shuffled slabs, in-window shuffle, batches of ``BATCH`` read
+ahead in a thread). Rounds alternate; the ratio is the median over rounds. Target >= 0.95.
+``ratio_batch_256`` repeats the pipeline with larger batches, to separate per-batch
+overhead from reading.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cosmotrain.data import shards
+from cosmotrain.data import feed, shards
 
 TARGET = 0.95
 BATCH = 32
@@ -39,10 +39,10 @@ def raw_read(root: Path) -> float:
 
 
 def pipeline_read(root: Path, epoch: int, batch: int) -> float:
-    """Samples/s of iterating one epoch of ``tf_pipeline`` on one rank."""
+    """Samples/s of iterating one epoch of ``feed.batches`` on one rank."""
     split = shards.ShardSet(root, "train")
     start, n = time.perf_counter(), 0
-    for images, labels in shards.tf_pipeline(split, 0, 1, batch, seed=0, epoch=epoch, fields=FIELDS):
+    for images, labels in feed.batches(split, 0, 1, batch, seed=0, epoch=epoch, fields=FIELDS):
         n += int(labels.shape[0])
     split.close()
     return n / (time.perf_counter() - start)

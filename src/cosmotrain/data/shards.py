@@ -243,6 +243,7 @@ class ShardSet:
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
         self.n = int(self.offsets[-1])
         self._handles: dict = {}
+        self._datasets: dict = {}
         self._pid = os.getpid()
         self._validate(entries, verify)
 
@@ -274,7 +275,7 @@ class ShardSet:
         import h5py
 
         if self._pid != os.getpid():  # forked: never share HDF5 handles across processes
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._datasets, self._pid = {}, {}, os.getpid()
         if i not in self._handles:
             try:
                 self._handles[i] = h5py.File(self.files[i], "r")
@@ -282,41 +283,77 @@ class ShardSet:
                 raise UserError(f"cannot read HDF5 file {self.files[i]} ({err}); regenerate the dataset") from None
         return self._handles[i]
 
+    def _dataset(self, i: int, field: str):
+        """Low-level handle of ``field`` in shard ``i``, cached: the lookup costs more than a 64-sample read."""
+        h5 = self._open(i)
+        if (i, field) not in self._datasets:
+            self._datasets[i, field] = h5[field].id
+        return self._datasets[i, field]
+
     def read(self, start: int, stop: int, fields: tuple | None = None) -> dict[str, np.ndarray]:
         """Samples ``start:stop`` (global indices within the split) as {field: array}."""
+        return self.read_runs([(start, stop)], fields)
+
+    def read_runs(self, runs: list[tuple[int, int]], fields: tuple | None = None,
+                  out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Concatenation of several contiguous ranges, in the given order, as {field: array}.
+
+        Each range is read by HDF5 straight into its place in one array per field. ``out``
+        (arrays an earlier call returned, at least as long) is refilled instead of new
+        arrays: fresh memory costs page faults worth as much as the read itself when the
+        file sits in the page cache.
+        """
         fields = fields or tuple(self.schema)
-        parts: dict[str, list] = {f: [] for f in fields}
+        runs = [(max(0, a), min(self.n, b)) for a, b in runs if min(self.n, b) > max(0, a)]
+        total = sum(b - a for a, b in runs)
+        arrays = {f: self._buffer(f, total, out) for f in fields}
+        pos = 0
+        for start, stop in runs:
+            for i, lo, hi in self._pieces(start, stop):
+                for f in fields:
+                    self._read_into(i, f, lo, arrays[f][pos:pos + hi - lo])
+                pos += hi - lo
+        self._check_finite(arrays, runs)
+        return arrays
+
+    def _buffer(self, field: str, n: int, out: dict | None) -> np.ndarray:
+        shape = self.sample_shape(field)
+        if out is not None and field in out and len(out[field]) >= n and out[field].shape[1:] == shape:
+            return out[field][:n]
+        return np.empty((n,) + shape, dtype=self.schema[field].dtype)
+
+    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(shard, local start, local stop) of the global range ``start:stop``."""
         first = int(np.searchsorted(self.offsets, start, side="right") - 1)
-        for i in range(max(first, 0), len(self.files)):
+        for i in range(first, len(self.files)):
             lo, hi = max(start, self.offsets[i]), min(stop, self.offsets[i + 1])
-            if lo >= hi:
-                if self.offsets[i] >= stop:
-                    break
-                continue
-            h5 = self._open(i)
-            for f in fields:
-                parts[f].append(h5[f][lo - self.offsets[i]:hi - self.offsets[i]])
-        out = {f: np.concatenate(p) if p else self._empty(f) for f, p in parts.items()}
-        self._check_finite(out, start)
-        return out
+            if self.offsets[i] >= stop:
+                return
+            if lo < hi:
+                yield i, int(lo - self.offsets[i]), int(hi - self.offsets[i])
 
-    def _empty(self, field: str) -> np.ndarray:
-        return np.zeros((0,) + self.sample_shape(field), dtype=self.schema[field].dtype)
+    def _read_into(self, i: int, field: str, lo: int, dest: np.ndarray) -> None:
+        """Samples ``lo:lo+len(dest)`` of ``field`` in shard ``i`` into the C-contiguous ``dest``."""
+        import h5py
 
-    def _check_finite(self, arrays: dict, start: int) -> None:
+        dataset = self._dataset(i, field)
+        space = dataset.get_space()
+        space.select_hyperslab((lo,) + (0,) * (dest.ndim - 1), dest.shape)
+        try:
+            dataset.read(h5py.h5s.create_simple(dest.shape), space, dest)
+        except OSError as err:
+            raise UserError(f"cannot read '{field}' from {self.files[i]} ({err}); regenerate the dataset") from None
+
+    def _check_finite(self, arrays: dict, runs: list[tuple[int, int]]) -> None:
         for name, array in arrays.items():
             if array.dtype.kind == "f" and not np.isfinite(array).all():
-                bad = start + int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0, 0])
+                pos = int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0, 0])
+                bad = np.concatenate([np.arange(a, b) for a, b in runs])[pos]
                 raise UserError(f"{self.root}: '{name}' of sample {bad} in split {self.split} is NaN or inf; "
                                 f"fix or regenerate the dataset")
 
-    def read_runs(self, runs: list[tuple[int, int]], fields: tuple | None = None) -> dict[str, np.ndarray]:
-        """Concatenation of several contiguous ranges, in the given order."""
-        pieces = [self.read(a, b, fields) for a, b in runs]
-        fields = fields or tuple(self.schema)
-        return {f: np.concatenate([p[f] for p in pieces]) for f in fields}
-
     def close(self) -> None:
+        self._datasets = {}
         for h5 in self._handles.values():
             h5.close()
         self._handles = {}
@@ -360,21 +397,23 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
                  window: int = 4096) -> Iterator[dict[str, np.ndarray]]:
     """This rank's batches for ``epoch``: equal count on every rank, deterministic order.
 
-    Reads the rank's slabs ``window`` samples at a time and shuffles within the window
-    (seed, epoch, rank), so memory stays bounded on large datasets. ``start_batch`` skips
-    batches already consumed (exact resume) without reading them.
+    Reads the rank's slabs ``window`` samples at a time into one reused buffer and shuffles
+    within the window (seed, epoch, rank), so memory stays bounded on large datasets; each
+    batch is a new array. ``start_batch`` skips batches already consumed (exact resume)
+    without reading them.
     """
     runs = epoch_runs(shards.n, rank, size, seed, epoch, shuffle=shuffle)
     m = sum(b - a for a, b in runs)
     steps = steps_per_epoch(m, batch, f"{shards.root} ({shards.split} split)")
     window = max(batch, window // batch * batch)
     rng = np.random.default_rng([seed, epoch, rank, 7])
+    data = None
     for w0 in range(0, steps * batch, window):
         w1 = min(w0 + window, steps * batch)
         order = rng.permutation(w1 - w0) if shuffle else np.arange(w1 - w0)
         if (w1 - 1) // batch < start_batch:
             continue
-        data = shards.read_runs(_sub_runs(runs, w0, w1), fields)
+        data = shards.read_runs(_sub_runs(runs, w0, w1), fields, out=data)
         for b in range(max(start_batch * batch, w0), w1, batch):
             idx = order[b - w0:b - w0 + batch]
             yield {k: v[idx] for k, v in data.items()}
@@ -411,27 +450,3 @@ def d4_transform(images: np.ndarray, k: np.ndarray) -> np.ndarray:
             t = np.rot90(images[sel], g % 4, axes=(1, 2))
             out[sel] = t[:, :, ::-1] if g >= 4 else t
     return out
-
-
-def tf_pipeline(shards: ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
-                fields: tuple, start_batch: int = 0, augment: str | None = None,
-                shuffle: bool = True, prefetch: int = 2):
-    """A ``tf.data.Dataset`` of this rank's batches for ``epoch`` (tuples in ``fields`` order).
-
-    ``augment`` names an image field to transform by a random D4 element per sample; the
-    randomness is keyed by (seed, epoch, rank, batch index), so resuming mid-epoch replays
-    exactly the batches an uninterrupted run would have seen. Reading runs in a background
-    thread (prefetch) so it overlaps the training step.
-    """
-    import tensorflow as tf
-
-    def batches():
-        stream = rank_batches(shards, rank, size, batch, seed, epoch, fields, start_batch, shuffle)
-        for index, data in enumerate(stream, start=start_batch):
-            if augment:
-                k = np.random.default_rng([seed, epoch, rank, index, 13]).integers(0, 8, batch)
-                data[augment] = d4_transform(data[augment], k)
-            yield tuple(data[f] for f in fields)
-
-    signature = tuple(tf.TensorSpec((batch,) + shards.sample_shape(f), shards.schema[f].dtype) for f in fields)
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(prefetch)

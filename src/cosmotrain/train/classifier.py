@@ -1,7 +1,7 @@
 """Data-parallel training of the galaxy classifier with Horovod.
 
 The same code runs as one process or as N ranks (mpirun, horovodrun, srun). Each rank
-reads its own part of every epoch (``shards.rank_batches``), computes gradients on its
+reads its own part of every epoch (``feed.batches``), computes gradients on its
 per-rank batch, and Horovod averages them, so one step uses ``batch_size x ranks`` samples.
 Rank 0 writes everything (``RUN/config.yaml``, ``checkpoints/``, ``history.csv``,
 ``tensorboard/``, ``metrics.json``).
@@ -25,13 +25,13 @@ import tensorflow as tf
 
 from cosmotrain import config, dist, logs
 from cosmotrain.config import ConfigError
-from cosmotrain.data import shards
+from cosmotrain.data import feed, shards
 from cosmotrain.errors import UserError
 from cosmotrain.models.classifier import ModelConfig, build_classifier
 from cosmotrain.train.checkpoint import Checkpointer, TrainState
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
                                      StepRandomness, agree_in_step, claim_run_dir, make_optimizer,
-                                     nonfinite_error, prefetch, random_d4, rng_key, seed_everything,
+                                     nonfinite_error, random_d4, rng_key, seed_everything,
                                      stateless_seed, weights_digest)
 
 log = logs.get("train")
@@ -404,16 +404,10 @@ class Run:
         return True
 
     def pipeline(self, epoch: int, start_batch: int = 0):
-        """This rank's training batches of ``epoch`` from ``start_batch`` on, read ahead in a thread.
-
-        ``shards.rank_batches`` (the same slices, order and exact-resume positions as
-        ``shards.tf_pipeline``) through ``prefetch``: half the CPU per batch of the tf.data
-        wrapper, which competes with the step for the same cores (``cosmotrain bench input``).
-        """
+        """This rank's training batches of ``epoch`` from ``start_batch`` on, read ahead in a thread."""
         cfg, ctx = self.cfg.train, dist.context()
-        stream = shards.rank_batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch, FIELDS,
-                                     start_batch=start_batch)
-        return prefetch(tuple(batch[f] for f in FIELDS) for batch in stream)
+        return feed.batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch, FIELDS,
+                            start_batch=start_batch, convert=tf.convert_to_tensor)
 
     def _bar_figures(self, start: float, first: int) -> dict:
         loss, correct, count = self.trainer.meters.local()

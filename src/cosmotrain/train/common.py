@@ -11,8 +11,7 @@ would have:
   (seed, rank, layer, global step); ``stateless_seed`` does the same for noise such as a
   GAN's latent vectors, and ``random_d4`` for augmentation inside the step.
 
-Feeding the step: ``prefetch`` reads batches in a background thread. Around the step:
-``RequeueSignal`` notes SIGUSR1 (SLURM pre-emption), ``agree_in_step`` lets
+Around the step: ``RequeueSignal`` notes SIGUSR1 (SLURM pre-emption), ``agree_in_step`` lets
 all ranks learn inside the step itself whether any rank wants to stop or saw a NaN loss (one
 allreduce fused with the gradients', so no extra round trip per step), ``Meters`` keeps
 per-rank sums for the epoch's metrics, and ``History``/``Board`` write ``history.csv`` and
@@ -25,12 +24,10 @@ import dataclasses
 import hashlib
 import io
 import math
-import queue
 import shutil
 import signal
-import threading
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -201,53 +198,6 @@ class StepRandomness:
         """Call inside the training step, with the global step (int64 tensor) of this update."""
         for layer, key in zip(self.layers, self.keys):
             layer.reset_rng(key, step)
-
-
-# ---------------------------------------------------------------- input
-
-def prefetch(iterable: Iterable, depth: int = 3) -> Iterator:
-    """Iterate ``iterable`` in a background thread, up to ``depth`` items ahead.
-
-    Reading and batching (NumPy, h5py) then overlap the training step. An exception in the
-    thread is raised here; closing the returned generator (e.g. leaving the loop early)
-    stops the thread. Costs about half the CPU per batch of ``tf.data``'s
-    ``from_generator``, which matters when the input shares cores with the step.
-    """
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    thread = threading.Thread(target=_produce, args=(iter(iterable), items, stop), daemon=True, name="prefetch")
-    thread.start()
-    try:
-        while True:
-            more, item = items.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-
-
-def _produce(source: Iterator, items: queue.Queue, stop: threading.Event) -> None:
-    try:
-        for item in source:
-            if not _offer(items, (True, item), stop):
-                return
-        _offer(items, (False, None), stop)
-    except BaseException as err:  # handed to the consumer, raised there
-        _offer(items, (False, err), stop)
-
-
-def _offer(items: queue.Queue, item: tuple, stop: threading.Event) -> bool:
-    """Put ``item`` unless the consumer has gone; False if it has."""
-    while not stop.is_set():
-        try:
-            items.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 # ---------------------------------------------------------------- pre-emption and NaN

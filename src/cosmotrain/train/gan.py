@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from cosmotrain import config, dist, logs
 from cosmotrain.config import ConfigError
-from cosmotrain.data import shards
+from cosmotrain.data import feed, shards
 from cosmotrain.errors import UserError
 from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator, moving_statistics
 from cosmotrain.science import monitors
@@ -467,8 +467,9 @@ class _Loop:
         bar = logs.progress(total=cfg.steps, initial=state.step, desc="gan", unit="step")
         while state.step < cfg.steps:
             epoch, first = divmod(state.step, self.data.steps_per_epoch)
-            batches = shards.tf_pipeline(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch,
-                                         FIELDS, start_batch=first, augment="patches" if cfg.augment else None)
+            batches = feed.batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch,
+                                   FIELDS, start_batch=first, augment="patches" if cfg.augment else None,
+                                   convert=tf.convert_to_tensor)
             for (real,) in batches:
                 started = time.perf_counter()
                 stop, nonfinite = trainer.train_step(real, tf.constant(state.step, tf.int64), flags[signal.requested])

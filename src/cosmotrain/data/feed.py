@@ -1,0 +1,86 @@
+"""Feeding a training step: this rank's batches, read ahead in a background thread.
+
+``batches`` is what the trainers iterate: ``shards.rank_batches`` (equal disjoint per-rank
+slices, per-epoch shuffle, exact-resume positions), optionally under a random D4 element
+per sample keyed by (seed, epoch, rank, batch index), through ``prefetch``. Reading and
+batching (h5py, NumPy) then overlap the step, which releases the GIL while TensorFlow runs.
+A plain thread costs about half the CPU per batch of ``tf.data``'s ``from_generator``,
+which matters when the input shares the rank's cores with the step (``bench input``).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from cosmotrain.data import shards as shardsets
+
+
+def batches(shards: shardsets.ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
+            fields: tuple, start_batch: int = 0, augment: str | None = None,
+            convert: Callable | None = None, depth: int = 3) -> Iterator[tuple]:
+    """This rank's batches of ``epoch`` from ``start_batch`` on, as tuples in ``fields`` order.
+
+    ``augment`` names an image field to put under a random D4 element per sample; the
+    randomness is keyed by the batch's index in the epoch, so a resumed run sees exactly
+    the batches an uninterrupted one would have. ``convert`` (e.g.
+    ``tf.convert_to_tensor``) is applied to every array in the reading thread, so the
+    step receives ready tensors.
+    """
+    stream = shardsets.rank_batches(shards, rank, size, batch, seed, epoch, fields, start_batch)
+
+    def tuples():
+        for index, data in enumerate(stream, start=start_batch):
+            if augment:
+                k = np.random.default_rng([seed, epoch, rank, index, 13]).integers(0, 8, batch)
+                data[augment] = shardsets.d4_transform(data[augment], k)
+            yield tuple(convert(data[f]) if convert else data[f] for f in fields)
+
+    return prefetch(tuples(), depth)
+
+
+def prefetch(iterable: Iterable, depth: int = 3) -> Iterator:
+    """Iterate ``iterable`` in a background thread, up to ``depth`` items ahead.
+
+    Reading and batching (NumPy, h5py) then overlap the training step. An exception in the
+    thread is raised here; closing the returned generator (e.g. leaving the loop early)
+    stops the thread. Costs about half the CPU per batch of ``tf.data``'s
+    ``from_generator``, which matters when the input shares cores with the step.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(iter(iterable), items, stop), daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            more, item = items.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def _produce(source: Iterator, items: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in source:
+            if not _offer(items, (True, item), stop):
+                return
+        _offer(items, (False, None), stop)
+    except BaseException as err:  # handed to the consumer, raised there
+        _offer(items, (False, err), stop)
+
+
+def _offer(items: queue.Queue, item: tuple, stop: threading.Event) -> bool:
+    """Put ``item`` unless the consumer has gone; False if it has."""
+    while not stop.is_set():
+        try:
+            items.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

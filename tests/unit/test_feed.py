@@ -1,0 +1,57 @@
+"""Feeding the step: per-rank batches read ahead in a thread, as the trainers iterate them."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cosmotrain.data import feed, shards
+from cosmotrain.errors import UserError
+
+
+def test_batches_are_rank_batches_with_each_sample_under_a_d4_element(tiny_galaxies):
+    s = shards.ShardSet(tiny_galaxies, "train")
+    got = list(feed.batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids"), augment="images"))
+    ref = list(shards.rank_batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids")))
+    assert len(got) == len(ref) == 51 // 8
+    for (images, labels, ids), r in zip(got, ref):
+        np.testing.assert_array_equal(ids, r["ids"])
+        np.testing.assert_array_equal(labels, r["labels"])
+        assert images.dtype == np.uint8 and images.shape == (8, 8, 8, 3)
+        views = [{shards.d4_transform(r["images"][i:i + 1], np.array([k])).tobytes() for k in range(8)}
+                 for i in range(8)]
+        assert all(images[i].tobytes() in views[i] for i in range(8))
+    assert any(not np.array_equal(g[0], r["images"]) for g, r in zip(got, ref))  # augmented
+
+
+def test_resumed_batches_are_the_tail_of_the_epoch(tiny_galaxies):
+    s = shards.ShardSet(tiny_galaxies, "train")
+    full = list(feed.batches(s, 1, 2, 8, seed=3, epoch=2, fields=("images", "ids"), augment="images"))
+    tail = list(feed.batches(s, 1, 2, 8, seed=3, epoch=2, fields=("images", "ids"), start_batch=4, augment="images"))
+    assert len(tail) == len(full) - 4
+    for (a_img, a_ids), (b_img, b_ids) in zip(full[4:], tail):
+        assert np.array_equal(a_ids, b_ids) and np.array_equal(a_img, b_img)
+
+
+def test_prefetch_yields_everything_in_order_and_raises_the_readers_error():
+    assert list(feed.prefetch(range(50), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise UserError("shard x.h5 is missing")
+
+    got = []
+    with pytest.raises(UserError, match="x.h5"):
+        for item in feed.prefetch(broken()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_leaving_a_prefetch_loop_early_stops_its_thread():
+    stream = feed.prefetch(iter(range(10**6)), depth=2)
+    assert next(stream) == 0
+    stream.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "prefetch" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "prefetch thread still running"
+        time.sleep(0.05)
