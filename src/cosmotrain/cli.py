@@ -64,6 +64,32 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
                         help="override one config value, e.g. --set train.epochs=5 (repeatable)")
 
 
+def train_command(name: str, summary: str, description: str, dataset: str) -> Command:
+    """``cosmotrain train NAME``: --config/--set, --data (a ``dataset`` folder), --out, --resume, --overwrite.
+
+    Runs ``cosmotrain.train.NAME``: ``resolve_config`` then ``train``, after the runtime
+    (Horovod, logging) is up.
+    """
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser)
+        parser.add_argument("--data", metavar="DATASET", help=f"{dataset} dataset folder (default on --resume: "
+                                                              f"the run's)")
+        parser.add_argument("--out", required=True, metavar="RUN", help="run directory for checkpoints and logs")
+        parser.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
+        parser.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
+
+    def run(args: argparse.Namespace) -> int:
+        from cosmotrain import dist, logs
+
+        dist.init_horovod()
+        logs.setup(args.verbose)
+        trainer = importlib.import_module(f"cosmotrain.train.{name}")
+        cfg = trainer.resolve_config(args.config, args.overrides, args.data, args.out, args.resume)
+        return trainer.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+
+    return Command("train", name, summary, add_arguments, run, description=description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosmotrain", description="Data-parallel training of cosmology deep-learning models "

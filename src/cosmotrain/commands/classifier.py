@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosmotrain.cli import Command, add_config_arguments
+from cosmotrain.cli import Command, train_command
 
 TRAIN_HELP = """Train the galaxy CNN data-parallel: one process, or N ranks under mpirun, horovodrun or srun.
 
@@ -20,25 +20,6 @@ EVAL_HELP = """Evaluate a trained classifier run on its dataset's test split.
 Writes RUN/eval/metrics.json (accuracy, per-class precision/recall/F1, confusion matrix),
 RUN/eval/confusion_matrix.png, RUN/eval/curves.png (loss and accuracy per epoch) and
 RUN/eval/misclassified.png. --tta averages the predictions over the 8 rotations/flips (D4)."""
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--data", metavar="DATASET", help="galaxies dataset folder (default on --resume: the run's)")
-    parser.add_argument("--out", required=True, metavar="RUN", help="run directory for checkpoints and logs")
-    parser.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from cosmotrain import dist, logs
-
-    dist.init_horovod()
-    logs.setup(args.verbose)
-    from cosmotrain.train import classifier
-
-    cfg = classifier.resolve_config(args.config, args.overrides, args.data, args.out, args.resume)
-    return classifier.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +45,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command("train", "classifier", "train the galaxy classifier (Horovod data-parallel)", add_train_arguments,
-            run_train, description=TRAIN_HELP),
+    train_command("classifier", "train the galaxy classifier (Horovod data-parallel)", TRAIN_HELP, "galaxies"),
     Command("evaluate", "classifier", "evaluate a classifier run on the test split", add_evaluate_arguments,
             run_evaluate, description=EVAL_HELP),
 ]

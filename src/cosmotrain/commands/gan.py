@@ -1,9 +1,7 @@
 """`cosmotrain train gan`: the DCGAN on CMB patches, with science monitors."""
 from __future__ import annotations
 
-import argparse
-
-from cosmotrain.cli import Command, add_config_arguments
+from cosmotrain.cli import train_command
 
 TRAIN_HELP = """Train the CMB DCGAN data-parallel: one process, or N ranks under mpirun, horovodrun or srun.
 
@@ -21,26 +19,6 @@ examples:
   mpirun -np 2 cosmotrain train gan --out runs/gan --resume"""
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--data", metavar="DATASET", help="CMB dataset folder (default on --resume: the run's)")
-    parser.add_argument("--out", required=True, metavar="RUN", help="run directory for checkpoints and logs")
-    parser.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from cosmotrain import dist, logs
-
-    dist.init_horovod()
-    logs.setup(args.verbose)
-    from cosmotrain.train import gan
-
-    cfg = gan.resolve_config(args.config, args.overrides, args.data, args.out, args.resume)
-    return gan.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-
-
 COMMANDS = [
-    Command("train", "gan", "train the CMB DCGAN (Horovod data-parallel) with science monitors",
-            add_train_arguments, run_train, description=TRAIN_HELP),
+    train_command("gan", "train the CMB DCGAN (Horovod data-parallel) with science monitors", TRAIN_HELP, "CMB"),
 ]

@@ -31,7 +31,7 @@ from cosmotrain.models.classifier import ModelConfig, build_classifier
 from cosmotrain.train.checkpoint import Checkpointer, TrainState
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
                                      StepRandomness, agree_in_step, claim_run_dir, make_optimizer,
-                                     nonfinite_error, random_d4, rng_key, seed_everything,
+                                     nonfinite_error, random_d4, resolve_run_config, rng_key, seed_everything,
                                      stateless_seed, weights_digest)
 
 log = logs.get("train")
@@ -84,14 +84,7 @@ class ClassifierConfig:
 def resolve_config(config_path: str | None, overrides: list[str], data: str | None, run: str | Path,
                    resume: bool) -> ClassifierConfig:
     """The config of this run: ``--config`` (or, on resume, the run's own), overrides, ``--data``."""
-    saved = Path(run) / "config.yaml"
-    if config_path is None and resume and saved.is_file():
-        config_path = str(saved)
-    if data is not None:
-        overrides = [*overrides, f"data.path={json.dumps(str(Path(data).resolve()))}"]
-    cfg = config.load(ClassifierConfig, config_path, overrides)
-    if not cfg.data.path:
-        raise ConfigError("no dataset given; pass --data DATASET (a folder made by 'cosmotrain data galaxies')")
+    cfg = resolve_run_config(ClassifierConfig, config_path, overrides, data, run, resume, "cosmotrain data galaxies")
     _check_train(cfg.train)
     return cfg
 

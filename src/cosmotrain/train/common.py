@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import shutil
 import signal
@@ -32,7 +33,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain import dist, logs
+from cosmotrain import config, dist, logs
 from cosmotrain.config import ConfigError, atomic_write_text
 from cosmotrain.errors import UserError
 
@@ -40,6 +41,25 @@ log = logs.get("train")
 
 # What a run directory holds; --overwrite removes exactly these.
 RUN_OUTPUTS = ("config.yaml", "history.csv", "metrics.json", "checkpoints", "tensorboard", "eval", "plots")
+
+
+# ---------------------------------------------------------------- config
+
+def resolve_run_config(cls: type, config_path: str | None, overrides: list[str], data: str | None,
+                       run: str | Path, resume: bool, maker: str):
+    """A run's config of type ``cls``: ``--config`` (or, on resume, the run's own), overrides, ``--data``.
+
+    ``maker`` is the command that makes the dataset, named in the error when none is given.
+    """
+    saved = Path(run) / "config.yaml"
+    if config_path is None and resume and saved.is_file():
+        config_path = str(saved)
+    if data is not None:
+        overrides = [*overrides, f"data.path={json.dumps(str(Path(data).resolve()))}"]
+    cfg = config.load(cls, config_path, overrides)
+    if not cfg.data.path:
+        raise ConfigError(f"no dataset given; pass --data DATASET (a folder made by '{maker}')")
+    return cfg
 
 
 # ---------------------------------------------------------------- learning rate

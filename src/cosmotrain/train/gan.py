@@ -51,8 +51,8 @@ from cosmotrain.science import monitors
 from cosmotrain.science.monitors import MonitorConfig
 from cosmotrain.train.checkpoint import Checkpointer, CheckpointError, TrainState, read_state
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
-                                     agree_in_step, claim_run_dir, make_optimizer, nonfinite_error, rng_key,
-                                     seed_everything, stateless_seed, weights_digest)
+                                     agree_in_step, claim_run_dir, make_optimizer, nonfinite_error,
+                                     resolve_run_config, rng_key, seed_everything, stateless_seed, weights_digest)
 
 log = logs.get("train")
 
@@ -111,14 +111,7 @@ class GanConfig:
 def resolve_config(config_path: str | None, overrides: list[str], data: str | None, run: str | Path,
                    resume: bool) -> GanConfig:
     """The config of this run: ``--config`` (or, on resume, the run's own), overrides, ``--data``."""
-    saved = Path(run) / "config.yaml"
-    if config_path is None and resume and saved.is_file():
-        config_path = str(saved)
-    if data is not None:
-        overrides = [*overrides, f"data.path={json.dumps(str(Path(data).resolve()))}"]
-    cfg = config.load(GanConfig, config_path, overrides)
-    if not cfg.data.path:
-        raise ConfigError("no dataset given; pass --data DATASET (a folder made by 'cosmotrain data cmb')")
+    cfg = resolve_run_config(GanConfig, config_path, overrides, data, run, resume, "cosmotrain data cmb")
     _check(cfg)
     return cfg
 
