@@ -136,8 +136,11 @@ def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
     batches = [b["ids"] for b in shards.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)]
     got = np.concatenate(batches)
     assert len(batches) == 103 // 8 and len(set(got.tolist())) == len(got)
+    position = {int(i): p for p, i in enumerate(reading_order)}
     for w in range(0, len(got), 32):  # shuffled within each window of the reading order
         assert sorted(got[w:w + 32]) == sorted(reading_order[w:w + 32])
+    for b in batches:  # windows of 4 batches of 8: one sample from each strip of 4 positions
+        assert len({(position[int(i)] % 32) // 4 for i in b}) == 8
     assert got.tolist() != reading_order[:len(got)].tolist()
     again = np.concatenate([b["ids"] for b in shards.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)])
     assert np.array_equal(got, again)
@@ -159,3 +162,22 @@ def test_d4_transforms_are_the_eight_symmetries():
     assert len({o.tobytes() for o in outs}) == 8
     np.testing.assert_array_equal(outs[0], img[0, ..., 0])
     np.testing.assert_array_equal(outs[1], np.rot90(img[0, ..., 0]))
+
+
+def test_byte_offset_reads_equal_hdf5_reads_and_skip_compressed_data(tiny_galaxies, monkeypatch, tmp_path):
+    import h5py
+
+    s = shards.ShardSet(tiny_galaxies, "train")
+    runs, rows = [(90, 103), (3, 20)], np.random.default_rng(1).permutation(30)
+    raw = s.read_runs(runs, rows=rows)
+    plain = {k: v for k, v in s.read_runs(runs).items()}
+    assert all(np.array_equal(raw[k][rows], plain[k]) for k in plain)
+    monkeypatch.setattr(shards.h5raw.RawField, "of", classmethod(lambda cls, dataset, path: None))
+    through_hdf5 = shards.ShardSet(tiny_galaxies, "train").read_runs(runs, rows=rows)
+    assert all(np.array_equal(raw[k], through_hdf5[k]) for k in raw)
+    monkeypatch.undo()
+    with h5py.File(tmp_path / "z.h5", "w") as h5:
+        h5.create_dataset("x", data=np.ones((50, 4)), chunks=(10, 4), compression="gzip")
+        h5.create_dataset("y", data=np.ones((50, 4)), chunks=(10, 4))
+        assert shards.h5raw.RawField.of(h5["x"], "z.h5") is None
+        assert shards.h5raw.RawField.of(h5["y"], "z.h5").chunk_rows == 10

@@ -1,10 +1,12 @@
 """P1: samples/s of the training input pipeline / samples/s of raw contiguous h5py reads.
 
-Both read the same bytes (``images`` and ``labels`` of every sample of an 8-shard galaxies
+Both read the same bytes (``images`` and ``labels`` of every sample of a 16-shard galaxies
 split, from the page cache after a first pass): the raw side with ``h5py`` slicing whole
 contiguous slabs of each shard, the pipeline side exactly as a training rank does
-(``feed.batches``: block-shuffled slabs, in-window shuffle, batches of ``BATCH`` read
-ahead in a thread). Rounds alternate; the ratio is the median over rounds. Target >= 0.95.
+(``feed.batches``: block-shuffled slabs, each sample read straight into its batch, batches
+of ``BATCH`` read ahead in a thread). Rounds alternate; the ratio compares each side's best round (as
+``timeit`` does: a disturbed round is only ever slower), the median of the per-round
+ratios is printed beside it. Target >= 0.95.
 ``ratio_batch_256`` repeats the pipeline with larger batches, to separate per-batch
 overhead from reading.
 """
@@ -53,15 +55,16 @@ def run(args) -> dict:
     from cosmotrain.bench.step import write_bench_dataset
 
     dist.init_horovod()
-    n, rounds = (4096, 3) if args.quick else (16384, 7)
+    n, rounds = (4096, 3) if args.quick else (32768, 9)
     with tempfile.TemporaryDirectory(prefix="cosmotrain-bench-") as tmp:
         root = write_bench_dataset(Path(tmp) / "data", n_train=n)
-        raw_read(root), pipeline_read(root, 0, BATCH)  # warm the page cache and tf.data
+        raw_read(root), pipeline_read(root, 0, BATCH)  # warm the page cache
         pairs = [(pipeline_read(root, r, BATCH), raw_read(root)) for r in range(rounds)]
-        big = statistics.median(pipeline_read(root, r, 256) for r in range(max(1, rounds // 2)))
-    raw = statistics.median(r for _, r in pairs)
-    return {"ratio": round(statistics.median(p / r for p, r in pairs), 4), "target": TARGET,
-            "pipeline_samples_per_s": round(statistics.median(p for p, _ in pairs), 1),
+        big = max(pipeline_read(root, r, 256) for r in range(max(1, rounds // 2)))
+    raw = max(r for _, r in pairs)
+    return {"ratio": round(max(p for p, _ in pairs) / raw, 4), "target": TARGET,
+            "median_ratio": round(statistics.median(p / r for p, r in pairs), 4),
+            "pipeline_samples_per_s": round(max(p for p, _ in pairs), 1),
             "raw_h5py_samples_per_s": round(raw, 1), "ratio_batch_256": round(big / raw, 4),
             "batch": BATCH, "samples": n, "bytes_per_sample": 64 * 64 * 3 + 1, "shards": -(-n // 2048),
             "ratios_per_round": [round(p / r, 4) for p, r in pairs]}

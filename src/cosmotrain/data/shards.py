@@ -24,11 +24,13 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from cosmotrain.config import atomic_write_text
+from cosmotrain.data import h5raw
 from cosmotrain.errors import UserError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CHUNK_BYTES = 256 * 1024  # a chunk holds a few samples: a 64x64x3 galaxy is 12 KiB
+WINDOW_BYTES = 64 * 1024 * 1024  # one read window of rank_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +246,8 @@ class ShardSet:
         self.n = int(self.offsets[-1])
         self._handles: dict = {}
         self._datasets: dict = {}
+        self._raw_fields: dict = {}
+        self._fds: dict = {}
         self._pid = os.getpid()
         self._validate(entries, verify)
 
@@ -275,13 +279,25 @@ class ShardSet:
         import h5py
 
         if self._pid != os.getpid():  # forked: never share HDF5 handles across processes
-            self._handles, self._datasets, self._pid = {}, {}, os.getpid()
+            self._handles, self._datasets, self._fds, self._pid = {}, {}, {}, os.getpid()
         if i not in self._handles:
             try:
                 self._handles[i] = h5py.File(self.files[i], "r")
             except OSError as err:
                 raise UserError(f"cannot read HDF5 file {self.files[i]} ({err}); regenerate the dataset") from None
         return self._handles[i]
+
+    def _raw(self, i: int, field: str) -> "h5raw.RawField | None":
+        """Byte layout of ``field`` in shard ``i`` (None: read it through HDF5), found once."""
+        if (i, field) not in self._raw_fields:
+            self._raw_fields[i, field] = h5raw.RawField.of(self._open(i)[field], str(self.files[i]))
+        return self._raw_fields[i, field]
+
+    def _fd(self, i: int) -> int:
+        self._open(i)  # resets the descriptors after a fork
+        if i not in self._fds:
+            self._fds[i] = os.open(self.files[i], os.O_RDONLY)
+        return self._fds[i]
 
     def _dataset(self, i: int, field: str):
         """Low-level handle of ``field`` in shard ``i``, cached: the lookup costs more than a 64-sample read."""
@@ -295,32 +311,41 @@ class ShardSet:
         return self.read_runs([(start, stop)], fields)
 
     def read_runs(self, runs: list[tuple[int, int]], fields: tuple | None = None,
-                  out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Concatenation of several contiguous ranges, in the given order, as {field: array}.
+                  rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Several contiguous ranges as {field: array}: their concatenation, or placed by ``rows``.
 
-        Each range is read by HDF5 straight into its place in one array per field. ``out``
-        (arrays an earlier call returned, at least as long) is refilled instead of new
-        arrays: fresh memory costs page faults worth as much as the read itself when the
-        file sits in the page cache.
+        ``rows`` (a permutation, one entry per sample of the concatenation) gives each
+        sample's row in the output instead of its position. Plain datasets are read by
+        byte offset straight into the rows (``h5raw``); others through HDF5.
         """
         fields = fields or tuple(self.schema)
         runs = [(max(0, a), min(self.n, b)) for a, b in runs if min(self.n, b) > max(0, a)]
         total = sum(b - a for a, b in runs)
-        arrays = {f: self._buffer(f, total, out) for f in fields}
+        arrays = {f: np.empty((total,) + self.sample_shape(f), dtype=self.schema[f].dtype) for f in fields}
+        views: dict = {}
         pos = 0
         for start, stop in runs:
             for i, lo, hi in self._pieces(start, stop):
+                where = np.arange(pos, pos + hi - lo) if rows is None else rows[pos:pos + hi - lo]
                 for f in fields:
-                    self._read_into(i, f, lo, arrays[f][pos:pos + hi - lo])
+                    self._read_rows(i, f, lo, arrays[f], where, views)
                 pos += hi - lo
-        self._check_finite(arrays, runs)
+        self._check_finite(arrays, runs, rows)
         return arrays
 
-    def _buffer(self, field: str, n: int, out: dict | None) -> np.ndarray:
-        shape = self.sample_shape(field)
-        if out is not None and field in out and len(out[field]) >= n and out[field].shape[1:] == shape:
-            return out[field][:n]
-        return np.empty((n,) + shape, dtype=self.schema[field].dtype)
+    def _read_rows(self, i: int, field: str, lo: int, out: np.ndarray, where: np.ndarray, views: dict) -> None:
+        """Samples ``lo, lo + 1, ...`` of ``field`` in shard ``i`` into rows ``where`` of ``out``."""
+        raw = self._raw(i, field)
+        if raw is not None:
+            if field not in views:
+                views[field] = h5raw.row_views(out)
+            raw.read(self._fd(i), lo, [views[field][r] for r in where])
+        elif np.array_equal(where, np.arange(where[0], where[0] + len(where))):
+            self._read_hdf5(i, field, lo, out[where[0]:where[0] + len(where)])
+        else:
+            part = np.empty((len(where),) + out.shape[1:], dtype=out.dtype)
+            self._read_hdf5(i, field, lo, part)
+            out[where] = part
 
     def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
         """(shard, local start, local stop) of the global range ``start:stop``."""
@@ -332,7 +357,7 @@ class ShardSet:
             if lo < hi:
                 yield i, int(lo - self.offsets[i]), int(hi - self.offsets[i])
 
-    def _read_into(self, i: int, field: str, lo: int, dest: np.ndarray) -> None:
+    def _read_hdf5(self, i: int, field: str, lo: int, dest: np.ndarray) -> None:
         """Samples ``lo:lo+len(dest)`` of ``field`` in shard ``i`` into the C-contiguous ``dest``."""
         import h5py
 
@@ -344,16 +369,20 @@ class ShardSet:
         except OSError as err:
             raise UserError(f"cannot read '{field}' from {self.files[i]} ({err}); regenerate the dataset") from None
 
-    def _check_finite(self, arrays: dict, runs: list[tuple[int, int]]) -> None:
+    def _check_finite(self, arrays: dict, runs: list[tuple[int, int]], rows: np.ndarray | None) -> None:
         for name, array in arrays.items():
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 pos = int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0, 0])
+                pos = pos if rows is None else int(np.flatnonzero(rows == pos)[0])
                 bad = np.concatenate([np.arange(a, b) for a, b in runs])[pos]
                 raise UserError(f"{self.root}: '{name}' of sample {bad} in split {self.split} is NaN or inf; "
                                 f"fix or regenerate the dataset")
 
     def close(self) -> None:
         self._datasets = {}
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
         for h5 in self._handles.values():
             h5.close()
         self._handles = {}
@@ -397,26 +426,44 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
                  window: int = 4096) -> Iterator[dict[str, np.ndarray]]:
     """This rank's batches for ``epoch``: equal count on every rank, deterministic order.
 
-    Reads the rank's slabs ``window`` samples at a time into one reused buffer and shuffles
-    within the window (seed, epoch, rank), so memory stays bounded on large datasets; each
-    batch is a new array. ``start_batch`` skips batches already consumed (exact resume)
-    without reading them.
+    Reads the rank's slabs a window at a time (at most ``window`` samples and
+    ``WINDOW_BYTES``), so memory stays bounded on large datasets. Each sample is read
+    straight into its batch (``dealt_rows``, keyed by seed, epoch and rank) and the
+    window's batches come in a random order; a batch is a view of its window's arrays.
+    ``start_batch`` skips batches already consumed (exact resume) without reading them.
+    ``shuffle=False``: slabs and samples in order.
     """
     runs = epoch_runs(shards.n, rank, size, seed, epoch, shuffle=shuffle)
     m = sum(b - a for a, b in runs)
     steps = steps_per_epoch(m, batch, f"{shards.root} ({shards.split} split)")
-    window = max(batch, window // batch * batch)
+    sample_bytes = sum(int(np.prod(shards.sample_shape(f), dtype=np.int64)) * np.dtype(shards.schema[f].dtype).itemsize
+                       for f in (fields or shards.schema))
+    window = max(batch, min(window, WINDOW_BYTES // max(1, sample_bytes)) // batch * batch)
     rng = np.random.default_rng([seed, epoch, rank, 7])
-    data = None
     for w0 in range(0, steps * batch, window):
-        w1 = min(w0 + window, steps * batch)
-        order = rng.permutation(w1 - w0) if shuffle else np.arange(w1 - w0)
-        if (w1 - 1) // batch < start_batch:
+        count = (min(w0 + window, steps * batch) - w0) // batch
+        order = rng.permutation(count) if shuffle else np.arange(count)
+        rows = dealt_rows(count, batch, rng) if shuffle else None
+        first = w0 // batch
+        if first + count <= start_batch:
             continue
-        data = shards.read_runs(_sub_runs(runs, w0, w1), fields, out=data)
-        for b in range(max(start_batch * batch, w0), w1, batch):
-            idx = order[b - w0:b - w0 + batch]
-            yield {k: v[idx] for k, v in data.items()}
+        data = shards.read_runs(_sub_runs(runs, w0, w0 + count * batch), fields, rows)
+        for j in order[max(0, start_batch - first):]:
+            yield {k: v[j * batch:(j + 1) * batch] for k, v in data.items()}
+
+
+def dealt_rows(batches: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Row of each reading position in a window of ``batches x batch`` samples.
+
+    The positions form ``batch`` strips of ``batches`` consecutive samples; strip s is
+    dealt one sample to every batch, starting at a random batch. Batch j (rows
+    ``j*batch ... (j+1)*batch - 1``) so holds one sample of every strip, from a random
+    place in it: neighbours on disk never share a batch.
+    """
+    position = np.arange(batches * batch)
+    strip = position // batches
+    shift = rng.integers(0, batches, batch)
+    return ((position + shift[strip]) % batches) * batch + strip
 
 
 def steps_per_epoch(per_rank: int, batch: int, where: str) -> int:

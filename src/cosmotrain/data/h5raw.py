@@ -1,0 +1,76 @@
+"""Reading samples of an uncompressed HDF5 dataset by byte offset, scattered into rows.
+
+A shard's datasets are written without filters, chunked along N with whole samples per
+chunk, so sample k of a chunk starting at byte B lies at ``B + k * row_bytes``. ``RawField``
+finds those offsets once (HDF5's own chunk index) and reads with ``os.preadv``: one system
+call per chunk touched, and the kernel copies every sample straight into its destination
+row, wherever that row is. The training input deals samples to their batches this way,
+with no copy between the page cache and the batch. ``RawField.of`` returns None for a
+dataset it cannot read so (compressed, non-native byte order, partial chunks): the caller
+then reads through HDF5.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from cosmotrain.errors import UserError
+
+IOV_MAX = 1024  # iovecs per preadv call (Linux's limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawField:
+    """Byte layout of one dataset: ``offsets[c]`` is where chunk c (``chunk_rows`` samples) starts."""
+
+    path: str
+    row_bytes: int
+    chunk_rows: int
+    offsets: tuple
+
+    @classmethod
+    def of(cls, dataset, path: str) -> "RawField | None":
+        """The layout of h5py ``dataset`` (a ``Dataset``), or None if it is not plain bytes on disk."""
+        import h5py
+
+        dsid, n = dataset.id, dataset.shape[0]
+        plist = dsid.get_create_plist()
+        if n == 0 or plist.get_nfilters() or not dataset.dtype.isnative:
+            return None
+        row_bytes = int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
+        if plist.get_layout() == h5py.h5d.CONTIGUOUS:
+            offset = dsid.get_offset()
+            return None if offset is None else cls(path, row_bytes, n, (int(offset),))
+        if plist.get_layout() != h5py.h5d.CHUNKED or tuple(plist.get_chunk()[1:]) != dataset.shape[1:]:
+            return None
+        rows = plist.get_chunk()[0]
+        chunks = {dsid.get_chunk_info(c).chunk_offset[0]: dsid.get_chunk_info(c).byte_offset
+                  for c in range(dsid.get_num_chunks())}
+        starts = range(0, n, rows)
+        if any(s not in chunks for s in starts):
+            return None  # chunks never written: HDF5 knows their fill value, we do not
+        return cls(path, row_bytes, rows, tuple(int(chunks[s]) for s in starts))
+
+    def read(self, fd: int, lo: int, rows: list[memoryview]) -> None:
+        """Samples ``lo``, ``lo + 1``, ... into ``rows`` (one ``row_bytes`` buffer each)."""
+        hi, done = lo + len(rows), 0
+        while lo + done < hi:
+            first = lo + done
+            chunk = first // self.chunk_rows
+            n = min(hi, (chunk + 1) * self.chunk_rows) - first
+            offset = self.offsets[chunk] + (first - chunk * self.chunk_rows) * self.row_bytes
+            for k in range(0, n, IOV_MAX):
+                part = rows[done + k:done + min(n, k + IOV_MAX)]
+                got = os.preadv(fd, part, offset + k * self.row_bytes)
+                if got != len(part) * self.row_bytes:
+                    raise UserError(f"{self.path} ends early (truncated?); regenerate the dataset")
+            done += n
+
+
+def row_views(array: np.ndarray) -> list[memoryview]:
+    """One writable byte view per sample (first axis) of the C-contiguous ``array``."""
+    flat = memoryview(array.reshape(-1).view(np.uint8))
+    size = array[:1].nbytes
+    return [flat[r * size:(r + 1) * size] for r in range(len(array))]
