@@ -10,7 +10,10 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 export COSMOTRAIN_SLURM_DIR=${COSMOTRAIN_SLURM_DIR:-/tmp/cosmotrain-slurm}
 [ -x "$repo/.venv/bin/pytest" ] || { echo "slurm-test: no .venv; run 'make env' first" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "slurm-test: needs root (slurmd starts jobs as their users)" >&2; exit 1; }
-command -v shellcheck >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+if ! command -v shellcheck >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+fi
 
 was_running=0
 if [ -f "$COSMOTRAIN_SLURM_DIR/slurmctld.pid" ] && kill -0 "$(cat "$COSMOTRAIN_SLURM_DIR/slurmctld.pid")" 2>/dev/null; then
