@@ -3,8 +3,10 @@
 # virtualenv from requirements/cpu.lock, mpi4py and Horovod compiled against that Open MPI,
 # then cosmotrain itself in editable mode.
 #
-# The virtualenv lives in a cache folder keyed by a hash of the lock files, and ./.venv is a
-# link to it: a fresh clone with unchanged locks reuses it and `make env` takes seconds.
+# The pinned packages live in a shared virtualenv in a cache folder keyed by a hash of the
+# lock files, so a fresh clone with unchanged locks reuses it and `make env` takes seconds.
+# ./.venv is this checkout's own thin virtualenv on top of it (checkout_venv): it sees the
+# shared packages and imports cosmotrain from this checkout, whatever other clones do.
 #   COSMOTRAIN_ENV_CACHE  where cached environments live (default ~/.cache/cosmotrain)
 set -euo pipefail
 
@@ -20,7 +22,7 @@ apt_install() {
     die "missing $*; install them (apt-get install $*) or 'module load' an Open MPI 4.1 and retry"
   fi
   say "installing $* with apt-get"
-  if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+  if ! find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock 2>/dev/null | grep -q .; then
     apt-get update -qq
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
@@ -80,9 +82,38 @@ check_build() {
   say "horovodrun --check-build: TensorFlow, MPI and Gloo present"
 }
 
+checkout_venv() {
+  # ./.venv: a virtualenv of this checkout whose site-packages chain the shared ones ($1)
+  # through a .pth; cosmotrain installed editable from here; every console script of the
+  # shared venv (pytest, horovodrun, ...) copied with .venv's python in its #! line.
+  local shared=$1 site
+  if [ -L .venv ] || [ "$(cat .venv/.shared 2>/dev/null)" != "$shared" ]; then
+    rm -rf .venv
+    "$shared/bin/python" -m venv --without-pip .venv
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "import site; site.addsitedir('$shared/lib/python3.11/site-packages')" > "$site/_cosmotrain_shared.pth"
+    echo "$shared" > .venv/.shared
+  fi
+  local script name
+  for script in "$shared"/bin/*; do
+    name=$(basename "$script")
+    [ -e ".venv/bin/$name" ] && continue
+    head -c 200 "$script" | head -n 1 | grep -q "^#!$shared/bin/python" || continue
+    { echo "#!$here/.venv/bin/python"; tail -n +2 "$script"; } > ".venv/bin/$name"
+    chmod +x ".venv/bin/$name"
+  done
+  if [ "$(.venv/bin/python -c 'import cosmotrain, os; print(os.path.dirname(cosmotrain.__file__))' 2>/dev/null)" \
+       != "$here/src/cosmotrain" ] || [ ! -x .venv/bin/cosmotrain ]; then
+    "$shared/bin/python" -m pip --python .venv/bin/python install -q --no-deps --no-build-isolation -e . 2>&1 \
+      | grep -v "^WARNING: Location" || true
+  fi
+  .venv/bin/python -c 'import cosmotrain, horovod.tensorflow' || die "the environment in .venv does not import; rm -rf .venv and rerun make env"
+}
+
 main() {
   system_packages
-  local venv="$cache/venv-$(env_key)"
+  local venv
+  venv="$cache/venv-$(env_key)"
   mkdir -p "$cache"
   if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
@@ -90,13 +121,12 @@ main() {
   else
     check_build "$venv"
   fi
-  ln -sfn "$venv" .venv
-  # Editable install of this checkout: the shared venv must import cosmotrain from here.
-  if [ "$(.venv/bin/python -c 'import cosmotrain, os; print(os.path.dirname(cosmotrain.__file__))' 2>/dev/null)" \
-       != "$here/src/cosmotrain" ] || [ ! -x .venv/bin/cosmotrain ]; then
-    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  # cosmotrain is never installed in the shared venv: each checkout's .venv has its own.
+  if compgen -G "$venv/lib/python3.11/site-packages/*cosmotrain*" >/dev/null; then
+    "$venv/bin/python" -m pip uninstall -y -q cosmotrain 2>&1 | grep -v "^WARNING" || true
   fi
-  say "ready: $(readlink .venv)"
+  checkout_venv "$venv"
+  say "ready: .venv on $venv"
 }
 
 main "$@"

@@ -33,6 +33,16 @@ def test_resumed_batches_are_the_tail_of_the_epoch(tiny_galaxies):
         assert np.array_equal(a_ids, b_ids) and np.array_equal(a_img, b_img)
 
 
+def test_the_tf_data_dataset_gives_the_same_batches(tiny_galaxies):
+    s = shards.ShardSet(tiny_galaxies, "train")
+    fields = ("images", "labels")
+    direct = list(feed.batches(s, 1, 2, 8, seed=2, epoch=0, fields=fields, augment="images"))
+    ds = feed.dataset(s, 1, 2, 8, seed=2, epoch=0, fields=fields, augment="images")
+    through = list(ds.as_numpy_iterator())
+    assert len(through) == len(direct) == 51 // 8
+    assert all(np.array_equal(a, b) for d, t in zip(direct, through) for a, b in zip(d, t))
+
+
 def test_prefetch_yields_everything_in_order_and_raises_the_readers_error():
     assert list(feed.prefetch(range(50), depth=2)) == list(range(50))
 

@@ -8,7 +8,8 @@ of ``BATCH`` read ahead in a thread). Rounds alternate; the ratio compares each 
 ``timeit`` does: a disturbed round is only ever slower), the median of the per-round
 ratios is printed beside it. Target >= 0.95.
 ``ratio_batch_256`` repeats the pipeline with larger batches, to separate per-batch
-overhead from reading.
+overhead from reading; ``tf_data_ratio`` reads the same batches through ``feed.dataset``
+(a ``tf.data.Dataset``), to show what ``from_generator`` costs on top.
 """
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ def raw_read(root: Path) -> float:
     return n / (time.perf_counter() - start)
 
 
-def pipeline_read(root: Path, epoch: int, batch: int) -> float:
-    """Samples/s of iterating one epoch of ``feed.batches`` on one rank."""
+def pipeline_read(root: Path, epoch: int, batch: int, source=feed.batches) -> float:
+    """Samples/s of iterating one epoch of ``feed.batches`` (or ``feed.dataset``) on one rank."""
     split = shards.ShardSet(root, "train")
     start, n = time.perf_counter(), 0
-    for images, labels in feed.batches(split, 0, 1, batch, seed=0, epoch=epoch, fields=FIELDS):
+    for images, labels in source(split, 0, 1, batch, seed=0, epoch=epoch, fields=FIELDS):
         n += int(labels.shape[0])
     split.close()
     return n / (time.perf_counter() - start)
@@ -61,10 +62,12 @@ def run(args) -> dict:
         raw_read(root), pipeline_read(root, 0, BATCH)  # warm the page cache
         pairs = [(pipeline_read(root, r, BATCH), raw_read(root)) for r in range(rounds)]
         big = max(pipeline_read(root, r, 256) for r in range(max(1, rounds // 2)))
+        tf_data = max(pipeline_read(root, r, BATCH, feed.dataset) for r in range(max(1, rounds // 2)))
     raw = max(r for _, r in pairs)
     return {"ratio": round(max(p for p, _ in pairs) / raw, 4), "target": TARGET,
             "median_ratio": round(statistics.median(p / r for p, r in pairs), 4),
             "pipeline_samples_per_s": round(max(p for p, _ in pairs), 1),
             "raw_h5py_samples_per_s": round(raw, 1), "ratio_batch_256": round(big / raw, 4),
+            "tf_data_ratio": round(tf_data / raw, 4),
             "batch": BATCH, "samples": n, "bytes_per_sample": 64 * 64 * 3 + 1, "shards": -(-n // 2048),
             "ratios_per_round": [round(p / r, 4) for p, r in pairs]}

@@ -3,8 +3,9 @@
 Weak scaling on one node: each rank keeps its per-rank batch, so perfect scaling doubles
 the samples per second. Both sides run the real trainer's epoch loop (Horovod gradient
 allreduce, in-step agreement, broadcast) on in-memory batches, one intra-op thread per
-rank; the 2-rank side is launched with ``mpirun`` and the project's launch defaults
-(``LAUNCH``; see docs/README-classifier.md). Launches alternate, the ratio is the median.
+rank; both sides are launched with ``mpirun`` and the project's launch defaults
+(``LAUNCH``: one core per rank), only ``-np`` differs. Launches alternate, the ratio is the
+median.
 Target >= 0.95.
 
 ``COSMOTRAIN_SCALING_MPIRUN`` replaces the mpirun options (to compare settings), e.g.
@@ -49,10 +50,14 @@ def worker(data: str, out: str, steps: str, rounds: str) -> None:
 
 
 def measure(ranks: int, data: Path, out: Path, steps: int, rounds: int, options: str) -> dict:
-    """Launch ``ranks`` workers (plain process for 1, mpirun for more); their result."""
-    cmd = [sys.executable, "-c", WORKER, str(data), str(out), str(steps), str(rounds)]
-    if ranks > 1:
-        cmd = ["mpirun", "-np", str(ranks), *shlex.split(options)] + cmd
+    """Launch ``ranks`` workers with mpirun and ``options``; their result.
+
+    The 1-rank side goes through the same launcher and binding as the 2-rank side, so it
+    gets one core too: a plain process could spill its helper threads onto the idle core
+    and make the baseline look better than one rank's share of a node.
+    """
+    cmd = ["mpirun", "-np", str(ranks), *shlex.split(options),
+           sys.executable, "-c", WORKER, str(data), str(out), str(steps), str(rounds)]
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)

@@ -2,8 +2,8 @@
 
 ``batches`` is what the trainers iterate: ``shards.rank_batches`` (equal disjoint per-rank
 slices, per-epoch shuffle, exact-resume positions), optionally under a random D4 element
-per sample keyed by (seed, epoch, rank, batch index), through ``prefetch``. Reading and
-batching (h5py, NumPy) then overlap the step, which releases the GIL while TensorFlow runs.
+per sample keyed by (seed, epoch, rank, batch index), through ``prefetch``. Reading
+(``os.preadv``, which releases the GIL) then overlaps the step, which releases it too.
 A plain thread costs about half the CPU per batch of ``tf.data``'s ``from_generator``,
 which matters when the input shares the rank's cores with the step (``bench input``).
 """
@@ -41,13 +41,27 @@ def batches(shards: shardsets.ShardSet, rank: int, size: int, batch: int, seed: 
     return prefetch(tuples(), depth)
 
 
+def dataset(shards: shardsets.ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
+            fields: tuple, start_batch: int = 0, augment: str | None = None):
+    """The same batches as ``batches``, as a ``tf.data.Dataset`` (for Keras ``fit`` and the like).
+
+    Reading still runs in ``batches``' thread; ``from_generator`` adds its own cost per
+    batch (``bench pipeline`` prints it as ``tf_data_ratio``), which is why the trainers
+    iterate ``batches`` directly.
+    """
+    import tensorflow as tf
+
+    signature = tuple(tf.TensorSpec((batch,) + shards.sample_shape(f), shards.schema[f].dtype) for f in fields)
+    return tf.data.Dataset.from_generator(
+        lambda: batches(shards, rank, size, batch, seed, epoch, fields, start_batch, augment),
+        output_signature=signature)
+
+
 def prefetch(iterable: Iterable, depth: int = 3) -> Iterator:
     """Iterate ``iterable`` in a background thread, up to ``depth`` items ahead.
 
-    Reading and batching (NumPy, h5py) then overlap the training step. An exception in the
-    thread is raised here; closing the returned generator (e.g. leaving the loop early)
-    stops the thread. Costs about half the CPU per batch of ``tf.data``'s
-    ``from_generator``, which matters when the input shares cores with the step.
+    An exception in the thread is raised here; closing the returned generator (e.g.
+    leaving the loop early) stops the thread.
     """
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
