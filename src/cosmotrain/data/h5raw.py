@@ -46,8 +46,7 @@ class RawField:
         if plist.get_layout() != h5py.h5d.CHUNKED or tuple(plist.get_chunk()[1:]) != dataset.shape[1:]:
             return None
         rows = plist.get_chunk()[0]
-        chunks = {dsid.get_chunk_info(c).chunk_offset[0]: dsid.get_chunk_info(c).byte_offset
-                  for c in range(dsid.get_num_chunks())}
+        chunks = dict(_chunk_starts(dsid))
         starts = range(0, n, rows)
         if any(s not in chunks for s in starts):
             return None  # chunks never written: HDF5 knows their fill value, we do not
@@ -67,6 +66,13 @@ class RawField:
                 if got != len(part) * self.row_bytes:
                     raise UserError(f"{self.path} ends early (truncated?); regenerate the dataset")
             done += n
+
+
+def _chunk_starts(dsid):
+    """(first sample, byte offset) of every allocated chunk of a dataset."""
+    for c in range(dsid.get_num_chunks()):
+        info = dsid.get_chunk_info(c)
+        yield info.chunk_offset[0], info.byte_offset
 
 
 def row_views(array: np.ndarray) -> list[memoryview]:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -311,17 +312,19 @@ class ShardSet:
         return self.read_runs([(start, stop)], fields)
 
     def read_runs(self, runs: list[tuple[int, int]], fields: tuple | None = None,
-                  rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  rows: np.ndarray | None = None, buffers: "Buffers | None" = None) -> dict[str, np.ndarray]:
         """Several contiguous ranges as {field: array}: their concatenation, or placed by ``rows``.
 
         ``rows`` (a permutation, one entry per sample of the concatenation) gives each
         sample's row in the output instead of its position. Plain datasets are read by
-        byte offset straight into the rows (``h5raw``); others through HDF5.
+        byte offset straight into the rows (``h5raw``); others through HDF5. The arrays
+        come from ``buffers`` when given, else are new.
         """
         fields = fields or tuple(self.schema)
         runs = [(max(0, a), min(self.n, b)) for a, b in runs if min(self.n, b) > max(0, a)]
         total = sum(b - a for a, b in runs)
-        arrays = {f: np.empty((total,) + self.sample_shape(f), dtype=self.schema[f].dtype) for f in fields}
+        shapes = {f: ((total,) + self.sample_shape(f), np.dtype(self.schema[f].dtype)) for f in fields}
+        arrays = buffers.take(shapes) if buffers else {f: np.empty(*shape) for f, shape in shapes.items()}
         views: dict = {}
         pos = 0
         for start, stop in runs:
@@ -440,6 +443,7 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
                        for f in (fields or shards.schema))
     window = max(batch, min(window, WINDOW_BYTES // max(1, sample_bytes)) // batch * batch)
     rng = np.random.default_rng([seed, epoch, rank, 7])
+    buffers = Buffers()
     for w0 in range(0, steps * batch, window):
         count = (min(w0 + window, steps * batch) - w0) // batch
         order = rng.permutation(count) if shuffle else np.arange(count)
@@ -447,9 +451,32 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
         first = w0 // batch
         if first + count <= start_batch:
             continue
-        data = shards.read_runs(_sub_runs(runs, w0, w0 + count * batch), fields, rows)
+        data = shards.read_runs(_sub_runs(runs, w0, w0 + count * batch), fields, rows, buffers)
         for j in order[max(0, start_batch - first):]:
             yield {k: v[j * batch:(j + 1) * batch] for k, v in data.items()}
+
+
+class Buffers:
+    """Arrays for ``read_runs`` that are reused once nothing refers to them any more.
+
+    A window's batches are views of its arrays; when every view is gone (the step used
+    them), the arrays are filled again instead of allocating fresh memory, whose page
+    faults cost as much as the read and vary with the kernel's huge-page luck.
+    """
+
+    def __init__(self):
+        self._pool: list[dict[str, np.ndarray]] = []
+
+    def take(self, shapes: dict) -> dict[str, np.ndarray]:
+        """{field: array of shape/dtype ``shapes[field]``}, from a free set or new."""
+        for arrays in self._pool:
+            if all(sys.getrefcount(a) <= 3 for a in arrays.values()) and all(  # pool, loop, argument
+                    f in arrays and arrays[f].dtype == dtype and arrays[f].shape[1:] == shape[1:]
+                    and len(arrays[f]) >= shape[0] for f, (shape, dtype) in shapes.items()):
+                return {f: arrays[f][:shape[0]] for f, (shape, _) in shapes.items()}
+        arrays = {f: np.empty(shape, dtype) for f, (shape, dtype) in shapes.items()}
+        self._pool.append(arrays)
+        return arrays
 
 
 def dealt_rows(batches: int, batch: int, rng: np.random.Generator) -> np.ndarray:

@@ -30,7 +30,7 @@ from cosmotrain.errors import UserError
 from cosmotrain.models.classifier import ModelConfig, build_classifier
 from cosmotrain.train.checkpoint import Checkpointer, TrainState
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
-                                     StepRandomness, agree_in_step, claim_run_dir, make_optimizer,
+                                     StepRandomness, agree_in_step, claim_run_dir, freeze_garbage, make_optimizer,
                                      nonfinite_error, random_d4, resolve_run_config, rng_key, seed_everything,
                                      stateless_seed, weights_digest)
 
@@ -349,6 +349,7 @@ class Run:
             return self._epochs(own)
 
     def _epochs(self, signal: RequeueSignal) -> int:
+        freeze_garbage()
         try:
             for epoch in range(self.state.epoch, self.cfg.train.epochs):
                 if not self.train_epoch(epoch, signal):

@@ -51,7 +51,7 @@ from cosmotrain.science import monitors
 from cosmotrain.science.monitors import MonitorConfig
 from cosmotrain.train.checkpoint import Checkpointer, CheckpointError, TrainState, read_state
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
-                                     agree_in_step, claim_run_dir, make_optimizer, nonfinite_error,
+                                     agree_in_step, claim_run_dir, freeze_garbage, make_optimizer, nonfinite_error,
                                      resolve_run_config, rng_key, seed_everything, stateless_seed, weights_digest)
 
 log = logs.get("train")
@@ -444,6 +444,7 @@ class _Loop:
         self.window = (time.perf_counter(), state.step)
 
     def run(self, signal: RequeueSignal) -> int:
+        freeze_garbage()
         try:
             if not self._train(signal):
                 return self._requeue()
