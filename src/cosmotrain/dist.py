@@ -231,11 +231,12 @@ def broadcast_object(obj: Any, root: int = 0) -> Any:
     return _hvd.broadcast_object(obj, root_rank=root)
 
 
-def root_computes(fn: Callable[..., Any], *args: Any) -> Any:
+def root_computes(fn: Callable[..., Any], *args: Any, share: bool = True) -> Any:
     """Run ``fn`` on rank 0 and hand its result to every rank.
 
-    A UserError that ``fn`` raises (a bad input found while checking) is raised on every
-    rank, so each prints the same one-line message instead of dying silently in the abort.
+    ``share=False`` keeps a large result on rank 0 (the others get None). A UserError that
+    ``fn`` raises (a bad input found while checking) is raised on every rank, so each prints
+    the same one-line message instead of dying silently in the abort.
     """
     from cosmotrain.errors import UserError
 
@@ -245,10 +246,10 @@ def root_computes(fn: Callable[..., Any], *args: Any) -> Any:
             result = fn(*args)
         except UserError as err:
             message = str(err)
-    result, message = broadcast_object((result, message))
+    shared, message = broadcast_object((result if share else None, message))
     if message is not None:
         raise UserError(message)
-    return result
+    return shared if share else result
 
 
 def allreduce_sum_array(array):

@@ -146,7 +146,7 @@ def produce(out_dir: str | os.PathLike, spec: Spec, compute: Compute, *, overwri
     ctx = dist.context()
     out = Path(out_dir)
     started = time.perf_counter()
-    plan = _root_decides(lambda: _plan(out, spec, ctx.size, overwrite))
+    plan = dist.root_computes(_plan, out, spec, ctx.size, overwrite)
     if plan["complete"]:
         logs.get("sample").info("%s is already complete (%d samples); nothing to do", out, spec.n)
         return {**plan["manifest"], "timing": {"ranks": ctx.size, "produced": 0, "seconds": 0.0}}
@@ -172,20 +172,6 @@ def _check_spec(spec: Spec) -> None:
         raise UserError(f"the number of samples must be positive, got {spec.n}; pass --n N with N >= 1")
     if spec.batch <= 0:
         raise UserError(f"the batch size must be positive, got {spec.batch}; pass --batch B with B >= 1")
-
-
-def _root_decides(decide: Callable[[], dict]) -> dict:
-    """Run ``decide`` on rank 0 and share its result; its UserError is raised on every rank."""
-    outcome = None
-    if dist.context().is_root:
-        try:
-            outcome = ("ok", decide())
-        except UserError as err:
-            outcome = ("error", str(err))
-    kind, value = dist.broadcast_object(outcome)
-    if kind == "error":
-        raise UserError(value)
-    return value
 
 
 # ---------------------------------------------------------------- the plan (rank 0)

@@ -46,7 +46,7 @@ def validate_samples(samples_dir: str | os.PathLike, reference: str | os.PathLik
     manifest = sample.verify(samples_dir, ctx.rank, ctx.size)
     shape = _patch_shape(samples_dir, manifest)
     cfg = _monitor_config(manifest)
-    built = _root_only(lambda: _reference(reference, split, shape, manifest["n"], cfg))
+    built = dist.root_computes(_reference, reference, split, shape, manifest["n"], cfg, share=False)
     probe, k = dist.broadcast_object((built[0].probe, built[1]) if ctx.is_root else None)
     local = _measure(Path(samples_dir) / manifest["samples"], manifest["n"], probe, k, batch)
     total = monitors.combine(local)
@@ -75,20 +75,6 @@ def _monitor_config(manifest: dict):
     raw = (manifest.get("config") or {}).get("run", {}).get("monitor", {}) or {}
     known = {f.name for f in dataclasses.fields(MonitorConfig)}
     return config.from_dict(MonitorConfig, {k: v for k, v in raw.items() if k in known}, "monitor")
-
-
-def _root_only(build):
-    """``build()`` on rank 0; its UserError is raised on every rank (others get None)."""
-    outcome = None
-    if dist.context().is_root:
-        try:
-            outcome = ("ok", build())
-        except UserError as err:
-            outcome = ("error", str(err))
-    kind, message = dist.broadcast_object(("ok", None) if outcome and outcome[0] == "ok" else outcome)
-    if kind == "error":
-        raise UserError(message)
-    return outcome[1] if outcome else None
 
 
 def _reference(root, split: str, shape: tuple, n_samples: int, cfg):
