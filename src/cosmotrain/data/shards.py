@@ -329,22 +329,26 @@ class ShardSet:
         pos = 0
         for start, stop in runs:
             for i, lo, hi in self._pieces(start, stop):
-                where = np.arange(pos, pos + hi - lo) if rows is None else rows[pos:pos + hi - lo]
+                where = range(pos, pos + hi - lo) if rows is None else rows[pos:pos + hi - lo]
                 for f in fields:
                     self._read_rows(i, f, lo, arrays[f], where, views)
                 pos += hi - lo
         self._check_finite(arrays, runs, rows)
         return arrays
 
-    def _read_rows(self, i: int, field: str, lo: int, out: np.ndarray, where: np.ndarray, views: dict) -> None:
-        """Samples ``lo, lo + 1, ...`` of ``field`` in shard ``i`` into rows ``where`` of ``out``."""
+    def _read_rows(self, i: int, field: str, lo: int, out: np.ndarray, where: range | np.ndarray,
+                   views: dict) -> None:
+        """Samples ``lo, lo + 1, ...`` of ``field`` in shard ``i`` into rows ``where`` of ``out``.
+
+        ``where`` is a ``range`` for consecutive rows, else an index array.
+        """
         raw = self._raw(i, field)
         if raw is not None:
             if field not in views:
                 views[field] = h5raw.row_views(out)
             raw.read(self._fd(i), lo, [views[field][r] for r in where])
-        elif np.array_equal(where, np.arange(where[0], where[0] + len(where))):
-            self._read_hdf5(i, field, lo, out[where[0]:where[0] + len(where)])
+        elif isinstance(where, range):
+            self._read_hdf5(i, field, lo, out[where.start:where.stop])
         else:
             part = np.empty((len(where),) + out.shape[1:], dtype=out.dtype)
             self._read_hdf5(i, field, lo, part)

@@ -193,7 +193,7 @@ def random_d4(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     of pixels through a table of the 8 permutations, inside the step and keyed by the
     global step, so a resumed run augments alike.
     """
-    batch, height, width, channels = images.shape
+    _, height, width, channels = images.shape
     if height != width:
         raise ValueError(f"D4 augmentation needs square images, got {height}x{width}")
     k = tf.random.stateless_uniform(tf.shape(images)[:1], seed, minval=0, maxval=8, dtype=tf.int32)
