@@ -13,6 +13,7 @@ pytestmark = pytest.mark.mpi
 # 32x32 patches, small networks, 8 steps of 2 ranks x 8 patches; monitors on 32 patches.
 TINY = ["model.image_size=32", "model.latent_dim=16", "model.g_filters=32", "model.d_filters=8",
         "train.batch_size=8", "train.log_every=2", "train.checkpoint_every=4", "train.label_flip=0.1", "train.ema=0.9",
+        "train.spectrum_weight=1.0",
         "monitor.every=4", "monitor.generated=32", "monitor.group_size=2", "monitor.reference=32",
         "monitor.ks_draws=2", "monitor.pixels_per_patch=16", "monitor.examples=2"]
 
@@ -45,7 +46,7 @@ from cosmotrain.train.common import seed_everything, weights_digest
 ctx = dist.init_horovod()
 cfg = config.load(gan.GanConfig, None, %r)
 seed_everything(cfg.train.seed + ctx.rank, True)  # on purpose: ranks start from different weights
-trainer = gan.GanTrainer(cfg, gan.Transform(0.0, 300.0), steps_per_epoch=10)
+trainer = gan.GanTrainer(cfg, gan.Transform(0.0, 300.0), steps_per_epoch=10, spectrum=np.full(16, 1e-3))
 G, D = trainer.generator, trainer.discriminator
 start = weights_digest(G.variables + D.variables)
 rng = np.random.default_rng(ctx.rank)  # and see different real patches
@@ -96,5 +97,5 @@ def test_a_resumed_two_rank_run_ends_bit_identical(data, tmp_path):
     assert a["cl_error_over_floor"] == b["cl_error_over_floor"]
     rows_a = (tmp_path / "whole" / "history.csv").read_text().splitlines()
     rows_b = (tmp_path / "split" / "history.csv").read_text().splitlines()
-    loss = slice(0, 6)  # step, epoch, d_loss, g_loss, d_real, d_fake
+    loss = slice(0, 7)  # step, epoch, d_loss, g_loss, d_real, d_fake, g_spectrum
     assert [r.split(",")[loss] for r in rows_a] == [r.split(",")[loss] for r in rows_b]

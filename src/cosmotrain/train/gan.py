@@ -7,8 +7,10 @@ The losses are the tutorial's (Tutorial 3)::
 
 computed from D's logits with a numerically stable sigmoid cross-entropy; optional one-sided
 label smoothing (real label 1 - s) and label flipping (each sample's D label swapped with
-probability p). Each step updates D on a real batch and a fresh fake batch, then G on
-another fresh fake batch.
+probability p). With ``train.spectrum_weight`` λ > 0, G minimises J_G + λ·S, S being its
+batch's log power-spectrum mismatch with the training patches (``train.spectrum_loss``).
+Each step updates D on a real batch and a fresh fake batch, then G on another fresh fake
+batch.
 
 Distribution (Horovod, through ``cosmotrain.dist``): every rank reads its own part of each
 epoch and draws its own latent vectors, keyed by (seed, rank, step); each network has its
@@ -49,6 +51,7 @@ from cosmotrain.errors import UserError
 from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator, moving_statistics
 from cosmotrain.science import monitors
 from cosmotrain.science.monitors import MonitorConfig
+from cosmotrain.train import spectrum_loss
 from cosmotrain.train.checkpoint import Checkpointer, CheckpointError, TrainState, read_state
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
                                      agree_in_step, claim_run_dir, freeze_garbage, make_optimizer, nonfinite_error,
@@ -57,8 +60,8 @@ from cosmotrain.train.common import (Board, History, LearningRate, Meters, Optim
 log = logs.get("train")
 
 FIELDS = ("patches",)
-LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "lr", "steps_per_s", "seconds")
-METERS = ("d_loss", "g_loss", "d_real", "d_fake", "count")
+LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "g_spectrum", "lr", "steps_per_s", "seconds")
+METERS = ("d_loss", "g_loss", "g_spectrum", "d_real", "d_fake", "count")
 REQUIRED_ATTRS = ("reso_arcmin",)
 GENERATE_BATCH = 256
 AVERAGE = "generator_average"  # checkpoint name of the moving average of G's weights
@@ -83,6 +86,8 @@ class TrainConfig:
     augment: bool = True           # random rotations/flips (D4) of real patches: CMB is isotropic
     ema: float = 0.0               # > 0: monitors, best checkpoint and sampling use an exponential moving
                                    # average of G's weights with this decay (0: G itself)
+    spectrum_weight: float = 0.0   # λ > 0: G's loss adds λ x the batch's log power-spectrum mismatch with the
+                                   # training set (train.spectrum_loss); 0: the seed's plain J_G
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -123,6 +128,8 @@ def _check(cfg: GanConfig) -> None:
     if not (0.0 <= t.label_smoothing < 0.5 and 0.0 <= t.label_flip < 0.5):
         raise ConfigError(f"train.label_smoothing and train.label_flip must be in [0, 0.5) "
                           f"(got {t.label_smoothing}, {t.label_flip})")
+    if not t.spectrum_weight >= 0:
+        raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got {t.spectrum_weight}")
     if cfg.data.scale_sigmas <= 0:
         raise ConfigError(f"data.scale_sigmas must be > 0, got {cfg.data.scale_sigmas}")
 
@@ -203,12 +210,18 @@ class GanTrainer:
     """Both networks, both optimizers and the compiled step of one rank; no files, no data.
 
     ``train_step(real float32 [B,H,W] μK, step int64, stop bool)`` does one data-parallel
-    update of D then G and returns (stop anywhere, NaN anywhere).
+    update of D then G and returns (stop anywhere, NaN anywhere). ``spectrum`` is the target
+    of G's spectrum term (``spectrum_loss.ring_powers`` of real patches, network units);
+    needed when ``train.spectrum_weight`` > 0.
     """
 
-    def __init__(self, cfg: GanConfig, transform: Transform, steps_per_epoch: int):
+    def __init__(self, cfg: GanConfig, transform: Transform, steps_per_epoch: int,
+                 spectrum: np.ndarray | None = None):
         ctx = dist.context()
         self.cfg, self.transform = cfg, transform
+        self.spectrum = None
+        if cfg.train.spectrum_weight > 0:
+            self.spectrum = spectrum_loss.SpectrumMatch(spectrum, cfg.model.image_size)
         self.generator = build_generator(cfg.model)
         self.discriminator = build_discriminator(cfg.model)
         epochs = -(-cfg.train.steps // steps_per_epoch)
@@ -265,17 +278,20 @@ class GanTrainer:
         # Generator step, non-saturating J_G = -mean log D(G(z)) on new fakes; D is fixed.
         z = tf.random.stateless_normal(latent, stateless_seed(self.keys[1], step))
         with tf.GradientTape() as tape:
-            g_logit = D(G(z, training=True), training=True)
+            fake = G(z, training=True)
+            g_logit = D(fake, training=True)
             g_loss = _bce(tf.ones_like(g_logit), g_logit)
+            g_spectrum = self.spectrum(fake) if self.spectrum is not None else tf.constant(0.0)
+            g_objective = g_loss + self.cfg.train.spectrum_weight * g_spectrum
         tape = dist.distributed_tape(tape, "generator")
-        grads = tape.gradient(g_loss, G.trainable_variables)
+        grads = tape.gradient(g_objective, G.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
         if self._average_statistics:
             self._average_batchnorm_statistics()
         if self.average is not None:
             self._update_average(step)
         stop_any, nonfinite_any = agree_in_step(stop, d_loss + g_loss, "gan_flags")
-        self.meters.add(d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logit)),
+        self.meters.add(d_loss, g_loss, g_spectrum, tf.reduce_mean(tf.sigmoid(real_logit)),
                         tf.reduce_mean(tf.sigmoid(fake_logit)), 1)
         return stop_any, nonfinite_any
 
@@ -362,7 +378,7 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
     fitted = dist.on_root(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, Transform(*dist.broadcast_object(fitted)), resume)
     monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim)
-    trainer = GanTrainer(cfg, transform, data.steps_per_epoch)
+    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, _spectrum_target(cfg, real, transform, data.attrs))
     ckpt = Checkpointer(run / "checkpoints", _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints)
     if path is not None:
         _restore(ckpt, path, state, trainer)
@@ -372,6 +388,19 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
     loop = _Loop(cfg, run, data, trainer, ckpt, state, monitor)
     with RequeueSignal() as signal:
         return loop.run(signal)
+
+
+def _spectrum_target(cfg: GanConfig, real: np.ndarray | None, transform: Transform, attrs: dict) -> np.ndarray | None:
+    """The ring powers G's spectrum term aims at (every rank), from rank 0's monitor patches.
+
+    Those patches and the transform (the checkpoint's on resume) are the same on every
+    start of a run, so a resumed run aims at the same target.
+    """
+    if cfg.train.spectrum_weight <= 0:
+        return None
+    size = cfg.model.image_size
+    matrix = spectrum_loss.ring_matrix(size, spectrum_loss.ring_count(size, attrs["reso_arcmin"], attrs.get("lmax")))
+    return dist.root_computes(lambda: spectrum_loss.ring_powers(transform.to_net(real), matrix))
 
 
 def _objects(trainer: GanTrainer) -> dict:
@@ -517,8 +546,10 @@ class _Loop:
                **{k: sums[k] / n for k in METERS[:-1]},
                "steps_per_s": (step - first) / max(time.perf_counter() - since, 1e-9),
                "seconds": self.state.extra["train_seconds"]}
-        log.info("step %d/%d: D loss %.4f, G loss %.4f, D(x) %.3f, D(G(z)) %.3f, %.2f steps/s", step,
-                 self.cfg.train.steps, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"], row["steps_per_s"])
+        spectrum = f", spectrum {row['g_spectrum']:.4f}" if self.cfg.train.spectrum_weight > 0 else ""
+        log.info("step %d/%d: D loss %.4f, G loss %.4f%s, D(x) %.3f, D(G(z)) %.3f, %.2f steps/s", step,
+                 self.cfg.train.steps, row["d_loss"], row["g_loss"], spectrum, row["d_real"], row["d_fake"],
+                 row["steps_per_s"])
         return row
 
     def _monitor(self) -> dict:
