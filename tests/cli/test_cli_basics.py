@@ -29,3 +29,10 @@ def test_group_without_verb_prints_help_and_fails():
 def test_unknown_benchmark_is_refused():
     out = run_cli("bench", "nonsense")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_bench_overrides_are_checked_before_any_work():
+    out = run_cli("bench", "pipeline", "--set", "train.steps=10")
+    assert out.returncode != 0 and "gan-quality benchmark only" in out.stderr
+    out = run_cli("bench", "gan-quality", "--set", "train.spectrum_wieght=0")
+    assert out.returncode != 0 and "spectrum_wieght" in out.stderr.strip().splitlines()[-1]

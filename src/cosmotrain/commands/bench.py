@@ -23,10 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=sorted(BENCHMARKS), metavar="NAME", help="which benchmark (see below)")
     parser.add_argument("--quick", action="store_true", help="a shorter run (less precise), for smoke tests")
     parser.add_argument("--results", default="bench/results", metavar="DIR", help="where NAME.json goes")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="gan-quality only: override a key of configs/gan_tiny.yaml, e.g. "
+                             "train.spectrum_weight=0 for the adversarial losses alone (repeatable)")
     parser.epilog = TARGETS
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.overrides and args.name != "gan-quality":
+        raise UserError(f"--set applies to the gan-quality benchmark only, not to '{args.name}'; drop it")
     try:
         module = importlib.import_module(f"cosmotrain.bench.{BENCHMARKS[args.name]}")
     except ModuleNotFoundError as err:
