@@ -41,12 +41,14 @@ import json
 import numpy as np
 import tensorflow as tf
 from cosmotrain import config, dist
-from cosmotrain.train import gan
+from cosmotrain.train import gan, spectrum_loss
 from cosmotrain.train.common import seed_everything, weights_digest
 ctx = dist.init_horovod()
 cfg = config.load(gan.GanConfig, None, %r)
 seed_everything(cfg.train.seed + ctx.rank, True)  # on purpose: ranks start from different weights
-trainer = gan.GanTrainer(cfg, gan.Transform(0.0, 300.0), steps_per_epoch=10, spectrum=np.full(16, 1e-3))
+rings = spectrum_loss.ring_matrix(32, 16)
+spectrum = spectrum_loss.SpectrumMatch(np.full(rings.shape[1], 1e-3), rings)
+trainer = gan.GanTrainer(cfg, gan.Transform(0.0, 300.0), steps_per_epoch=10, spectrum=spectrum)
 G, D = trainer.generator, trainer.discriminator
 start = weights_digest(G.variables + D.variables)
 rng = np.random.default_rng(ctx.rank)  # and see different real patches

@@ -210,18 +210,17 @@ class GanTrainer:
     """Both networks, both optimizers and the compiled step of one rank; no files, no data.
 
     ``train_step(real float32 [B,H,W] μK, step int64, stop bool)`` does one data-parallel
-    update of D then G and returns (stop anywhere, NaN anywhere). ``spectrum`` is the target
-    of G's spectrum term (``spectrum_loss.ring_powers`` of real patches, network units);
-    needed when ``train.spectrum_weight`` > 0.
+    update of D then G and returns (stop anywhere, NaN anywhere). ``spectrum`` is G's
+    spectrum term (``spectrum_term``), needed when ``train.spectrum_weight`` > 0.
     """
 
     def __init__(self, cfg: GanConfig, transform: Transform, steps_per_epoch: int,
-                 spectrum: np.ndarray | None = None):
+                 spectrum: spectrum_loss.SpectrumMatch | None = None):
         ctx = dist.context()
         self.cfg, self.transform = cfg, transform
-        self.spectrum = None
-        if cfg.train.spectrum_weight > 0:
-            self.spectrum = spectrum_loss.SpectrumMatch(spectrum, cfg.model.image_size)
+        self.spectrum = spectrum if cfg.train.spectrum_weight > 0 else None
+        if cfg.train.spectrum_weight > 0 and spectrum is None:
+            raise ValueError("train.spectrum_weight > 0 needs the spectrum term (gan.spectrum_term)")
         self.generator = build_generator(cfg.model)
         self.discriminator = build_discriminator(cfg.model)
         epochs = -(-cfg.train.steps // steps_per_epoch)
@@ -378,7 +377,7 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
     fitted = dist.on_root(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, Transform(*dist.broadcast_object(fitted)), resume)
     monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim)
-    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, _spectrum_target(cfg, real, transform, data.attrs))
+    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, real, transform, data.attrs))
     ckpt = Checkpointer(run / "checkpoints", _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints)
     if path is not None:
         _restore(ckpt, path, state, trainer)
@@ -390,8 +389,9 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
         return loop.run(signal)
 
 
-def _spectrum_target(cfg: GanConfig, real: np.ndarray | None, transform: Transform, attrs: dict) -> np.ndarray | None:
-    """The ring powers G's spectrum term aims at (every rank), from rank 0's monitor patches.
+def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
+                  attrs: dict) -> spectrum_loss.SpectrumMatch | None:
+    """G's spectrum term (every rank), aimed at rank 0's monitor patches; None when λ = 0.
 
     Those patches and the transform (the checkpoint's on resume) are the same on every
     start of a run, so a resumed run aims at the same target.
@@ -399,8 +399,10 @@ def _spectrum_target(cfg: GanConfig, real: np.ndarray | None, transform: Transfo
     if cfg.train.spectrum_weight <= 0:
         return None
     size = cfg.model.image_size
-    matrix = spectrum_loss.ring_matrix(size, spectrum_loss.ring_count(size, attrs["reso_arcmin"], attrs.get("lmax")))
-    return dist.root_computes(lambda: spectrum_loss.ring_powers(transform.to_net(real), matrix))
+    top = spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
+    matrix = spectrum_loss.ring_matrix(size, top)
+    target = dist.root_computes(lambda: spectrum_loss.ring_powers(transform.to_net(real), matrix))
+    return spectrum_loss.SpectrumMatch(target, matrix)
 
 
 def _objects(trainer: GanTrainer) -> dict:
