@@ -22,13 +22,13 @@ What shaped it (each measured on the tiny CMB set, see the README):
 
 * the window: without it the jump at the patch edges leaks power into every mode, and above
   ℓ ≈ 1300 that leakage is most of the real power. A generator trained on unapodised
-  rings matched them within 5 % and was still 25 % short at high ℓ inside the patch;
+  rings matched them within 8 % and was still 17–27 % short above ℓ ≈ 1400 inside the patch;
 * the largest scales: without k = 0 and 1 the generated patch means scattered only 60 %
   as much as the real ones, which the pixel distribution shows;
 * rings, not finer groups: matching each set of modes that rotations and flips map onto
   each other (257 groups instead of 25 rings) left 16 % rms error per group and a worse
-  C_ℓ after 3000 steps (2.4–3.4 × floor against 2.2); the ring version still leaves
-  10–20 % too much power along the grid axes near k = 12–14, which D does not punish;
+  C_ℓ after 1000–2500 steps (2.4–3.5 × floor against 2.2–2.3); with rings, λ = 100, the
+  generator still had 16 % too much power along the grid axes at 10 ≤ |k| < 16;
 * the exact correction: a version with logarithms and a first-order estimate of their
   sample variance let the generator make its high-ℓ power heavy-tailed; S went negative
   and the C_ℓ error rose to 6 × its floor.
