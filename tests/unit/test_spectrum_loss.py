@@ -110,3 +110,14 @@ def test_its_gradient_moves_a_patch_towards_the_target_spectrum():
 def test_a_negative_weight_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="train.spectrum_weight"):
         gan._check(gan.GanConfig(train=gan.TrainConfig(spectrum_weight=-1.0)))
+
+
+def test_rings_without_real_power_are_left_out_instead_of_overflowing():
+    """A very smooth field has ~1e-20 of its power at high k; dividing by it would give inf."""
+    k = np.fft.fftfreq(32)
+    kk = k[:, None] ** 2 + k[None, :] ** 2
+    noise = np.fft.fft2(np.random.default_rng(11).standard_normal((64, 32, 32)))
+    smooth = np.fft.ifft2(noise * np.exp(-kk / 0.01)).real.astype(np.float32)
+    rough = smooth + 0.01 * np.random.default_rng(12).standard_normal(smooth.shape).astype(np.float32)
+    assert abs(term(smooth, smooth)) < 0.05  # float32 round-off in empty rings would give ~10
+    assert 0.5 < term(smooth, rough) < 100  # the added small-scale noise, seen where there is real power

@@ -13,7 +13,9 @@ whose wavenumber rounds to ``k`` fundamentals, k = 0 (the patch mean) … K (the
 frequency or the dataset's ``lmax``); the patches (network units) are apodised with the
 monitors' Hann window ``w``. ``P̄_real`` is measured once on real training patches;
 dividing by it makes every ring count alike although the beam lowers the power by orders
-of magnitude from the largest scales to the smallest. ``σ̂²_k`` is the unbiased scatter of
+of magnitude from the largest scales to the smallest; rings with less than 10⁻⁶ of the
+strongest ring's real power (none in the CMB sets: the weakest has 10⁻⁵) are left out, as
+there is nothing to match and the division would overflow. ``σ̂²_k`` is the unbiased scatter of
 the batch's B per-patch ring powers, so ``(P̄_G − P̄_real)² − σ̂²/B``
 estimates the squared bias alone, exactly: a real batch scores S ≈ 0 on average, and a
 generator cannot lower S by changing how much the spectra of its patches scatter.
@@ -44,6 +46,9 @@ import numpy as np
 import tensorflow as tf
 
 from cosmotrain.science import spectra
+
+
+SIGNIFICANT = 1e-6  # rings whose real power is below this fraction of the strongest ring are left out
 
 
 def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
@@ -86,20 +91,19 @@ class SpectrumMatch:
 
     def __init__(self, target: np.ndarray, matrix: np.ndarray):
         target = np.asarray(target, dtype=np.float64)
-        if target.ndim != 1 or len(target) != matrix.shape[1] or np.any(~np.isfinite(target)) or np.any(target <= 0):
-            raise ValueError("the target spectrum must hold one positive power per ring")
+        if target.ndim != 1 or len(target) != matrix.shape[1] or np.any(~np.isfinite(target)) or np.any(target < 0):
+            raise ValueError("the target spectrum must hold one finite power >= 0 per ring")
+        keep = target > SIGNIFICANT * target.max()  # rings without real power: nothing to match
         self.size = int(round(math.sqrt(matrix.shape[0])))
-        self.matrix = tf.constant(matrix, tf.float32)
-        self.target = tf.constant(target, tf.float32)
+        self.matrix = tf.constant(matrix[:, keep] / target[keep], tf.float32)  # powers in units of the target
         self.window = tf.constant(window(self.size), tf.float32)
 
     def __call__(self, patches):
         x = tf.cast(patches, tf.float32) * self.window
         modes = tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))
         power = tf.square(tf.math.real(modes)) + tf.square(tf.math.imag(modes))
-        per_patch = tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), self.matrix)  # [B, rings]
-        batch = tf.cast(tf.shape(per_patch)[0], tf.float32)
-        mean = tf.reduce_mean(per_patch, axis=0)
-        scatter = tf.reduce_sum(tf.square(per_patch - mean), axis=0) / tf.maximum(batch - 1.0, 1.0)
-        bias2 = tf.square(mean - self.target) - scatter / batch
-        return tf.reduce_mean(bias2 / tf.square(self.target))
+        ratio = tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), self.matrix)  # [B, rings], target = 1
+        batch = tf.cast(tf.shape(ratio)[0], tf.float32)
+        mean = tf.reduce_mean(ratio, axis=0)
+        scatter = tf.reduce_sum(tf.square(ratio - mean), axis=0) / tf.maximum(batch - 1.0, 1.0)
+        return tf.reduce_mean(tf.square(mean - 1.0) - scatter / batch)
