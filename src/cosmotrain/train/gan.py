@@ -8,7 +8,7 @@ The losses are the tutorial's (Tutorial 3)::
 computed from D's logits with a numerically stable sigmoid cross-entropy; optional one-sided
 label smoothing (real label 1 - s) and label flipping (each sample's D label swapped with
 probability p). With ``train.spectrum_weight`` λ > 0, G minimises J_G + λ·S, S being its
-batch's log power-spectrum mismatch with the training patches (``train.spectrum_loss``).
+batch's power-spectrum mismatch with the training patches (``train.spectrum_loss``).
 Each step updates D on a real batch and a fresh fake batch, then G on another fresh fake
 batch.
 
@@ -86,7 +86,7 @@ class TrainConfig:
     augment: bool = True           # random rotations/flips (D4) of real patches: CMB is isotropic
     ema: float = 0.0               # > 0: monitors, best checkpoint and sampling use an exponential moving
                                    # average of G's weights with this decay (0: G itself)
-    spectrum_weight: float = 0.0   # λ > 0: G's loss adds λ x the batch's log power-spectrum mismatch with the
+    spectrum_weight: float = 0.0   # λ > 0: G's loss adds λ x the batch's power-spectrum mismatch with the
                                    # training set (train.spectrum_loss); 0: the seed's plain J_G
     log_every: int = 50
     checkpoint_every: int = 500
