@@ -493,7 +493,7 @@ def _plot_history(history_csv):
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     top.plot(h["step"], h["d_loss"], label="J_D (discriminator)")
     top.plot(h["step"], h["g_loss"], label="J_G (generator)")
-    if np.any(h.get("g_spectrum", np.zeros(1)) > 0):
+    if np.any(h.get("g_spectrum", np.zeros(1)) != 0):  # the term is on (S itself hovers around 0, often below)
         top.plot(h["step"], h["g_spectrum"], label="S (G's spectrum term, before its weight)")
     top.set_ylabel("loss")
     top.legend(fontsize=8)
