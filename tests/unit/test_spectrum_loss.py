@@ -21,7 +21,16 @@ def gaussian_field(n, size, slope, seed):
 def term(target_patches, patches, top=16):
     matrix = spectrum_loss.ring_matrix(patches.shape[-1], top)
     target = spectrum_loss.ring_powers(target_patches, matrix)
-    return float(spectrum_loss.SpectrumMatch(target, matrix)(tf.constant(patches)))
+    weights = spectrum_loss.ring_weights(target_patches, matrix)
+    return float(spectrum_loss.SpectrumMatch(target, matrix, weights)(tf.constant(patches)))
+
+
+def boost_ring(patches, ring, factor):
+    """patches with the power of the modes k <= |k| < k + 1 multiplied by factor."""
+    k = np.fft.fftfreq(patches.shape[-1]) * patches.shape[-1]
+    modulus = np.hypot(k[:, None], k[None, :])
+    gain = np.where((modulus >= ring) & (modulus < ring + 1), np.sqrt(factor), 1.0)
+    return np.fft.ifft2(np.fft.fft2(patches) * gain).real.astype(np.float32)
 
 
 def test_rings_0_to_K_average_their_modes_and_nothing_beyond():
@@ -30,16 +39,31 @@ def test_rings_0_to_K_average_their_modes_and_nothing_beyond():
     np.testing.assert_allclose(matrix.sum(axis=0), 1.0)
     assert matrix[0, 0] == 1.0  # ring 0 is the (window-weighted) patch mean alone
     k = np.fft.fftfreq(32) * 32
-    ring = np.rint(np.hypot(k[:, None], k[None, :])).ravel()
-    assert (matrix > 0).sum(axis=1).max() == 1 and not matrix[ring > 16].any()
+    modulus = np.hypot(k[:, None], k[None, :]).ravel()
+    assert (matrix > 0).sum(axis=1).max() == 1 and not matrix[modulus >= 17].any()
+    assert matrix[modulus == 16, 16].all() and matrix[(modulus > 16) & (modulus < 17), 16].all()
+
+
+def test_every_monitor_bin_is_a_union_of_rings():
+    """Matching the rings matches the band powers the C_ell monitor scores, bin by bin."""
+    size, reso = 64, 4.0
+    top = spectrum_loss.top_wavenumber(size, reso, 2047)
+    matrix = spectrum_loss.ring_matrix(size, top)
+    binning = spectra.make_binning((size, size), reso, spectra.default_edges((size, size), reso, 2047))
+    rfft_columns = np.arange(size // 2 + 1)
+    ring = matrix.reshape(size, size, -1)[:, rfft_columns].argmax(axis=-1)  # the ring of each rfft2 mode
+    in_bin = np.digitize(binning.mode_ell, binning.edges) - 1
+    for b in range(binning.nbins):
+        np.testing.assert_array_equal(binning.in_bins & (in_bin == b), np.isin(ring, [2 * b + 2, 2 * b + 3]))
 
 
 def test_the_scatter_of_patch_means_counts():
     x = gaussian_field(64, 32, 2.0, seed=9)
     offsets = np.random.default_rng(10).normal(0, 3 * x.std(), (64, 1, 1)).astype(np.float32)
-    # right small scales, too little scatter of the means: ring 0 (1 of 17) is ~100 % short
-    assert term(x + offsets, x) > 0.05
-    assert abs(term(x + offsets, x + offsets)) < 0.01
+    # right small scales, too little scatter of the means: ring 0 (1 of 17) is ~100 % short;
+    # a single mode scatters a lot between patches, so it weighs little, but it counts
+    assert term(x + offsets, x) > 0.002
+    assert term(x + offsets, x) > 3 * abs(term(x + offsets, x + offsets))
 
 
 def test_edge_jumps_do_not_count_as_small_scale_power():
@@ -105,6 +129,17 @@ def test_its_gradient_moves_a_patch_towards_the_target_spectrum():
             loss = match(x)
         adam.apply_gradients([(tape.gradient(loss, x), x)])
     assert float(match(x)) < 0.1 * before
+
+
+def test_rings_that_real_patches_pin_down_count_more():
+    """50 % too much power costs more in a ring of many modes (small scatter) than in one of few."""
+    real = gaussian_field(1024, 32, 2.0, seed=13)
+    batch = gaussian_field(256, 32, 2.0, seed=14)
+    matrix = spectrum_loss.ring_matrix(32, 16)
+    weights = spectrum_loss.ring_weights(real, matrix)
+    assert weights[12] > 3 * weights[2]  # ~6x the modes, a few times less scatter
+    few, many = term(real, boost_ring(batch, 2, 1.5)), term(real, boost_ring(batch, 12, 1.5))
+    assert many > 3 * few > 0
 
 
 def test_a_negative_weight_is_refused_naming_the_key():

@@ -401,8 +401,12 @@ def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
     size = cfg.model.image_size
     top = spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
     matrix = spectrum_loss.ring_matrix(size, top)
-    target = dist.root_computes(lambda: spectrum_loss.ring_powers(transform.to_net(real), matrix))
-    return spectrum_loss.SpectrumMatch(target, matrix)
+    target, weights = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
+    return spectrum_loss.SpectrumMatch(target, matrix, weights)
+
+
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return spectrum_loss.ring_powers(real_net, matrix), spectrum_loss.ring_weights(real_net, matrix)
 
 
 def _objects(trainer: GanTrainer) -> dict:
