@@ -1,11 +1,12 @@
 """DCGAN networks, the μK transform, and the checks a GAN run makes on its dataset."""
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cosmotrain import config
 from cosmotrain.data import shards
 from cosmotrain.errors import UserError
-from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator, upsamplings
+from cosmotrain.models.dcgan import IsotropicFilter, ModelConfig, build_discriminator, build_generator, upsamplings
 from cosmotrain.train import gan
 
 
@@ -73,3 +74,49 @@ def test_a_dataset_without_a_pixel_size_is_refused(tmp_path):
 def test_a_galaxy_dataset_is_refused(tiny_galaxies):
     with pytest.raises(UserError, match="'galaxies' dataset"):
         gan.open_data(gan_config(tiny_galaxies))
+
+
+def _random_filter(size, seed):
+    layer = IsotropicFilter(size)
+    layer(tf.zeros([1, 32, 32, 1]))
+    layer.kernel.assign(np.random.default_rng(seed).standard_normal((size, size)).astype(np.float32))
+    return layer
+
+
+def test_the_output_filter_starts_as_the_identity():
+    x = tf.random.stateless_normal([2, 32, 32, 1], [1, 2])
+    np.testing.assert_allclose(IsotropicFilter(9)(x).numpy(), x.numpy(), atol=1e-5)
+
+
+def test_the_output_filter_adds_no_preferred_direction():
+    """Rotating or mirroring a patch and then filtering equals filtering and then rotating."""
+    layer = _random_filter(7, seed=3)
+    x = np.random.default_rng(4).standard_normal((2, 32, 32, 1)).astype(np.float32)
+    y = layer(x).numpy()
+    for turn in (lambda a: np.rot90(a, 1, axes=(1, 2)), lambda a: np.swapaxes(a, 1, 2), lambda a: a[:, ::-1]):
+        np.testing.assert_allclose(layer(np.ascontiguousarray(turn(x))).numpy(), turn(y), atol=1e-3)
+
+
+def test_the_output_filter_is_a_correlation_with_reflected_edges():
+    layer = _random_filter(9, seed=5)
+    x = tf.random.stateless_normal([2, 32, 32, 1], [6, 7])
+    k = layer.STEP * layer.kernel.numpy()
+    k[4, 4] += 1.0  # it starts as the identity
+    turns = [k, k.T]
+    turns += [t[::-1] for t in turns]
+    turns += [t[:, ::-1] for t in turns]
+    symmetric = (sum(turns) / 8).astype(np.float32)[:, :, None, None]
+    direct = tf.nn.conv2d(tf.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT"), symmetric, 1, "VALID")
+    np.testing.assert_allclose(layer(x).numpy(), direct.numpy(), atol=1e-4)
+
+
+def test_a_generator_with_an_output_filter_makes_patches():
+    cfg = ModelConfig(g_filters=32, d_filters=8, upsample="resize-nearest", output_kernel=3, output_filter=9)
+    g = build_generator(cfg)
+    assert g.get_layer("spectrum_filter").count_params() == 81
+    assert g(np.zeros((2, cfg.latent_dim), np.float32), training=False).shape == (2, 64, 64)
+
+
+def test_an_even_output_filter_is_refused_naming_the_key():
+    with pytest.raises(UserError, match="model.output_filter"):
+        build_generator(ModelConfig(upsample="resize-nearest", output_kernel=3, output_filter=8))
