@@ -21,7 +21,7 @@ def gaussian_field(n, size, slope, seed):
 def term(target_patches, patches, top=16):
     matrix = spectrum_loss.ring_matrix(patches.shape[-1], top)
     target = spectrum_loss.ring_powers(target_patches, matrix)
-    weights = spectrum_loss.ring_weights(target_patches, matrix)
+    weights = spectrum_loss.ring_weights(spectrum_loss.patch_ring_powers(target_patches, matrix))
     return float(spectrum_loss.SpectrumMatch(target, matrix, weights)(tf.constant(patches)))
 
 
@@ -136,7 +136,7 @@ def test_rings_that_real_patches_pin_down_count_more():
     real = gaussian_field(1024, 32, 2.0, seed=13)
     batch = gaussian_field(256, 32, 2.0, seed=14)
     matrix = spectrum_loss.ring_matrix(32, 16)
-    weights = spectrum_loss.ring_weights(real, matrix)
+    weights = spectrum_loss.ring_weights(spectrum_loss.patch_ring_powers(real, matrix))
     assert weights[12] > 3 * weights[2]  # ~6x the modes, a few times less scatter
     few, many = term(real, boost_ring(batch, 2, 1.5)), term(real, boost_ring(batch, 12, 1.5))
     assert many > 3 * few > 0

@@ -406,7 +406,9 @@ def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
 
 
 def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return spectrum_loss.ring_powers(real_net, matrix), spectrum_loss.ring_weights(real_net, matrix)
+    """(target ring powers, ring weights) of real patches in network units, from one FFT pass."""
+    powers = spectrum_loss.patch_ring_powers(real_net, matrix)
+    return powers.mean(axis=0), spectrum_loss.ring_weights(powers)
 
 
 def _objects(trainer: GanTrainer) -> dict:

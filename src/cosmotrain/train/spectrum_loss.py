@@ -100,15 +100,16 @@ def ring_powers(patches: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return patch_ring_powers(patches, matrix).mean(axis=0)
 
 
-def ring_weights(patches: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def ring_weights(powers: np.ndarray) -> np.ndarray:
     """float64 [rings]: how tightly real patches pin each ring's mean down, P̄² / per-patch variance.
+
+    ``powers`` float [N, rings] are the real patches' ``patch_ring_powers``.
 
     The C_ℓ monitor divides each bin's error by the scatter of real band powers, so a ring
     whose power scatters little between patches (many modes, e.g. the dozens of modes
     around ℓ ≈ 1000) has to be matched more closely than one that scatters a lot (ring 0, a
     single mode). Capped at 1000 (3 % scatter) so a ring of constant power cannot take over.
     """
-    powers = patch_ring_powers(patches, matrix)
     mean, variance = powers.mean(axis=0), powers.var(axis=0)
     return mean**2 / np.maximum(variance, 1e-3 * mean**2 + np.finfo(np.float64).tiny)
 
