@@ -120,3 +120,23 @@ def test_a_generator_with_an_output_filter_makes_patches():
 def test_an_even_output_filter_is_refused_naming_the_key():
     with pytest.raises(UserError, match="model.output_filter"):
         build_generator(ModelConfig(upsample="resize-nearest", output_kernel=3, output_filter=8))
+
+
+def test_the_monitors_real_patches_are_drawn_one_by_one_from_the_whole_split(tmp_path):
+    """Neighbouring patches share their sky; a reference of a few blocks of neighbours is not fair.
+
+    Each patch holds its own index, so the drawn patches show where they came from.
+    """
+    n, block = 2048, 64
+    patches = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 4, 4)).copy()
+    attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0}
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+                         config={}, seed=0, samples_per_shard=700)
+    split = shards.ShardSet(tmp_path / "cmb", "train", kind="cmb")
+    drawn = gan.real_patches(split, 512, seed=2024)
+    index = drawn[:, 0, 0].astype(int)
+    assert np.all(drawn == index[:, None, None].astype(np.float32))  # whole patches, each where it was drawn
+    assert len(set(index)) == 512
+    assert len(set(index // block)) >= 28  # 8 blocks of 64 would touch 8 of the 32
+    assert np.any(np.diff(index) < 0)  # in random order: the reference (the first ones) is no corner of the set
+    np.testing.assert_array_equal(gan.real_patches(split, 512, seed=2024), drawn)

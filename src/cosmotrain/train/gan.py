@@ -169,16 +169,18 @@ def open_data(cfg: GanConfig) -> TrainData:
 
 
 def real_patches(split: shards.ShardSet, n: int, seed: int) -> np.ndarray:
-    """``n`` training patches float32 [n, H, W] μK, read as randomly chosen blocks (seeded)."""
-    runs = shards.epoch_runs(split.n, 0, 1, seed, epoch=0)
-    out, have = [], 0
-    for a, b in runs:
-        take = min(b - a, n - have)
-        out.append(split.read(a, a + take, FIELDS)["patches"])
-        have += take
-        if have == n:
-            break
-    return np.concatenate(out)
+    """``n`` training patches float32 [n, H, W] μK, each drawn at random (seeded), in random order.
+
+    One by one, not in blocks of neighbours: neighbouring patches of a CMB set are cut from
+    neighbouring skies and share their projection onto the map's pixels. On the tiny set the
+    band power at ℓ ≈ 1430 varies 2.8 × more between blocks of 64 than independent patches
+    would, and a reference read as 8 such blocks sat 4–5 σ from the other patches there: real
+    patches scored 1.4 × the C_ℓ floor against it (1.06–1.10 against patches drawn one by one).
+    """
+    chosen = np.random.default_rng([seed, 4]).choice(split.n, size=n, replace=False)
+    order = np.argsort(chosen)  # read in file order, place each patch at its drawn position
+    runs = [(int(chosen[i]), int(chosen[i]) + 1) for i in order]
+    return split.read_runs(runs, FIELDS, rows=order)["patches"]
 
 
 class Transform(NamedTuple):
