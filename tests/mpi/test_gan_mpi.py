@@ -13,7 +13,7 @@ pytestmark = pytest.mark.mpi
 # 32x32 patches, small networks, 8 steps of 2 ranks x 8 patches; monitors on 32 patches.
 TINY = ["model.image_size=32", "model.latent_dim=16", "model.g_filters=32", "model.d_filters=8",
         "train.batch_size=8", "train.log_every=2", "train.checkpoint_every=4", "train.label_flip=0.1", "train.ema=0.9",
-        "train.spectrum_weight=1.0",
+        "train.spectrum_weight=1.0", "train.variance_weight=8.0",
         "monitor.every=4", "monitor.generated=32", "monitor.group_size=2", "monitor.reference=32",
         "monitor.ks_draws=2", "monitor.pixels_per_patch=16", "monitor.examples=2"]
 

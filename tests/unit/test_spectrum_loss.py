@@ -156,3 +156,59 @@ def test_rings_without_real_power_are_left_out_instead_of_overflowing():
     rough = smooth + 0.01 * np.random.default_rng(12).standard_normal(smooth.shape).astype(np.float32)
     assert abs(term(smooth, smooth)) < 0.05  # float32 round-off in empty rings would give ~10
     assert 0.5 < term(smooth, rough) < 100  # the added small-scale noise, seen where there is real power
+
+
+def cmb_like(n, seed):
+    """32x32 patches with power on every scale and patch means that scatter (0.5 σ), like CMB cut-outs."""
+    field = gaussian_field(n, 32, 2.0, seed)
+    means = np.random.default_rng(seed).standard_normal((n, 1, 1)) * 0.5 * field.std()
+    return (field + means).astype(np.float32)
+
+
+def variance_part(real, weight=1.0):
+    """The variance part of S alone (S with it minus S without it), as a function of patches."""
+    matrix = spectrum_loss.ring_matrix(real.shape[-1], 16)
+    target, moments = spectrum_loss.ring_powers(real, matrix), spectrum_loss.pixel_moments(real).numpy()
+    with_it = spectrum_loss.SpectrumMatch(target, matrix, None, moments, weight)
+    without = spectrum_loss.SpectrumMatch(target, matrix)
+    return lambda patches: with_it(patches) - without(patches)
+
+
+def test_the_variance_part_costs_nothing_on_average_for_the_real_law_and_charges_a_narrow_batch():
+    """The KS monitor sees a generator whose pixels are 20 % too narrow; the variance part does too."""
+    real = cmb_like(2048, seed=21)
+    part = variance_part(real)
+    same_law = [float(part(cmb_like(32, seed=100 + i))) for i in range(100)]
+    narrow = [float(part(0.8 * cmb_like(32, seed=100 + i))) for i in range(100)]
+    moments, shrunk = spectrum_loss.pixel_moments(real).numpy(), spectrum_loss.pixel_moments(0.8 * real).numpy()
+    z = (shrunk.mean(axis=0) - moments.mean(axis=0)) / moments.std(axis=0)
+    expected = np.sum(z**2) / 17  # w / (K·ū) with w = 1, 17 rings all weighing 1
+    assert abs(np.mean(same_law)) < 0.2 * np.mean(narrow)
+    assert 0.7 * expected < np.mean(narrow) < 1.4 * expected
+
+
+def test_the_variance_part_teaches_a_generator_the_pixel_mean_and_both_parts_of_the_variance():
+    """An offset, or means that scatter too much making up for too little variance inside, are unlearnt.
+
+    The generator draws fresh patches each step, adds c and scales their means by a and the
+    rest by b. It starts 0.2 σ off, with about the right total variance but neither part of
+    it right, and learns from the variance part alone.
+    """
+    real = cmb_like(2048, seed=22)
+    part, sigma = variance_part(real, weight=10.0), float(real.std())
+    c, a, b = tf.Variable(0.2 * sigma), tf.Variable(1.5), tf.Variable(0.8)
+    adam = tf.keras.optimizers.Adam(0.01)
+    for step in range(300):
+        batch = tf.constant(cmb_like(32, seed=1000 + step))
+        means = tf.reduce_mean(batch, axis=[1, 2], keepdims=True)
+        with tf.GradientTape() as tape:
+            loss = part(c + a * means + b * (batch - means))
+        adam.apply_gradients(zip(tape.gradient(loss, [c, a, b]), [c, a, b]))
+    assert abs(float(c)) < 0.03 * sigma and abs(float(a) - 1.0) < 0.15 and abs(float(b) - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("spectrum_weight, variance_weight", [(30.0, -1.0), (0.0, 1.0)])
+def test_a_variance_weight_that_cannot_work_is_refused_naming_the_key(spectrum_weight, variance_weight):
+    with pytest.raises(ConfigError, match="train.variance_weight"):
+        gan._check(gan.GanConfig(train=gan.TrainConfig(spectrum_weight=spectrum_weight,
+                                                       variance_weight=variance_weight)))

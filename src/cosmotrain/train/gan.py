@@ -88,6 +88,8 @@ class TrainConfig:
                                    # average of G's weights with this decay (0: G itself)
     spectrum_weight: float = 0.0   # λ > 0: G's loss adds λ x the batch's power-spectrum mismatch with the
                                    # training set (train.spectrum_loss); 0: the seed's plain J_G
+    variance_weight: float = 0.0   # w > 0: that mismatch also counts the patches' mean, squared mean and inner
+                                   # variance, w x as much as a ring of the same scatter; needs spectrum_weight > 0
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -130,6 +132,9 @@ def _check(cfg: GanConfig) -> None:
                           f"(got {t.label_smoothing}, {t.label_flip})")
     if not t.spectrum_weight >= 0:
         raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got {t.spectrum_weight}")
+    if not t.variance_weight >= 0 or (t.variance_weight > 0 and t.spectrum_weight == 0):
+        raise ConfigError(f"train.variance_weight must be >= 0 and needs train.spectrum_weight > 0 (it is a part "
+                          f"of the spectrum term), got {t.variance_weight} with spectrum_weight {t.spectrum_weight}")
     if cfg.data.scale_sigmas <= 0:
         raise ConfigError(f"data.scale_sigmas must be > 0, got {cfg.data.scale_sigmas}")
 
@@ -403,14 +408,14 @@ def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
     size = cfg.model.image_size
     top = spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
     matrix = spectrum_loss.ring_matrix(size, top)
-    target, weights = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
-    return spectrum_loss.SpectrumMatch(target, matrix, weights)
+    target, weights, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
+    return spectrum_loss.SpectrumMatch(target, matrix, weights, moments, cfg.train.variance_weight)
 
 
-def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(target ring powers, ring weights) of real patches in network units, from one FFT pass."""
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(target ring powers, ring weights, per-patch pixel moments) of real patches in network units."""
     powers = spectrum_loss.patch_ring_powers(real_net, matrix)
-    return powers.mean(axis=0), spectrum_loss.ring_weights(powers)
+    return powers.mean(axis=0), spectrum_loss.ring_weights(powers), spectrum_loss.pixel_moments(real_net).numpy()
 
 
 def _objects(trainer: GanTrainer) -> dict:
