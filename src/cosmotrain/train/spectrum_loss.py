@@ -180,7 +180,7 @@ class SpectrumMatch:
         weights = np.ones(len(target)) if weights is None else np.asarray(weights, dtype=np.float64)
         scale, rings = weights[keep].mean(), int(keep.sum())
         self.weights = tf.constant(weights[keep] / scale, tf.float32)
-        self.variance_weight = float(variance_weight)
+        self.moment_weight = 0.0  # > 0 only with the pixel moments
         if variance_weight > 0:
             real = np.asarray(moments, dtype=np.float64) if moments is not None else np.zeros((0, 3))
             if real.ndim != 2 or real.shape[1] != 3 or len(real) < 2 or not np.all(real.std(axis=0) > 0):
@@ -195,7 +195,7 @@ class SpectrumMatch:
         power = tf.square(tf.math.real(modes)) + tf.square(tf.math.imag(modes))
         ratio = tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), self.matrix)  # [B, rings], target = 1
         rings = tf.reduce_mean(self.weights * _unbiased_square_error(ratio))
-        if self.variance_weight == 0:
+        if self.moment_weight == 0:
             return rings
         z = (tf.reduce_mean(pixel_moments(x), axis=0) - self.moments) / self.moment_scatter
         batch = tf.cast(tf.shape(x)[0], tf.float32)
