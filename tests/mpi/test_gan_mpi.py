@@ -47,7 +47,8 @@ ctx = dist.init_horovod()
 cfg = config.load(gan.GanConfig, None, %r)
 seed_everything(cfg.train.seed + ctx.rank, True)  # on purpose: ranks start from different weights
 rings = spectrum_loss.ring_matrix(32, 16)
-spectrum = spectrum_loss.SpectrumMatch(np.full(rings.shape[1], 1e-3), rings)
+real_net = np.random.default_rng(0).normal(0, 0.3, (16, 32, 32))
+spectrum = spectrum_loss.SpectrumMatch(spectrum_loss.patch_ring_powers(real_net, rings), rings)
 trainer = gan.GanTrainer(cfg, gan.Transform(0.0, 300.0), steps_per_epoch=10, spectrum=spectrum)
 G, D = trainer.generator, trainer.discriminator
 start = weights_digest(G.variables + D.variables)

@@ -20,9 +20,8 @@ def gaussian_field(n, size, slope, seed):
 
 def term(target_patches, patches, top=16):
     matrix = spectrum_loss.ring_matrix(patches.shape[-1], top)
-    target = spectrum_loss.ring_powers(target_patches, matrix)
-    weights = spectrum_loss.ring_weights(spectrum_loss.patch_ring_powers(target_patches, matrix))
-    return float(spectrum_loss.SpectrumMatch(target, matrix, weights)(tf.constant(patches)))
+    powers = spectrum_loss.patch_ring_powers(target_patches, matrix)
+    return float(spectrum_loss.SpectrumMatch(powers, matrix)(tf.constant(patches)))
 
 
 def boost_ring(patches, ring, factor):
@@ -31,6 +30,12 @@ def boost_ring(patches, ring, factor):
     modulus = np.hypot(k[:, None], k[None, :])
     gain = np.where((modulus >= ring) & (modulus < ring + 1), np.sqrt(factor), 1.0)
     return np.fft.ifft2(np.fft.fft2(patches) * gain).real.astype(np.float32)
+
+
+def modulated(patches, amplitude, seed):
+    """Each patch scaled by (1 + a·g)/√(1 + a²), g ~ N(0, 1): the same mean power, more scatter between patches."""
+    g = np.random.default_rng(seed).standard_normal((len(patches), 1, 1))
+    return (patches * (1.0 + amplitude * g) / np.sqrt(1.0 + amplitude**2)).astype(np.float32)
 
 
 def test_rings_0_to_K_average_their_modes_and_nothing_beyond():
@@ -92,9 +97,9 @@ def test_the_top_wavenumber_is_nyquist_or_lmax():
 
 def test_a_batch_scaled_by_a_scores_its_relative_power_error_squared():
     x = gaussian_field(32, 32, 2.0, seed=1)
-    # against its own spectrum a batch scores −(its sample-variance term); scaled by a, every
-    # ring's power is a² times larger: S = (a² − 1)² − a⁴ · that term
-    assert term(x, 1.5 * x) == pytest.approx((1.5 ** 2 - 1) ** 2 + 1.5 ** 4 * term(x, x), rel=1e-4)
+    # against its own spectrum a batch scores −(the real sample-variance term); scaled by a,
+    # every ring's power is a² times larger: S = (a² − 1)² − that same term
+    assert term(x, 1.5 * x) == pytest.approx((1.5 ** 2 - 1) ** 2 + term(x, x), rel=1e-4)
     assert term(x, x) < 0
 
 
@@ -109,6 +114,20 @@ def test_the_sample_variance_of_a_batch_is_taken_out():
     assert plain > 0.002 and abs(corrected) < 0.2 * plain
 
 
+def test_patches_that_scatter_more_than_real_ones_gain_nothing():
+    """Loud and quiet patches with the right mean power cost more than real ones.
+
+    With the batch's own scatter as the correction they cost nothing here (−0.0007 against
+    0.0000), and where BatchNorm couples a training batch they gained: with λ = 100 a
+    generator drove S to −7 and D won outright.
+    """
+    real = gaussian_field(2048, 32, 2.0, seed=33)
+    batches = [gaussian_field(32, 32, 2.0, seed=400 + i) for i in range(50)]
+    same_law = np.mean([term(real, b) for b in batches])
+    loud_and_quiet = np.mean([term(real, modulated(b, 0.5, i)) for i, b in enumerate(batches)])
+    assert loud_and_quiet > same_law + 0.002
+
+
 def test_the_right_spectrum_scores_near_its_noise_and_white_noise_far_above():
     real = gaussian_field(512, 32, 2.0, seed=2)
     same_law = gaussian_field(32, 32, 2.0, seed=3)
@@ -121,7 +140,7 @@ def test_its_gradient_moves_a_patch_towards_the_target_spectrum():
     real = gaussian_field(256, 32, 2.0, seed=5)
     x = tf.Variable(0.5 * gaussian_field(16, 32, 2.0, seed=6))
     matrix = spectrum_loss.ring_matrix(32, 16)
-    match = spectrum_loss.SpectrumMatch(spectrum_loss.ring_powers(real, matrix), matrix)
+    match = spectrum_loss.SpectrumMatch(spectrum_loss.patch_ring_powers(real, matrix), matrix, weighted=False)
     before = float(match(x))
     adam = tf.keras.optimizers.Adam(0.01)
     for _ in range(50):
@@ -168,9 +187,9 @@ def cmb_like(n, seed):
 def variance_part(real, weight=1.0):
     """The variance part of S alone (S with it minus S without it), as a function of patches."""
     matrix = spectrum_loss.ring_matrix(real.shape[-1], 16)
-    target, moments = spectrum_loss.ring_powers(real, matrix), spectrum_loss.pixel_moments(real).numpy()
-    with_it = spectrum_loss.SpectrumMatch(target, matrix, None, moments, weight)
-    without = spectrum_loss.SpectrumMatch(target, matrix)
+    powers, moments = spectrum_loss.patch_ring_powers(real, matrix), spectrum_loss.pixel_moments(real).numpy()
+    with_it = spectrum_loss.SpectrumMatch(powers, matrix, False, moments, weight)
+    without = spectrum_loss.SpectrumMatch(powers, matrix, False)
     return lambda patches: with_it(patches) - without(patches)
 
 

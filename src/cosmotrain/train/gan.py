@@ -408,14 +408,13 @@ def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
     size = cfg.model.image_size
     top = spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
     matrix = spectrum_loss.ring_matrix(size, top)
-    target, weights, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
-    return spectrum_loss.SpectrumMatch(target, matrix, weights, moments, cfg.train.variance_weight)
+    powers, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
+    return spectrum_loss.SpectrumMatch(powers, matrix, True, moments, cfg.train.variance_weight)
 
 
-def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(target ring powers, ring weights, per-patch pixel moments) of real patches in network units."""
-    powers = spectrum_loss.patch_ring_powers(real_net, matrix)
-    return powers.mean(axis=0), spectrum_loss.ring_weights(powers), spectrum_loss.pixel_moments(real_net).numpy()
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per-patch ring powers, per-patch pixel moments) of real patches in network units."""
+    return spectrum_loss.patch_ring_powers(real_net, matrix), spectrum_loss.pixel_moments(real_net).numpy()
 
 
 def _objects(trainer: GanTrainer) -> dict:
