@@ -122,6 +122,19 @@ def test_an_even_output_filter_is_refused_naming_the_key():
         build_generator(ModelConfig(upsample="resize-nearest", output_kernel=3, output_filter=8))
 
 
+@pytest.mark.parametrize("minibatch_std", [False, True])
+def test_only_the_minibatch_std_channel_lets_d_see_how_much_the_rest_of_its_batch_scatters(minibatch_std):
+    """A patch's logit changes when the other patches of its batch get louder, with the channel only."""
+    cfg = ModelConfig(image_size=32, d_filters=8, kernel=3, d_minibatch_std=minibatch_std)
+    D = build_discriminator(cfg)
+    batch = np.random.default_rng(3).normal(0, 0.2, (8, 32, 32)).astype(np.float32)
+    louder = batch.copy()
+    louder[1:] *= 3.0
+    first, again = D(batch, training=False)[0, 0], D(louder, training=False)[0, 0]
+    assert (abs(float(first) - float(again)) > 1e-4 * abs(float(first))) == minibatch_std
+    assert D.output_shape == (None, 1)
+
+
 def test_the_monitors_real_patches_are_drawn_one_by_one_from_the_whole_split(tmp_path):
     """Neighbouring patches share their sky; a reference of a few blocks of neighbours is not fair.
 
