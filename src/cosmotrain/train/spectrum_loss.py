@@ -48,7 +48,7 @@ What shaped it (each measured on the tiny CMB set, see the README):
   training batch, so their mean power scatters less than σ̂²/B says, and G was paid for
   scatter. S fell to −7 by step 5000 and D won outright (C_ℓ 900 × its floor). At λ = 30
   S settled at −0.007 from step 4500 on, below any real batch's average, and the
-  patches' power at ℓ ≈ 580–1260 scattered 1.15–1.5 × as much as real ones.
+  patches' power at ℓ ≈ 580–1260 scattered 1.14–1.51 × as much as real ones.
 
 With ``train.variance_weight`` > 0, S also counts three pixel moments of the batch (the
 patches' mean, squared mean and inner variance), for the KS monitor: see ``SpectrumMatch``.
