@@ -135,21 +135,6 @@ def pixel_moments(patches) -> "tf.Tensor":
     return tf.stack([means, tf.square(means), inner], axis=1)
 
 
-def _mean_error(values, real: tuple):
-    """Σ_j [(m̄_j − m̄_j,real)² / σ²_j,real − 1/B] of per-patch values float32 [B, J]; real = (m̄, σ)."""
-    batch = tf.cast(tf.shape(values)[0], tf.float32)
-    z = (tf.reduce_mean(values, axis=0) - real[0]) / real[1]
-    return tf.reduce_sum(tf.square(z) - 1.0 / batch)
-
-
-def _real_means(values: np.ndarray | None, columns: int, what: str) -> tuple:
-    """(mean, σ) over patches of real per-patch values float [N, columns], as float32 constants."""
-    real = np.asarray(values, dtype=np.float64) if values is not None else np.zeros((0, columns))
-    if real.ndim != 2 or real.shape[1] != columns or len(real) < 2 or not np.all(real.std(axis=0) > 0):
-        raise ValueError(f"{what} needs the real patches' values (N >= 2 patches, not all equal)")
-    return tf.constant(real.mean(axis=0), tf.float32), tf.constant(real.std(axis=0, ddof=1), tf.float32)
-
-
 class SpectrumMatch:
     """``S`` of a batch of generated patches against a fixed target spectrum (TensorFlow).
 
@@ -199,7 +184,11 @@ class SpectrumMatch:
         self.weights = tf.constant(weights / scale, tf.float32)
         self.moment_weight = variance_weight / scale / rings  # 0: without the pixel moments
         if variance_weight > 0:
-            self.moments = _real_means(moments, 3, "a variance weight")
+            real = np.asarray(moments, dtype=np.float64) if moments is not None else np.zeros((0, 3))
+            if real.ndim != 2 or real.shape[1] != 3 or len(real) < 2 or not np.all(real.std(axis=0) > 0):
+                raise ValueError("a variance weight needs the real patches' pixel_moments (N >= 2, not all equal)")
+            self.moments = tf.constant(real.mean(axis=0), tf.float32)
+            self.moment_scatter = tf.constant(real.std(axis=0, ddof=1), tf.float32)
 
     def __call__(self, patches):
         x = tf.cast(patches, tf.float32)
@@ -210,5 +199,6 @@ class SpectrumMatch:
         bias = tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch
         total = tf.reduce_mean(self.weights * bias)
         if self.moment_weight > 0:
-            total += self.moment_weight * _mean_error(pixel_moments(x), self.moments)
+            z = (tf.reduce_mean(pixel_moments(x), axis=0) - self.moments) / self.moment_scatter
+            total += self.moment_weight * tf.reduce_sum(tf.square(z) - 1.0 / batch)
         return total
