@@ -226,8 +226,42 @@ def test_the_variance_part_teaches_a_generator_the_pixel_mean_and_both_parts_of_
     assert abs(float(c)) < 0.03 * sigma and abs(float(a) - 1.0) < 0.15 and abs(float(b) - 1.0) < 0.05
 
 
-@pytest.mark.parametrize("spectrum_weight, variance_weight", [(30.0, -1.0), (0.0, 1.0)])
-def test_a_variance_weight_that_cannot_work_is_refused_naming_the_key(spectrum_weight, variance_weight):
-    with pytest.raises(ConfigError, match="train.variance_weight"):
-        gan._check(gan.GanConfig(train=gan.TrainConfig(spectrum_weight=spectrum_weight,
-                                                       variance_weight=variance_weight)))
+@pytest.mark.parametrize("key", ["variance_weight", "scatter_weight"])
+@pytest.mark.parametrize("spectrum_weight, weight", [(30.0, -1.0), (0.0, 1.0)])
+def test_a_part_weight_that_cannot_work_is_refused_naming_the_key(key, spectrum_weight, weight):
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        gan._check(gan.GanConfig(train=gan.TrainConfig(spectrum_weight=spectrum_weight, **{key: weight})))
+
+
+def scatter_part(real, weight=1.0):
+    """The scatter part of S alone (S with it minus S without it), as a function of patches."""
+    matrix = spectrum_loss.ring_matrix(real.shape[-1], 16)
+    powers = spectrum_loss.patch_ring_powers(real, matrix)
+    with_it = spectrum_loss.SpectrumMatch(powers, matrix, scatter_weight=weight)
+    without = spectrum_loss.SpectrumMatch(powers, matrix)
+    return lambda patches: with_it(patches) - without(patches)
+
+
+def test_the_scatter_part_charges_patches_that_scatter_more_or_less_than_real_ones():
+    """The monitors' floor is the real scatter: louder and quieter patches, or all alike, both miss it."""
+    real = gaussian_field(2048, 32, 2.0, seed=41)
+    part = scatter_part(real)
+    batches = [gaussian_field(32, 32, 2.0, seed=500 + i) for i in range(40)]
+    same_law = np.mean([float(part(b)) for b in batches])
+    loud_and_quiet = np.mean([float(part(modulated(b, 0.5, i))) for i, b in enumerate(batches)])
+    alike = np.mean([float(part(b / b.std(axis=(1, 2), keepdims=True) * real.std())) for b in batches])
+    assert loud_and_quiet > 10 * same_law and alike > 1.5 * same_law
+
+
+def test_the_scatter_part_teaches_a_generator_to_stop_making_loud_and_quiet_patches():
+    """Fresh patches each step, each scaled by (1 + a·g): a starts at 0.6 and learns from the scatter part alone."""
+    real = gaussian_field(2048, 32, 2.0, seed=42)
+    part, a = scatter_part(real), tf.Variable(0.6)
+    adam = tf.keras.optimizers.Adam(0.01)
+    for step in range(150):
+        batch = tf.constant(gaussian_field(32, 32, 2.0, seed=2000 + step))
+        g = tf.constant(np.random.default_rng(step).standard_normal((32, 1, 1)), tf.float32)
+        with tf.GradientTape() as tape:
+            loss = part(batch * (1.0 + a * g))
+        adam.apply_gradients([(tape.gradient(loss, a), a)])
+    assert abs(float(a)) < 0.15

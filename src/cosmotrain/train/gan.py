@@ -90,6 +90,8 @@ class TrainConfig:
                                    # training set (train.spectrum_loss); 0: the seed's plain J_G
     variance_weight: float = 0.0   # w > 0: that mismatch also counts the patches' mean, squared mean and inner
                                    # variance, w x as much as a ring of the same scatter; needs spectrum_weight > 0
+    scatter_weight: float = 0.0    # c > 0: that mismatch also counts how far each ring's power scatters between
+                                   # the batch's patches from the real scatter; needs spectrum_weight > 0
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -132,9 +134,11 @@ def _check(cfg: GanConfig) -> None:
                           f"(got {t.label_smoothing}, {t.label_flip})")
     if not t.spectrum_weight >= 0:
         raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got {t.spectrum_weight}")
-    if not t.variance_weight >= 0 or (t.variance_weight > 0 and t.spectrum_weight == 0):
-        raise ConfigError(f"train.variance_weight must be >= 0 and needs train.spectrum_weight > 0 (it is a part "
-                          f"of the spectrum term), got {t.variance_weight} with spectrum_weight {t.spectrum_weight}")
+    for key in ("variance_weight", "scatter_weight"):
+        weight = getattr(t, key)
+        if not weight >= 0 or (weight > 0 and t.spectrum_weight == 0):
+            raise ConfigError(f"train.{key} must be >= 0 and needs train.spectrum_weight > 0 (it is a part "
+                              f"of the spectrum term), got {weight} with spectrum_weight {t.spectrum_weight}")
     if cfg.data.scale_sigmas <= 0:
         raise ConfigError(f"data.scale_sigmas must be > 0, got {cfg.data.scale_sigmas}")
 
@@ -409,7 +413,8 @@ def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
     top = spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
     matrix = spectrum_loss.ring_matrix(size, top)
     powers, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
-    return spectrum_loss.SpectrumMatch(powers, matrix, True, moments, cfg.train.variance_weight)
+    return spectrum_loss.SpectrumMatch(powers, matrix, True, moments, cfg.train.variance_weight,
+                                       cfg.train.scatter_weight)
 
 
 def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
