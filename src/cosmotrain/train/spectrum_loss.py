@@ -51,7 +51,9 @@ What shaped it (each measured on the tiny CMB set, see the README):
   patches' power at ℓ ≈ 580–1260 scattered 1.14–1.51 × as much as real ones.
 
 With ``train.variance_weight`` > 0, S also counts three pixel moments of the batch (the
-patches' mean, squared mean and inner variance), for the KS monitor: see ``SpectrumMatch``.
+patches' mean, squared mean and inner variance), for the KS monitor; with
+``train.scatter_weight`` > 0, how much each ring's power scatters between the batch's
+patches, for the C_ℓ monitor's floor: see ``SpectrumMatch``.
 
 The science monitors average many more patches, so they still judge the result on their
 own. λ = 0 (the default of ``TrainConfig``) is the seed's plain J_G.
