@@ -91,8 +91,8 @@ def _reference(root, split: str, shape: tuple, n_samples: int, cfg):
     half = real.n // 2
     k = min(n_samples, real.n - half)
     cfg = dataclasses.replace(cfg, generated=k, group_size=min(cfg.group_size, k), examples=min(cfg.examples, k))
-    probe = monitors.make_probe(patches[:half], float(real.attrs["reso_arcmin"]), real.attrs.get("lmax"), cfg)
-    return monitors.build_reference(patches[:half], patches[half:], probe, cfg), k
+    return monitors.build_reference(patches[:half], patches[half:], float(real.attrs["reso_arcmin"]),
+                                    real.attrs.get("lmax"), cfg), k
 
 
 def _measure(path: Path, n: int, probe, k: int, batch: int):

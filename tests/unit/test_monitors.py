@@ -20,8 +20,7 @@ def gaussian_sky(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference():
     real = gaussian_sky(CFG.reference + 2 * CFG.generated, seed=1)
-    probe = monitors.make_probe(real[:CFG.reference], RESO, 2000, CFG)
-    return monitors.build_reference(real[:CFG.reference], real[CFG.reference:], probe, CFG)
+    return monitors.build_reference(real[:CFG.reference], real[CFG.reference:], RESO, 2000, CFG)
 
 
 def evaluate(reference, patches):

@@ -79,15 +79,13 @@ def fresh_latent_sets(run: Path, sets: int) -> dict:
     from cosmotrain.science import monitors
     from cosmotrain.train import gan
     cfg = config.load(gan.GanConfig, str(run / "config.yaml"), [])
-    data = gan.TrainData(shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb"), {}, 0)
-    attrs = dict(data.train.attrs)
-    real = gan.monitor_patches(data, cfg.monitor)
-    probe = monitors.make_probe(real[:cfg.monitor.reference], attrs["reso_arcmin"], attrs.get("lmax"), cfg.monitor)
-    reference = monitors.build_reference(real[:cfg.monitor.reference], real[cfg.monitor.reference:], probe,
-                                         cfg.monitor)
+    split, n_ref = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb"), cfg.monitor.reference
+    real = gan.monitor_patches(split, cfg.monitor)  # the run's own reference and pool
+    reference = monitors.build_reference(real[:n_ref], real[n_ref:], split.attrs["reso_arcmin"],
+                                         split.attrs.get("lmax"), cfg.monitor)
     generator, latent_dim, _ = gan.load_generator(run, "latest")
     rng = np.random.default_rng(LATENT_SEED)
-    scores = np.array([_scores(reference, probe, generator(rng.standard_normal(
+    scores = np.array([_scores(reference, generator(rng.standard_normal(
         (cfg.monitor.generated, latent_dim)).astype(np.float32))) for _ in range(sets)])
     cl, ks = scores[:, 0], scores[:, 1]
     return {"sets": sets, "seed": LATENT_SEED, "cl_median": round(float(np.median(cl)), 3),
@@ -98,9 +96,9 @@ def fresh_latent_sets(run: Path, sets: int) -> dict:
             "both_met": float(np.mean((cl <= TARGET) & (ks <= KS_TARGET)))}
 
 
-def _scores(reference, probe, patches) -> tuple[float, float]:
+def _scores(reference, patches) -> tuple[float, float]:
     from cosmotrain.science import monitors
-    result = monitors.score(reference, probe.measure(patches))
+    result = monitors.score(reference, reference.probe.measure(patches))
     return result["cl_error_over_floor"], result["ks_over_floor"]
 
 

@@ -204,10 +204,13 @@ class Reference:
         return self.probe.binning.ell
 
 
-def build_reference(reference: np.ndarray, pool: np.ndarray, probe: Probe, cfg: MonitorConfig) -> Reference:
-    """Reference statistics from real patches float [n_ref, H, W] and [n_pool >= N, H, W], μK."""
+def build_reference(reference: np.ndarray, pool: np.ndarray, reso_arcmin: float, lmax: float | None,
+                    cfg: MonitorConfig) -> Reference:
+    """The probe (``make_probe`` of the reference) and the statistics of real patches float
+    [n_ref, H, W] and [n_pool >= N, H, W], μK, of pixel side ``reso_arcmin``."""
     if len(pool) < cfg.generated:
         raise UserError(f"the KS floor needs {cfg.generated} held-out real patches, got {len(pool)}")
+    probe = make_probe(reference, reso_arcmin, lmax, cfg)
     ref = probe.measure(reference, keep_examples=True)
     held = probe.measure(pool)
     ks_floor = _ks_floor(held.pixels.reshape(len(pool), -1), ref.pixels, cfg)

@@ -352,8 +352,8 @@ class RunMonitor:
         self.latents = z[ctx.rank::ctx.size]  # the same N patches whatever the rank count
         self.reference = None
         if ctx.is_root:
-            probe = monitors.make_probe(real[:cfg.reference], attrs["reso_arcmin"], attrs.get("lmax"), cfg)
-            self.reference = monitors.build_reference(real[:cfg.reference], real[cfg.reference:], probe, cfg)
+            self.reference = monitors.build_reference(real[:cfg.reference], real[cfg.reference:],
+                                                      attrs["reso_arcmin"], attrs.get("lmax"), cfg)
         self.probe = dist.broadcast_object(self.reference.probe if ctx.is_root else None)
 
     def run(self, trainer: GanTrainer) -> dict:
@@ -369,7 +369,7 @@ class RunMonitor:
 POOL_SETS = 8  # the floors' held-out pool: up to 8 sets of N real patches
 
 
-def monitor_patches(data: TrainData, cfg: MonitorConfig) -> np.ndarray:
+def monitor_patches(split: shards.ShardSet, cfg: MonitorConfig) -> np.ndarray:
     """The real patches of the monitors: ``reference`` then a held-out pool (<= 8N), float32 μK.
 
     The KS floor is the mean distance of N-patch subsets of the pool, so it is only as good
@@ -378,8 +378,8 @@ def monitor_patches(data: TrainData, cfg: MonitorConfig) -> np.ndarray:
     the other 4N training patches; the pixel KS of one set of N patches scatters widely
     (p10-p90 0.45-2.2 × its mean), so no pool makes that 100 %.
     """
-    n_pool = min(data.train.n - cfg.reference, POOL_SETS * cfg.generated)
-    return real_patches(data.train, cfg.reference + n_pool, cfg.seed)
+    n_pool = min(split.n - cfg.reference, POOL_SETS * cfg.generated)
+    return real_patches(split, cfg.reference + n_pool, cfg.seed)
 
 
 # ---------------------------------------------------------------- the run
@@ -394,7 +394,7 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
     data = open_data(cfg)
     run = claim_run_dir(run_dir, resume, overwrite)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    real = dist.on_root(monitor_patches, data, cfg.monitor)
+    real = dist.on_root(monitor_patches, data.train, cfg.monitor)
     fitted = dist.on_root(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, Transform(*dist.broadcast_object(fitted)), resume)
     monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim)
