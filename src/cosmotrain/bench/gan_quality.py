@@ -7,7 +7,9 @@ of steps chosen to fit the time budget, and reads the run's ``metrics.json``:
     ratio = final worst-bin C_ℓ error / its sample-variance floor   (target <= 1.2)
 
 and, beside it, the KS distance over its real-vs-real floor (target <= 1.5), the best
-monitor of the run, and the per-bin ratios. Time budget on a quiet 2-core machine: about
+monitor of the run, and the per-bin ratios; then the final checkpoint on fresh latent
+sets, and its power on the Nyquist lines of G's inner grids (where the worst bin, ℓ ≈ 750,
+loses power: README). Time budget on a quiet 2-core machine: about
 15 min for the full run (6000 steps, the learning rate decaying over them), about 5 min
 with ``--quick`` (2000 steps, the demo's run). 12000 steps (until 2026-11-26) ended no
 better: in every such run D pulled ahead over the last few thousand steps, with the
@@ -54,6 +56,7 @@ def run(args) -> dict:
             "ks_over_floor": round(final["ks_over_floor"], 3), "ks_target": KS_TARGET,
             "goals_met": final["cl_error_over_floor"] <= TARGET and final["ks_over_floor"] <= KS_TARGET,
             "fresh_latent_sets": fresh_latent_sets(work / "run", LATENT_SETS),
+            "nyquist_lines": nyquist_lines(work / "run"),
             "best": {"step": metrics["best_step"], "cl_error_over_floor": best["cl_error_over_floor"],
                      "ks_over_floor": best["ks_over_floor"]},
             "cl_ratio_per_bin": [round(r, 3) for r in final["cl_ratio"]], "ell": final["ell"],
@@ -94,6 +97,27 @@ def fresh_latent_sets(run: Path, sets: int) -> dict:
             "ks_p10_p90": [round(float(v), 3) for v in np.percentile(ks, [10, 90])],
             "cl_goal_met": float(np.mean(cl <= TARGET)), "ks_goal_met": float(np.mean(ks <= KS_TARGET)),
             "both_met": float(np.mean((cl <= TARGET) & (ks <= KS_TARGET)))}
+
+
+def nyquist_lines(run: Path, patches: int = 4096) -> list[dict]:
+    """Generated ÷ real 2D power on each of G's inner grids' Nyquist lines, and off them.
+
+    G doubles its maps from ``base_size`` up; a map of side s carries no phase of its own on
+    the lines |k_x| or |k_y| = s/2 fundamentals, which the later layers have to make up. The
+    final checkpoint's ``patches`` patches against the monitors' real ones (``spectra.line_power_ratio``).
+    """
+    import numpy as np
+    from cosmotrain.data import shards
+    from cosmotrain.science import spectra
+    from cosmotrain.train import gan
+    cfg = config.load(gan.GanConfig, str(run / "config.yaml"), [])
+    real = gan.monitor_patches(shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb"), cfg.monitor)
+    generator, latent_dim, _ = gan.load_generator(run, "latest")
+    z = np.random.default_rng(LATENT_SEED).standard_normal((patches, latent_dim)).astype(np.float32)
+    made = np.concatenate([generator(z[i:i + 512]) for i in range(0, patches, 512)])
+    sides = [s for s in (cfg.model.base_size * 2**j for j in range(1, 8)) if 4 <= s < cfg.model.image_size]
+    return [dict(zip(("side", "on_lines", "rest_of_rings"), (s, *[round(r, 3) for r in
+                 spectra.line_power_ratio(made, real, s // 2)]))) for s in sides]
 
 
 def _scores(reference, patches) -> tuple[float, float]:

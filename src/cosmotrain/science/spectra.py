@@ -239,6 +239,35 @@ def mode_powers(patches: np.ndarray, binning: Binning) -> np.ndarray:
     return np.abs(np.fft.rfft2(y)) ** 2 * binning.norm
 
 
+def line_power_ratio(generated: np.ndarray, real: np.ndarray, wavenumber: int) -> tuple[float, float]:
+    """Generated ÷ real mean 2D power on the lines |k_x| or |k_y| = ``wavenumber``, and off them.
+
+    ``generated`` and ``real`` are float ``[N, n, n]`` patches (any N each), Hann-apodised;
+    ``wavenumber`` is in fundamentals (2 ≤ it < n/2). Returns (the ratio on those lines, the
+    ratio on the other modes of the same rings, ``wavenumber`` ≤ |k| < ``wavenumber`` + 2).
+    The lines are the Nyquist frequency of a 2·``wavenumber`` grid: a generator that doubles
+    an n/2^j map in size has to make their phases up in its later layers, and a ring-averaged
+    spectrum can be right while the lines are short and the rest of the ring too loud. The
+    window mixes each mode with its neighbours: a line without power reads about a third of
+    theirs (white noise).
+    """
+    n = real.shape[-1]
+    if not 2 <= wavenumber < n // 2:
+        raise ValueError(f"wavenumber must be in [2, {n // 2}), got {wavenumber}")
+    k = np.abs(np.fft.fftfreq(n) * n)
+    kx, ky = np.meshgrid(k, k, indexing="ij")
+    ring = (np.hypot(kx, ky) >= wavenumber) & (np.hypot(kx, ky) < wavenumber + 2)
+    on = ring & ((kx == wavenumber) | (ky == wavenumber))
+    gen, ref = _mean_power_2d(generated), _mean_power_2d(real)
+    return float(gen[on].sum() / ref[on].sum()), float(gen[ring & ~on].sum() / ref[ring & ~on].sum())
+
+
+def _mean_power_2d(patches: np.ndarray) -> np.ndarray:
+    """Mean |FFT|² over patches float [N, n, n] of the Hann-apodised patches, [n, n]."""
+    x = np.asarray(patches, dtype=np.float64)
+    return (np.abs(np.fft.fft2(x * apodization_window(x.shape[1:]))) ** 2).mean(axis=0)
+
+
 def band_powers(patches: np.ndarray, binning: Binning, transfer: np.ndarray | None = None) -> np.ndarray:
     """Flat-sky band powers of each patch: float64 ``[N, nbins]`` in μK² (C_ℓ, not D_ℓ).
 
