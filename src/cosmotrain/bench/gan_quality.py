@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from cosmotrain import config
 from cosmotrain.errors import UserError
@@ -51,12 +52,13 @@ def run(args) -> dict:
     train_seconds = _command(["train", "gan", "--config", _config("gan_tiny.yaml"), "--data", str(work / "cmb"),
                               "--out", str(work / "run"), *[a for o in overrides for a in ("--set", o)]])
     metrics = json.loads((work / "run" / "metrics.json").read_text())
+    checkpoint = final_checkpoint(work / "run")
     final, best = metrics["final"], metrics["best"]
     return {"ratio": round(final["cl_error_over_floor"], 3), "target": TARGET, "higher_is_better": False,
             "ks_over_floor": round(final["ks_over_floor"], 3), "ks_target": KS_TARGET,
             "goals_met": final["cl_error_over_floor"] <= TARGET and final["ks_over_floor"] <= KS_TARGET,
-            "fresh_latent_sets": fresh_latent_sets(work / "run", LATENT_SETS),
-            "nyquist_lines": nyquist_lines(work / "run"),
+            "fresh_latent_sets": fresh_latent_sets(checkpoint, LATENT_SETS),
+            "nyquist_lines": nyquist_lines(checkpoint),
             "best": {"step": metrics["best_step"], "cl_error_over_floor": best["cl_error_over_floor"],
                      "ks_over_floor": best["ks_over_floor"]},
             "cl_ratio_per_bin": [round(r, 3) for r in final["cl_ratio"]], "ell": final["ell"],
@@ -69,27 +71,42 @@ def run(args) -> dict:
             "load_average_before": round(load, 2), "run": str(work / "run"), "plots": metrics["plots"]}
 
 
-def fresh_latent_sets(run: Path, sets: int) -> dict:
+class FinalCheckpoint(NamedTuple):
+    """A GAN run's final generator beside the run's config and its monitors' real patches (μK)."""
+
+    cfg: object
+    split: object
+    real: object
+    generator: object
+    latent_dim: int
+
+
+def final_checkpoint(run: Path) -> FinalCheckpoint:
+    """Load once what ``fresh_latent_sets`` and ``nyquist_lines`` score. One process, no MPI."""
+    from cosmotrain.data import shards
+    from cosmotrain.train import gan
+    cfg = config.load(gan.GanConfig, str(run / "config.yaml"), [])
+    split = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
+    generator, latent_dim, _ = gan.load_generator(run, "latest")
+    return FinalCheckpoint(cfg, split, gan.monitor_patches(split, cfg.monitor), generator, latent_dim)
+
+
+def fresh_latent_sets(final: FinalCheckpoint, sets: int) -> dict:
     """The final checkpoint scored like the final monitor on ``sets`` fresh sets of N latents.
 
     The monitors draw their N latents once per run, so one final monitor is one draw: even
     N real patches meet both goals in only about 70 % of such draws (README). The median
     and the share of sets meeting each goal say how good the generator is, not how lucky
-    its latents were. One process, no MPI.
+    its latents were.
     """
     import numpy as np
-    from cosmotrain.data import shards
     from cosmotrain.science import monitors
-    from cosmotrain.train import gan
-    cfg = config.load(gan.GanConfig, str(run / "config.yaml"), [])
-    split, n_ref = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb"), cfg.monitor.reference
-    real = gan.monitor_patches(split, cfg.monitor)  # the run's own reference and pool
-    reference = monitors.build_reference(real[:n_ref], real[n_ref:], split.attrs["reso_arcmin"],
-                                         split.attrs.get("lmax"), cfg.monitor)
-    generator, latent_dim, _ = gan.load_generator(run, "latest")
+    cfg, n_ref, real = final.cfg, final.cfg.monitor.reference, final.real  # the run's own reference and pool
+    reference = monitors.build_reference(real[:n_ref], real[n_ref:], final.split.attrs["reso_arcmin"],
+                                         final.split.attrs.get("lmax"), cfg.monitor)
     rng = np.random.default_rng(LATENT_SEED)
-    scores = np.array([_scores(reference, generator(rng.standard_normal(
-        (cfg.monitor.generated, latent_dim)).astype(np.float32))) for _ in range(sets)])
+    scores = np.array([_scores(reference, final.generator(rng.standard_normal(
+        (cfg.monitor.generated, final.latent_dim)).astype(np.float32))) for _ in range(sets)])
     cl, ks = scores[:, 0], scores[:, 1]
     return {"sets": sets, "seed": LATENT_SEED, "cl_median": round(float(np.median(cl)), 3),
             "cl_p10_p90": [round(float(v), 3) for v in np.percentile(cl, [10, 90])],
@@ -99,7 +116,7 @@ def fresh_latent_sets(run: Path, sets: int) -> dict:
             "both_met": float(np.mean((cl <= TARGET) & (ks <= KS_TARGET)))}
 
 
-def nyquist_lines(run: Path, patches: int = 4096) -> list[dict]:
+def nyquist_lines(final: FinalCheckpoint, patches: int = 4096) -> list[dict]:
     """Generated ÷ real 2D power on each of G's inner grids' Nyquist lines, and off them.
 
     G doubles its maps from ``base_size`` up; a map of side s carries no phase of its own on
@@ -107,17 +124,14 @@ def nyquist_lines(run: Path, patches: int = 4096) -> list[dict]:
     final checkpoint's ``patches`` patches against the monitors' real ones (``spectra.line_power_ratio``).
     """
     import numpy as np
-    from cosmotrain.data import shards
+    from cosmotrain.models.dcgan import upsamplings
     from cosmotrain.science import spectra
-    from cosmotrain.train import gan
-    cfg = config.load(gan.GanConfig, str(run / "config.yaml"), [])
-    real = gan.monitor_patches(shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb"), cfg.monitor)
-    generator, latent_dim, _ = gan.load_generator(run, "latest")
-    z = np.random.default_rng(LATENT_SEED).standard_normal((patches, latent_dim)).astype(np.float32)
-    made = np.concatenate([generator(z[i:i + 512]) for i in range(0, patches, 512)])
-    sides = [s for s in (cfg.model.base_size * 2**j for j in range(1, 8)) if 4 <= s < cfg.model.image_size]
+    model = final.cfg.model
+    z = np.random.default_rng(LATENT_SEED).standard_normal((patches, final.latent_dim)).astype(np.float32)
+    made = final.generator(z)
+    sides = [model.base_size * 2**j for j in range(1, upsamplings(model))]
     return [dict(zip(("side", "on_lines", "rest_of_rings"), (s, *[round(r, 3) for r in
-                 spectra.line_power_ratio(made, real, s // 2)]))) for s in sides]
+                 spectra.line_power_ratio(made, final.real, s // 2)]))) for s in sides if s >= 4]
 
 
 def _scores(reference, patches) -> tuple[float, float]:
