@@ -17,7 +17,7 @@ TINY = ["--config", str(REPO / "configs" / "gan_tiny.yaml")] + [a for s in (
     "model.image_size=32", "model.latent_dim=16", "model.g_filters=32", "model.d_filters=8", "train.batch_size=8",
     "train.steps=6", "train.log_every=2", "train.checkpoint_every=2", "monitor.every=3", "monitor.generated=32",
     "monitor.group_size=2", "monitor.reference=32", "monitor.ks_draws=2", "monitor.pixels_per_patch=16",
-    "monitor.examples=3") for a in ("--set", s)]
+    "monitor.examples=3", "monitor.calibration_patches=256") for a in ("--set", s)]
 
 
 def toy_cmb(root: Path, side: int = 32, n: int = 128, attrs: dict | None = None) -> Path:
@@ -71,6 +71,7 @@ def test_training_writes_history_checkpoints_metrics_and_plots(trained):
 
 
 def test_load_generator_gives_uK_patches_and_the_checkpoint_hash(trained):
+    from cosmotrain.train import calibration
     from cosmotrain.train.gan import checkpoint_sha256, load_generator
 
     _, run, _ = trained
@@ -80,8 +81,10 @@ def test_load_generator_gives_uK_patches_and_the_checkpoint_hash(trained):
     assert dim == 16 and patches.shape == (5, 32, 32) and patches.dtype == np.float32
     transform = generator.info["transform"]  # fitted on the ~100 μK rms training patches
     assert 400 < transform["scale_uK"] < 600  # data.scale_sigmas = 5
-    net = generator.model(z, training=False).numpy()
+    net = calibration.apply(generator.model(z, training=False).numpy(), generator.gains)  # G, then its calibration filter
     assert np.allclose(patches, net * transform["scale_uK"] + transform["offset_uK"], rtol=1e-5, atol=1e-3)
+    assert generator.info["calibration_gains"] == json.loads((run / "metrics.json").read_text())["final"][
+        "calibration_gains"]  # the final monitor's filter: the sampler makes what it scored
     assert np.array_equal(generator(z[:2]), patches[:2])  # a patch depends on its own z only
     assert generator.checkpoint.endswith("ckpt-6") and sha == checkpoint_sha256(generator.checkpoint)
     assert generator.info["dataset"]["reso_arcmin"] == 8.0

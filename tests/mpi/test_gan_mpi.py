@@ -15,7 +15,7 @@ TINY = ["model.image_size=32", "model.latent_dim=16", "model.g_filters=32", "mod
         "train.batch_size=8", "train.log_every=2", "train.checkpoint_every=4", "train.label_flip=0.1", "train.ema=0.9",
         "train.spectrum_weight=1.0", "train.variance_weight=8.0",
         "monitor.every=4", "monitor.generated=32", "monitor.group_size=2", "monitor.reference=32",
-        "monitor.ks_draws=2", "monitor.pixels_per_patch=16", "monitor.examples=2"]
+        "monitor.ks_draws=2", "monitor.pixels_per_patch=16", "monitor.examples=2", "monitor.calibration_patches=64"]
 
 
 def toy_cmb(root: Path, n: int = 128) -> Path:
@@ -98,7 +98,27 @@ def test_a_resumed_two_rank_run_ends_bit_identical(data, tmp_path):
     assert a["weights_identical_across_ranks"] and b["weights_identical_across_ranks"]
     assert a["weights_sha256"] == b["weights_sha256"]
     assert a["cl_error_over_floor"] == b["cl_error_over_floor"]
+    assert a["final"]["calibration_gains"] == b["final"]["calibration_gains"]  # the calibration filter too
     rows_a = (tmp_path / "whole" / "history.csv").read_text().splitlines()
     rows_b = (tmp_path / "split" / "history.csv").read_text().splitlines()
     loss = slice(0, 7)  # step, epoch, d_loss, g_loss, d_real, d_fake, g_spectrum
     assert [r.split(",")[loss] for r in rows_a] == [r.split(",")[loss] for r in rows_b]
+
+
+def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_path):
+    """Each rank makes half of the filter's patches and the ring powers are added over ranks: the
+    gains a sampler loads are those one process fits on all 64 patches."""
+    from cosmotrain import config
+    from cosmotrain.train import calibration, gan
+
+    out = train(data, tmp_path / "run", "--set", "train.steps=4")
+    assert out.returncode == 0, out.stderr[-3000:]
+    generator, dim, _ = gan.load_generator(tmp_path / "run", "latest")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    np.testing.assert_array_equal(generator.gains, metrics["final"]["calibration_gains"])
+    cfg = config.load(gan.GanConfig, str(tmp_path / "run" / "config.yaml"), [])
+    split = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
+    target = gan.calibration_target(cfg, gan.monitor_patches(split, cfg.monitor), generator.transform, split.attrs)
+    z = np.random.default_rng([cfg.monitor.seed, 5]).standard_normal((64, dim)).astype(np.float32)
+    np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target), rtol=1e-5)
+    assert np.ptp(generator.gains) > 0.1  # a 4-step G is far off: a real fit, not the identity

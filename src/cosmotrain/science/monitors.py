@@ -55,6 +55,8 @@ class MonitorConfig:
     ks_goal: float = 1.5
     collapse_fraction: float = 0.25  # warn when generated pixel variance < this × real
     examples: int = 8             # patches kept for the plots
+    calibration_patches: int = 0  # > 0: before each monitor, fit G's calibration filter on this many patches of
+                                  # its own (train.calibration); 0: score G as it is
     seed: int = 2024
 
 
@@ -66,6 +68,9 @@ def check_config(cfg: MonitorConfig, n_train: int, size: int) -> None:
     if cfg.reference < 2 or cfg.pixels_per_patch < 1 or cfg.ks_draws < 1 or not cfg.thresholds:
         raise UserError("monitor.reference must be >= 2, monitor.pixels_per_patch and monitor.ks_draws >= 1, "
                         "monitor.thresholds not empty")
+    if cfg.calibration_patches < 0:
+        raise UserError(f"monitor.calibration_patches must be >= 0 (0 turns the calibration filter off), got "
+                        f"{cfg.calibration_patches}")
     if cfg.generated < size:
         raise UserError(f"monitor.generated {cfg.generated} is smaller than the {size} ranks; raise it")
     need = cfg.reference + cfg.generated

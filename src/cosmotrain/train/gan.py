@@ -51,7 +51,7 @@ from cosmotrain.errors import UserError
 from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator, moving_statistics
 from cosmotrain.science import monitors
 from cosmotrain.science.monitors import MonitorConfig
-from cosmotrain.train import spectrum_loss
+from cosmotrain.train import calibration, spectrum_loss
 from cosmotrain.train.checkpoint import Checkpointer, CheckpointError, TrainState, read_state
 from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
                                      agree_in_step, claim_run_dir, freeze_garbage, make_optimizer, nonfinite_error,
@@ -345,11 +345,14 @@ class GanTrainer:
 class RunMonitor:
     """The science monitors of a run: fixed latents and the probe on every rank, the reference on rank 0."""
 
-    def __init__(self, cfg: MonitorConfig, real: np.ndarray | None, attrs: dict, latent_dim: int):
+    def __init__(self, cfg: MonitorConfig, real: np.ndarray | None, attrs: dict, latent_dim: int,
+                 target: np.ndarray | None = None):
         ctx = dist.context()
-        self.cfg = cfg
+        self.cfg, self.target = cfg, target
         z = np.random.default_rng([cfg.seed, 3]).standard_normal((cfg.generated, latent_dim)).astype(np.float32)
         self.latents = z[ctx.rank::ctx.size]  # the same N patches whatever the rank count
+        c = np.random.default_rng([cfg.seed, 5]).standard_normal((cfg.calibration_patches, latent_dim))
+        self.calibration_latents = c.astype(np.float32)[ctx.rank::ctx.size]  # the filter's own, not the monitors'
         self.reference = None
         if ctx.is_root:
             self.reference = monitors.build_reference(real[:cfg.reference], real[cfg.reference:],
@@ -357,13 +360,20 @@ class RunMonitor:
         self.probe = dist.broadcast_object(self.reference.probe if ctx.is_root else None)
 
     def run(self, trainer: GanTrainer) -> dict:
-        """Generate, measure, add over ranks, score on rank 0; the result on every rank."""
-        local = self.probe.measure(trainer.generate(self.latents), keep_examples=True)
+        """Fit the calibration filter, generate, measure, add over ranks, score on rank 0; the result on every rank."""
+        generate = trainer.generate
+        if self.target is not None:
+            generate.gains = None
+            generate.gains = calibration.fit(generate.network(self.calibration_latents), self.target,
+                                             dist.allreduce_sum_array)
+        local = self.probe.measure(generate(self.latents), keep_examples=True)
         total = monitors.combine(local)
         result = dist.on_root(monitors.score, self.reference, total)
         if result is not None:
             result["examples_uK"] = monitors.jsonable(total.examples[:self.cfg.examples])
-        return dist.broadcast_object(result)
+        result = dist.broadcast_object(result)
+        result["calibration_gains"] = None if generate.gains is None else [float(g) for g in generate.gains]
+        return result
 
 
 POOL_SETS = 8  # the floors' held-out pool: up to 8 sets of N real patches
@@ -397,7 +407,8 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
     real = dist.on_root(monitor_patches, data.train, cfg.monitor)
     fitted = dist.on_root(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, Transform(*dist.broadcast_object(fitted)), resume)
-    monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim)
+    monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim,
+                         calibration_target(cfg, real, transform, data.attrs))
     trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, real, transform, data.attrs))
     ckpt = Checkpointer(run / "checkpoints", _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints)
     if path is not None:
@@ -425,6 +436,17 @@ def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
     powers, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
     return spectrum_loss.SpectrumMatch(powers, matrix, True, moments, cfg.train.variance_weight,
                                        cfg.train.scatter_weight)
+
+
+def calibration_target(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
+                       attrs: dict) -> np.ndarray | None:
+    """The calibration filter's target (every rank): real mean ring powers, network units; None when off."""
+    if cfg.monitor.calibration_patches <= 0:
+        return None
+    size = cfg.model.image_size
+    matrix = spectrum_loss.ring_matrix(size, spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"],
+                                                                            attrs.get("lmax")))
+    return dist.root_computes(lambda: spectrum_loss.ring_powers(transform.to_net(real), matrix))
 
 
 def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -585,6 +607,7 @@ class _Loop:
         started = time.perf_counter()
         result = {**self.monitor.run(self.trainer), "step": self.state.step}
         self.last = result
+        self.state.extra["calibration_gains"] = result["calibration_gains"]  # saved with the next checkpoints
         log.info("monitor at step %d (%.1f s): %s", self.state.step, time.perf_counter() - started,
                  monitors.describe(result))
         collapse = monitors.collapse_message(result, self.cfg.monitor.collapse_fraction)
@@ -643,7 +666,7 @@ class _Loop:
 
 SUMMARY_KEYS = ("score", "cl_error_over_floor", "ks_over_floor", "ks", "ks_floor", "variance_ratio",
                 "mf_v0_over_floor", "mf_v1_over_floor", "mf_v2_over_floor", "worst_bin_ell", "ell", "valid",
-                "cl_ratio", "cl_rel_error", "step")
+                "cl_ratio", "cl_rel_error", "calibration_gains", "step")
 
 
 def _summary(result: dict) -> dict:
@@ -665,26 +688,33 @@ class TrainedGenerator:
     float32 [N, H, W] in μK.
 
     Inference mode (BatchNorm uses its moving statistics), so a patch depends on its own z
-    only. ``model`` is the Keras generator (network units); ``checkpoint`` the restored prefix;
-    ``info`` holds the image size, the transform, the training step and the training dataset's
-    attributes (``reso_arcmin``, ...).
+    only. ``model`` is the Keras generator (network units); ``gains`` the calibration filter's
+    (``train.calibration``; None: G's patches as they are); ``checkpoint`` the restored
+    prefix; ``info`` holds the image size, the transform, the gains, the training step and
+    the training dataset's attributes (``reso_arcmin``, ...).
     """
 
-    def __init__(self, generator, transform: Transform, checkpoint: str, info: dict):
+    def __init__(self, generator, transform: Transform, checkpoint: str, info: dict, gains=None):
         self.model = generator
         self.latent_dim = int(generator.input_shape[-1])
         self.image_size = tuple(generator.output_shape[1:])
-        self.transform, self.checkpoint, self.info = transform, checkpoint, info
+        self.transform, self.checkpoint, self.info, self.gains = transform, checkpoint, info, gains
         spec = tf.TensorSpec((None, self.latent_dim), tf.float32)
         self._forward = tf.function(lambda z: generator(z, training=False), input_signature=[spec])
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
+        out = self.network(z)
+        if self.gains is not None:
+            out = calibration.apply(out, self.gains)
+        return self.transform.to_uK(out.astype(np.float64)).astype(np.float32)
+
+    def network(self, z: np.ndarray) -> np.ndarray:
+        """float32 [N, H, W]: G's own patches in network units, before the calibration filter."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"latents must be [N, {self.latent_dim}], got {z.shape}")
         net = [self._forward(z[i:i + GENERATE_BATCH]).numpy() for i in range(0, len(z), GENERATE_BATCH)]
-        out = np.concatenate(net) if net else np.zeros((0, *self.image_size), np.float32)
-        return self.transform.to_uK(out.astype(np.float64)).astype(np.float32)
+        return np.concatenate(net) if net else np.zeros((0, *self.image_size), np.float32)
 
 
 def resolve_checkpoint(run: str | Path, checkpoint: str = "best") -> str:
@@ -736,6 +766,8 @@ def load_generator(run: str | Path, checkpoint: str = "best") -> tuple[TrainedGe
     sampler = state.signature.get("sampler", "generator")  # the weight average when the run kept one
     tf.train.Checkpoint(**{sampler: generator}).restore(path).expect_partial().assert_existing_objects_matched()
     transform = Transform(**state.extra["transform"])
+    gains = state.extra.get("calibration_gains")  # the last monitor's calibration filter, if the run fitted one
     info = {"image_size": [model_cfg.image_size] * 2, "transform": transform._asdict(), "step": state.step,
-            "dataset": state.extra.get("dataset", {}), "model": config.to_dict(model_cfg)}
-    return TrainedGenerator(generator, transform, path, info), model_cfg.latent_dim, checkpoint_sha256(path)
+            "dataset": state.extra.get("dataset", {}), "model": config.to_dict(model_cfg), "calibration_gains": gains}
+    generator = TrainedGenerator(generator, transform, path, info, None if gains is None else np.asarray(gains))
+    return generator, model_cfg.latent_dim, checkpoint_sha256(path)
