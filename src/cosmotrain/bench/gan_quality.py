@@ -2,14 +2,17 @@
 
 Makes the tiny CMB dataset (``configs/cmb_tiny.yaml``: 3072 training patches of 64x64 at
 4'), trains ``configs/gan_tiny.yaml`` on 2 MPI ranks (one thread each) for a fixed number
-of steps chosen to fit the time budget, and reads the run's ``metrics.json``:
+of steps chosen to fit the time budget, and scores its final checkpoint like the final
+monitor on 40 fresh sets of N latents (``fresh_latent_sets``):
 
-    ratio = final worst-bin C_ℓ error / its sample-variance floor   (target <= 1.2)
+    ratio = median over the sets of the worst-bin C_ℓ error / its sample-variance floor   (target <= 1.2)
 
-and, beside it, the KS distance over its real-vs-real floor (target <= 1.5), the best
-monitor of the run, and the per-bin ratios; then the final checkpoint on fresh latent
-sets, and its power on the Nyquist lines of G's inner grids (where the worst bin, ℓ ≈ 750,
-loses power: README). Time budget on a quiet 2-core machine: about
+and, beside it, the median KS distance over its real-vs-real floor (target <= 1.5). One set
+is one draw, and even N real patches meet both goals in only 70 % of draws, so the run's
+own final monitor (one fixed draw, the headline until 2026-11-26) is reported beside it,
+with the best monitor, its per-bin ratios, the fresh sets without the checkpoint's
+calibration filter (``train.calibration``), and G's own power on the Nyquist lines of its
+inner grids (README). Time budget on a quiet 2-core machine: about
 15 min for the full run (6000 steps, the learning rate decaying over them), about 5 min
 with ``--quick`` (2000 steps, the demo's run). 12000 steps (until 2026-11-26) ended no
 better: in every such run D pulled ahead over the last few thousand steps, with the
@@ -54,11 +57,17 @@ def run(args) -> dict:
     metrics = json.loads((work / "run" / "metrics.json").read_text())
     checkpoint = final_checkpoint(work / "run")
     final, best = metrics["final"], metrics["best"]
-    return {"ratio": round(final["cl_error_over_floor"], 3), "target": TARGET, "higher_is_better": False,
-            "ks_over_floor": round(final["ks_over_floor"], 3), "ks_target": KS_TARGET,
-            "goals_met": final["cl_error_over_floor"] <= TARGET and final["ks_over_floor"] <= KS_TARGET,
-            "fresh_latent_sets": fresh_latent_sets(checkpoint, LATENT_SETS),
-            "nyquist_lines": nyquist_lines(checkpoint),
+    fresh = fresh_latent_sets(checkpoint, LATENT_SETS)
+    return {"ratio": fresh["cl_median"], "target": TARGET, "higher_is_better": False,
+            "ks_over_floor": fresh["ks_median"], "ks_target": KS_TARGET,
+            "goals_met": fresh["cl_median"] <= TARGET and fresh["ks_median"] <= KS_TARGET,
+            "final_monitor": {"cl_error_over_floor": round(final["cl_error_over_floor"], 3),
+                              "ks_over_floor": round(final["ks_over_floor"], 3),
+                              "goals_met": final["cl_error_over_floor"] <= TARGET
+                              and final["ks_over_floor"] <= KS_TARGET},
+            "fresh_latent_sets": fresh,
+            "fresh_latent_sets_uncalibrated": fresh_latent_sets(without_calibration(checkpoint), LATENT_SETS),
+            "nyquist_lines": nyquist_lines(without_calibration(checkpoint)),  # G's own grids
             "best": {"step": metrics["best_step"], "cl_error_over_floor": best["cl_error_over_floor"],
                      "ks_over_floor": best["ks_over_floor"]},
             "cl_ratio_per_bin": [round(r, 3) for r in final["cl_ratio"]], "ell": final["ell"],
@@ -89,6 +98,14 @@ def final_checkpoint(run: Path) -> FinalCheckpoint:
     split = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
     generator, latent_dim, _ = gan.load_generator(run, "latest")
     return FinalCheckpoint(cfg, split, gan.monitor_patches(split, cfg.monitor), generator, latent_dim)
+
+
+def without_calibration(final: FinalCheckpoint) -> FinalCheckpoint:
+    """The same checkpoint with G's patches as they are, without the calibration filter (``train.calibration``)."""
+    import copy
+    generator = copy.copy(final.generator)
+    generator.gains = None
+    return final._replace(generator=generator)
 
 
 def fresh_latent_sets(final: FinalCheckpoint, sets: int) -> dict:
