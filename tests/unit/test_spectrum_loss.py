@@ -255,6 +255,18 @@ def test_the_scatter_part_charges_patches_that_scatter_more_or_less_than_real_on
     assert loud_and_quiet > 10 * same_law and alike > 1.5 * same_law
 
 
+def test_the_scatter_part_leaves_a_rings_mean_to_the_rest_of_s_and_the_calibration_filter():
+    """A ring 30 % too loud in every patch scatters as much, relative to its mean, as a real one: the
+    scatter part does not charge it (the rings' bracket does), so it cannot pull against the means."""
+    real = gaussian_field(2048, 32, 2.0, seed=44)
+    part = scatter_part(real)
+    batches = [gaussian_field(32, 32, 2.0, seed=700 + i) for i in range(40)]
+    same_law = np.mean([float(part(b)) for b in batches])
+    loud_ring = np.mean([float(part(boost_ring(b, 8, 1.3))) for b in batches])
+    assert loud_ring == pytest.approx(same_law, rel=0.05)
+    assert term(real, boost_ring(batches[0], 8, 1.3)) > 3 * abs(term(real, batches[0]))
+
+
 def learn_loudness(part, start, steps, rate):
     """|a| after each step of a generator that scales fresh patches by (1 + a·g), learning a from ``part``."""
     a, adam, history = tf.Variable(start), tf.keras.optimizers.Adam(rate), []

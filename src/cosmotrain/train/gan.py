@@ -26,6 +26,9 @@ Data scaling: patches arrive in μK and enter the networks as ``(x - offset) / s
 With ``train.ema`` > 0 the trainer also keeps an exponential moving average of G's weights
 (updated after every step, identical on all ranks); the monitors, the best checkpoint and
 ``load_generator`` then use that average, which fluctuates much less than G itself.
+With ``monitor.calibration_patches`` > 0, each monitor first fits G's calibration filter
+(``train.calibration``: one gain per Fourier ring) on patches of G's own latents, scores G
+through it and stores its gains in the checkpoints that follow; ``load_generator`` applies them.
 
 Exact resume: latent vectors and label flips are stateless random draws keyed by the global
 step, the data order by (seed, epoch, rank, batch), and a checkpoint holds both networks,

@@ -53,7 +53,7 @@ What shaped it (each measured on the tiny CMB set, see the README):
 With ``train.variance_weight`` > 0, S also counts three pixel moments of the batch (the
 patches' mean, squared mean and inner variance), for the KS monitor; with
 ``train.scatter_weight`` > 0, how much each ring's power scatters between the batch's
-patches, for the C_ℓ monitor's floor: see ``SpectrumMatch``.
+patches relative to their mean, for the C_ℓ monitor's floor: see ``SpectrumMatch``.
 
 The science monitors average many more patches, so they still judge the result on their
 own. λ = 0 (the default of ``TrainConfig``) is the seed's plain J_G.
@@ -163,19 +163,24 @@ class SpectrumMatch:
     means that scatter too much.
 
     With ``scatter_weight`` c > 0, S adds how far each ring's power scatters between the
-    batch's patches from how far it scatters between real ones::
+    batch's patches, relative to their mean, from how far it scatters between real ones::
 
-        c · (1/K) Σ_k [ log( s²_k / σ²_k ) + (2/(B−1) + κ_k/B) / 2 ]²
+        c · (1/K) Σ_k [ log( s²_k / m̄²_k / σ²_k ) + (2/(B−1) + κ_k/B) / 2 − σ²_k/B ]²
 
-    ``s²_k`` is the batch's variance of its patches' ring powers (ddof 1) and ``σ²_k`` the
-    real one. The rings' bracket above charges G only (σ²_G − σ²_k)/B for patches that
+    ``s²_k`` is the batch's variance of its patches' ring powers (ddof 1), ``m̄_k`` their
+    mean and ``σ²_k`` the real variance, all in units of the target. Relative to the mean,
+    the part does not pull a ring's mean power (the rings' bracket and the calibration
+    filter see to that: ``train.calibration`` scales a ring in every patch alike, which
+    leaves s_k/m̄_k as G made it); charging s²_k itself, a generator could meet it with a
+    quieter ring. Measured through the filter, c = 0.2 relative beat c = 0.05 on s²_k
+    (README). The rings' bracket above charges G only (σ²_G − σ²_k)/B for patches that
     scatter too much, too little to matter at B = 32, and the monitors' C_ℓ floor is that
     scatter: every bin's ratio is about √(σ²_G/σ²_k) once the means are right. In the log,
     too much and too little scatter cost alike. The log of a batch's s²_k averages about
     Var(s²_k)/2σ⁴_k below log σ²_k (κ_k is the excess kurtosis of real ring powers), which
-    would pay G for 3-4 % more scatter than real; the second term takes that out. A real
-    batch of 32 scores about 0.15 here (the noise of s²_k), the λ = 100 generator of
-    2026-11-25 0.23.
+    would pay G for 3-4 % more scatter than real; the second term takes that out, the third
+    the log of m̄²_k's average, −σ²_k/B. A real batch of 32 scores about 0.15 here (the
+    noise of s²_k).
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
     BatchNorm couples the patches of a training batch, so G could make their moments scatter
@@ -227,7 +232,9 @@ class SpectrumMatch:
         return total
 
     def _scatter(self, ratio, batch):
-        """mean over rings of [log(s²_k/σ²_k) + Var(s²_k)/2σ⁴_k]²: the log's average for real batches taken out."""
+        """mean over rings of [log(s²_k/m̄²_k/σ²_k) + Var(s²_k)/2σ⁴_k − σ²_k/B]²: centred for real batches."""
         spread = tf.math.reduce_variance(ratio, axis=0) * batch / (batch - 1.0)
+        spread /= tf.square(tf.reduce_mean(ratio, axis=0))  # relative to the batch's mean: the filter's to fix
         jensen = 0.5 * (2.0 / (batch - 1.0) + self.kurtosis / batch)  # E log s² ≈ log σ² − Var(s²)/2σ⁴
+        jensen -= self.noise / batch  # E log m̄² ≈ −σ²/B (target 1)
         return tf.reduce_mean(tf.square(tf.math.log(spread / self.noise) + jensen))
