@@ -118,7 +118,8 @@ def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_pa
     np.testing.assert_array_equal(generator.gains, metrics["final"]["calibration_gains"])
     cfg = config.load(gan.GanConfig, str(tmp_path / "run" / "config.yaml"), [])
     split = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
-    target = gan.calibration_target(cfg, gan.monitor_patches(split, cfg.monitor), generator.transform, split.attrs)
+    rings = gan.real_rings(cfg, gan.monitor_patches(split, cfg.monitor), generator.transform, split.attrs)
+    target = gan.calibration_target(cfg, rings)
     z = np.random.default_rng([cfg.monitor.seed, 5]).standard_normal((64, dim)).astype(np.float32)
     np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target), rtol=1e-5)
     assert np.ptp(generator.gains) > 0.1  # a 4-step G is far off: a real fit, not the identity

@@ -38,9 +38,7 @@ CHUNK = 256  # patches per FFT batch: bounds the complex128 workspace to 16 MB a
 
 def ring_index(size: int, top: int) -> np.ndarray:
     """int [size, size]: the ring of each ``fft2`` mode, ``top + 1`` for the modes beyond ring ``top``."""
-    k = np.fft.fftfreq(size) * size
-    ring = np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int)
-    return np.minimum(ring, top + 1)
+    return np.minimum(spectrum_loss.mode_rings(size), top + 1)
 
 
 def apply(patches: np.ndarray, gains: np.ndarray) -> np.ndarray:

@@ -366,7 +366,6 @@ class RunMonitor:
         """Fit the calibration filter, generate, measure, add over ranks, score on rank 0; the result on every rank."""
         generate = trainer.generate
         if self.target is not None:
-            generate.gains = None
             generate.gains = calibration.fit(generate.network(self.calibration_latents), self.target,
                                              dist.allreduce_sum_array)
         local = self.probe.measure(generate(self.latents), keep_examples=True)
@@ -410,9 +409,9 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
     real = dist.on_root(monitor_patches, data.train, cfg.monitor)
     fitted = dist.on_root(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, Transform(*dist.broadcast_object(fitted)), resume)
-    monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim,
-                         calibration_target(cfg, real, transform, data.attrs))
-    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, real, transform, data.attrs))
+    rings = real_rings(cfg, real, transform, data.attrs)
+    monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim, calibration_target(cfg, rings))
+    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, rings))
     ckpt = Checkpointer(run / "checkpoints", _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints)
     if path is not None:
         _restore(ckpt, path, state, trainer)
@@ -424,32 +423,42 @@ def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: 
         return loop.run(signal)
 
 
-def spectrum_term(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
-                  attrs: dict) -> spectrum_loss.SpectrumMatch | None:
-    """G's spectrum term (every rank), aimed at rank 0's monitor patches; None when λ = 0.
+class RealRings(NamedTuple):
+    """The training patches' ring powers, measured once for the spectrum term and the calibration filter."""
+
+    matrix: np.ndarray   # spectrum_loss.ring_matrix: rings 0..top of the monitors' ℓ range
+    powers: np.ndarray   # float64 [N, rings]: each real patch's ring powers, network units
+    moments: np.ndarray  # float [N, 3]: each real patch's spectrum_loss.pixel_moments
+
+
+def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, attrs: dict) -> RealRings | None:
+    """Rank 0's monitor patches' ``RealRings`` (every rank); None when neither term nor filter is on.
 
     Those patches and the transform (the checkpoint's on resume) are the same on every
     start of a run, so a resumed run aims at the same target.
     """
-    if cfg.train.spectrum_weight <= 0:
-        return None
-    size = cfg.model.image_size
-    top = spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
-    matrix = spectrum_loss.ring_matrix(size, top)
-    powers, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
-    return spectrum_loss.SpectrumMatch(powers, matrix, True, moments, cfg.train.variance_weight,
-                                       cfg.train.scatter_weight)
-
-
-def calibration_target(cfg: GanConfig, real: np.ndarray | None, transform: Transform,
-                       attrs: dict) -> np.ndarray | None:
-    """The calibration filter's target (every rank): real mean ring powers, network units; None when off."""
-    if cfg.monitor.calibration_patches <= 0:
+    if cfg.train.spectrum_weight <= 0 and cfg.monitor.calibration_patches <= 0:
         return None
     size = cfg.model.image_size
     matrix = spectrum_loss.ring_matrix(size, spectrum_loss.top_wavenumber(size, attrs["reso_arcmin"],
                                                                             attrs.get("lmax")))
-    return dist.root_computes(lambda: spectrum_loss.ring_powers(transform.to_net(real), matrix))
+    powers, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
+    return RealRings(matrix, powers, moments)
+
+
+def spectrum_term(cfg: GanConfig, rings: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
+    """G's spectrum term (every rank), aimed at the real ``rings``; None when λ = 0."""
+    if cfg.train.spectrum_weight <= 0:
+        return None
+    return spectrum_loss.SpectrumMatch(rings.powers, rings.matrix, True, rings.moments, cfg.train.variance_weight,
+                                       cfg.train.scatter_weight)
+
+
+def calibration_target(cfg: GanConfig, rings: RealRings | None) -> np.ndarray | None:
+    """The calibration filter's target (every rank): real mean ring powers, network units; None when off."""
+    if cfg.monitor.calibration_patches <= 0:
+        return None
+    return rings.powers.mean(axis=0)
 
 
 def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

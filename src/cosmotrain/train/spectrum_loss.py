@@ -79,14 +79,19 @@ def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
     return max(top, 2)
 
 
+def mode_rings(size: int) -> np.ndarray:
+    """int [size, size]: the ring of each ``fft2`` mode of a size×size patch, k <= |k| < k + 1 fundamentals."""
+    k = np.fft.fftfreq(size) * size
+    return np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int)
+
+
 def ring_matrix(size: int, top: int) -> np.ndarray:
     """float64 [size·size, top + 1]: averages the ``fft2`` modes of a size×size patch into rings 0..top.
 
     Ring k holds the modes with k <= |k| < k + 1 fundamentals, so the monitors' ℓ bins (edges
     at even multiples of the fundamental) are each the union of two rings.
     """
-    k = np.fft.fftfreq(size) * size
-    ring = np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int).ravel()
+    ring = mode_rings(size).ravel()
     matrix = np.zeros((size * size, top + 1))
     inside = ring <= top
     matrix[np.flatnonzero(inside), ring[inside]] = 1.0
@@ -232,7 +237,7 @@ class SpectrumMatch:
         return total
 
     def _scatter(self, ratio, batch):
-        """mean over rings of [log(s²_k/m̄²_k/σ²_k) + Var(s²_k)/2σ⁴_k − σ²_k/B]²: centred for real batches."""
+        """Mean over rings of the squared log of s²_k/m̄²_k/σ²_k, centred for real batches (class docstring)."""
         spread = tf.math.reduce_variance(ratio, axis=0) * batch / (batch - 1.0)
         spread /= tf.square(tf.reduce_mean(ratio, axis=0))  # relative to the batch's mean: the filter's to fix
         jensen = 0.5 * (2.0 / (batch - 1.0) + self.kurtosis / batch)  # E log s² ≈ log σ² − Var(s²)/2σ⁴
