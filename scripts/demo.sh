@@ -35,7 +35,7 @@ merge_summary() {
   python - "$DEMO/summary.json" "$1" "$2" <<'PY'
 import json, sys
 from pathlib import Path
-from cosmotrain.config import atomic_write_text
+from cosmotrain.files import atomic_write_text
 path, key, value = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 summary = json.loads(path.read_text()) if path.is_file() else {}
 summary[key] = value

@@ -37,3 +37,10 @@ def run_mpi_python(script: str, np_: int = 2, timeout: float = 300, args: tuple 
     """Run a Python snippet on ``np_`` real Open MPI ranks."""
     cmd = ["mpirun", "-np", str(np_), "--bind-to", "none", sys.executable, "-c", script, *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or mpi_env())
+
+
+def mean_ring_powers(patches, matrix):
+    """float64 [rings]: the mean ring power of apodised patches float [N, size, size]."""
+    from cosmotrain.science import rings
+
+    return rings.patch_ring_powers(patches, matrix).mean(axis=0)

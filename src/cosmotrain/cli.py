@@ -1,18 +1,17 @@
 """`cosmotrain <group> <verb>`: parse arguments, then hand over to a command's ``run``.
 
 No logic lives here. Each command module in ``cosmotrain.commands`` exposes ``COMMANDS``, a
-list of ``Command``; a module must not import TensorFlow at import time, so ``--help``
-stays instant. To add a command, write it there and list its module in ``MODULES``.
+list of ``commands.Command``; a module must not import TensorFlow at import time, so
+``--help`` stays instant. To add a command, write it there and list its module in ``MODULES``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import sys
-from typing import Callable
 
 from cosmotrain import __version__
+from cosmotrain.commands import Command
 from cosmotrain.errors import UserError
 
 GROUPS = {
@@ -42,52 +41,6 @@ EPILOG = """examples:
   cosmotrain evaluate classifier --run runs/clf --tta
 Every command takes --help; commands with a config take --config FILE and repeated
 --set section.key=value."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    """One ``cosmotrain GROUP [VERB]`` command."""
-
-    group: str
-    verb: str | None
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int | None]
-    description: str = ""
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """The ``--config FILE`` and repeated ``--set a.b=c`` options every configured command takes."""
-    parser.add_argument("--config", default=default, metavar="FILE",
-                        help=f"YAML config (default: {default or 'built-in defaults'})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set train.epochs=5 (repeatable)")
-
-
-def train_command(name: str, summary: str, description: str, dataset: str) -> Command:
-    """``cosmotrain train NAME``: --config/--set, --data (a ``dataset`` folder), --out, --resume, --overwrite.
-
-    Runs ``cosmotrain.train.NAME``: ``resolve_config`` then ``train``, after the runtime
-    (Horovod, logging) is up.
-    """
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser)
-        parser.add_argument("--data", metavar="DATASET", help=f"{dataset} dataset folder (default on --resume: "
-                                                              f"the run's)")
-        parser.add_argument("--out", required=True, metavar="RUN", help="run directory for checkpoints and logs")
-        parser.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
-        parser.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
-
-    def run(args: argparse.Namespace) -> int:
-        from cosmotrain import dist, logs
-
-        dist.init_horovod()
-        logs.setup(args.verbose)
-        trainer = importlib.import_module(f"cosmotrain.train.{name}")
-        cfg = trainer.resolve_config(args.config, args.overrides, args.data, args.out, args.resume)
-        return trainer.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-
-    return Command("train", name, summary, add_arguments, run, description=description)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Type, TypeVar
@@ -19,6 +18,7 @@ from typing import Any, Iterable, Type, TypeVar
 import yaml
 
 from cosmotrain.errors import UserError
+from cosmotrain.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -131,18 +131,9 @@ def save(cfg: Any, path: str | os.PathLike) -> None:
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; collaborators must read manifests
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def shipped(name: str) -> Path:
+    """The config ``name`` (e.g. ``gan_tiny.yaml``) that comes with cosmotrain (the repository's ``configs/``)."""
+    path = Path(__file__).with_name("configs") / name
+    if not path.is_file():
+        raise ConfigError(f"cosmotrain ships no config {name}; the shipped ones are in {path.parent}")
+    return path

@@ -154,6 +154,24 @@ def _launched_by_gloo() -> bool:
     return "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ
 
 
+# ---------------------------------------------------------------- sharing out work
+
+def split_range(n: int, rank: int, size: int, align: int = 1) -> tuple[int, int]:
+    """Part ``rank`` of ``size`` of the items 0..n-1: a contiguous range [start, stop).
+
+    Cut at multiples of ``align`` (whole blocks), in rank order, disjoint, covering all ``n``;
+    the parts' sizes differ by at most one block.
+    """
+    units = -(-n // align)
+    lo, hi = units * rank // size, units * (rank + 1) // size
+    return min(n, lo * align), min(n, hi * align)
+
+
+def share(n: int, align: int = 1) -> tuple[int, int]:
+    """This rank's contiguous part [start, stop) of ``n`` items (``split_range``)."""
+    return split_range(n, _ctx.rank, _ctx.size, align)
+
+
 # ---------------------------------------------------------------- failure handling
 
 def install_abort_hook() -> None:
@@ -355,10 +373,3 @@ def allreduce_mean(value: Any, name: str | None = None) -> Any:
     if _hvd is None or _ctx.size == 1:
         return value
     return _hvd.allreduce(value, op=_hvd.Average, name=name)
-
-
-def on_root(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` on rank 0 only (the few places built for side effects use this)."""
-    if _ctx.rank == 0:
-        return fn(*args, **kwargs)
-    return None

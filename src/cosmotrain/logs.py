@@ -70,3 +70,15 @@ def progress(iterable: Iterable | None = None, **kwargs: Any):
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 1.0)
     return tqdm(iterable, **kwargs)
+
+
+def root_warning(logger: logging.Logger, message: str, *args: Any) -> None:
+    """A warning that is the same on every rank, printed once (by rank 0)."""
+    if dist.context().is_root:
+        logger.warning(message, *args)
+
+
+def result(line: str) -> None:
+    """A command's result on stdout, printed once (by rank 0), flushed at once."""
+    if dist.context().is_root:
+        print(line, flush=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from testlib import REPO, run_cli
-from cosmotrain.data import shards
+from cosmotrain.data import reader, shards
 
 CLASSES = ["round", "edge-on", "spiral"]
 TINY = ["--config", str(REPO / "configs" / "classifier_tiny.yaml"), "--set", "model.filters=[8, 16]",
@@ -74,7 +74,7 @@ def test_evaluation_agrees_with_a_direct_computation_on_the_test_set(trained):
     cfg = config.load(ClassifierConfig, run / "config.yaml")
     model = build_classifier(cfg.model, (16, 16, 3))
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(run / "checkpoints" / "best")).expect_partial()
-    test = shards.ShardSet(data, "test").read(0, 96)
+    test = reader.ShardSet(data, "test").read(0, 96)
     preds = model.predict(test["images"], verbose=0).argmax(axis=1)
     labels = test["labels"].astype(int)
     assert metrics["n"] == 96 and metrics["tta"] is False

@@ -71,11 +71,13 @@ def test_training_writes_history_checkpoints_metrics_and_plots(trained):
 
 
 def test_load_generator_gives_uK_patches_and_the_checkpoint_hash(trained):
-    from cosmotrain.train import calibration
-    from cosmotrain.train.gan import checkpoint_sha256, load_generator
+    from cosmotrain.checkpoints import digest
+    from cosmotrain.inference import load_generator
+    from cosmotrain.science import calibration
 
     _, run, _ = trained
-    generator, dim, sha = load_generator(run, checkpoint="latest")
+    generator = load_generator(run, checkpoint="latest")
+    dim, sha = generator.latent_dim, generator.sha256
     z = np.random.default_rng(0).standard_normal((5, dim)).astype(np.float32)
     patches = generator(z)
     assert dim == 16 and patches.shape == (5, 32, 32) and patches.dtype == np.float32
@@ -86,10 +88,10 @@ def test_load_generator_gives_uK_patches_and_the_checkpoint_hash(trained):
     assert generator.info["calibration_gains"] == json.loads((run / "metrics.json").read_text())["final"][
         "calibration_gains"]  # the final monitor's filter: the sampler makes what it scored
     assert np.array_equal(generator(z[:2]), patches[:2])  # a patch depends on its own z only
-    assert generator.checkpoint.endswith("ckpt-6") and sha == checkpoint_sha256(generator.checkpoint)
+    assert generator.checkpoint.endswith("ckpt-6") and sha == digest(generator.checkpoint)
     assert generator.info["dataset"]["reso_arcmin"] == 8.0
-    best, _, best_sha = load_generator(run)  # default: the best checkpoint by monitor score
-    assert "best" in best.checkpoint and len(best_sha) == 64
+    best = load_generator(run)  # default: the best checkpoint by monitor score
+    assert "best" in best.checkpoint and len(best.sha256) == 64
 
 
 def test_sigusr1_checkpoints_exits_75_and_resume_finishes(trained, tmp_path):

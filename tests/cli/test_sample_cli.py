@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from testlib import run_cli
-from cosmotrain.data import shards
-from cosmotrain.data.shards import sha256
+from cosmotrain.data import reader, shards
+from cosmotrain.files import sha256
 
 
 def error_lines(done):
@@ -45,7 +45,7 @@ def test_a_missing_run_is_named(tmp_path):
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
     """A small Gaussian CMB dataset (32x32 patches of 8') and a GAN trained on it for 4 steps."""
-    from cosmotrain.science import spectra
+    import reference
 
     root = tmp_path_factory.mktemp("gan")
     ell = np.arange(3000.0)
@@ -53,7 +53,7 @@ def gan_run(tmp_path_factory):
     rng = np.random.default_rng(8)
 
     def split(n):
-        return {"patches": spectra.gaussian_patches(cl, n, (32, 32), 8.0, rng, pad=2).astype(np.float32),
+        return {"patches": reference.gaussian_patches(cl, n, (32, 32), 8.0, rng, pad=2).astype(np.float32),
                 "centers": np.zeros((n, 2))}
     shards.write_dataset(root / "cmb", "cmb", {"train": split(160), "test": split(64)},
                          {"reso_arcmin": 8.0, "lmax": 2999, "units": "uK_CMB"}, config={}, seed=8)
@@ -67,7 +67,7 @@ def gan_run(tmp_path_factory):
 
 
 def test_gan_samples_are_the_same_on_one_and_two_ranks_with_a_checked_manifest(gan_run, tmp_path):
-    from cosmotrain.sample import verify
+    from cosmotrain.sampleplan import verify
 
     _, run = gan_run
     sets = {}
@@ -144,7 +144,7 @@ def test_predictions_carry_the_ids_and_do_not_depend_on_the_rank_count(classifie
     assert names == ["round", "edge-on", "spiral"]
     for key in sets[1]:
         np.testing.assert_array_equal(sets[1][key], sets[2][key])
-    test = shards.ShardSet(images, "test").read(0, 45, ("ids",))
+    test = reader.ShardSet(images, "test").read(0, 45, ("ids",))
     np.testing.assert_array_equal(sets[2]["ids"], test["ids"])
     np.testing.assert_allclose(sets[2]["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(sets[2]["predicted"], sets[2]["probabilities"].argmax(axis=1))

@@ -63,12 +63,12 @@ def assert_same_weights(run_a: Path, run_b: Path) -> None:
 
 DIGESTS = """
 import sys
-from cosmotrain import dist, logs
+from cosmotrain import dist, logs, rundir
 dist.init_horovod()
 logs.setup()
 from cosmotrain.train import classifier
-from cosmotrain.train.common import weights_digest
-cfg = classifier.resolve_config(sys.argv[1], sys.argv[4:], sys.argv[2], sys.argv[3], False)
+from cosmotrain.train.replicas import weights_digest
+cfg = rundir.resolve_config(classifier.ClassifierConfig, sys.argv[1], sys.argv[4:], sys.argv[2], sys.argv[3], False)
 run = classifier.prepare(cfg, sys.argv[3])
 code = run.execute()
 state = run.trainer.model.variables + list(run.trainer.optimizer.variables)
@@ -105,7 +105,7 @@ from cosmotrain import config, dist
 ctx = dist.init_horovod()
 import tensorflow as tf
 from cosmotrain.train import classifier
-from cosmotrain.train.common import seed_everything
+from cosmotrain.train.randomness import seed_everything
 B = 16
 cfg = config.load(classifier.ClassifierConfig, None, [
     "model.filters=[8, 16]", "model.dense=[16]", "model.dropout=0.0", "train.augment=false", f"train.batch_size={B // ctx.size}",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from testlib import run_cli
-from cosmotrain.data import shards
+from cosmotrain.data import reader
 
 pytestmark = pytest.mark.mpi
 
@@ -27,13 +27,13 @@ def test_one_and_two_ranks_write_identical_datasets(tmp_path):
     b = run_cli("data", "cmb", "--out", two, *sets(SMALL), np_=2, timeout=300)
     assert a.returncode == 0, a.stderr
     assert b.returncode == 0, b.stderr
-    m1, m2 = shards.read_manifest(one), shards.read_manifest(two)
+    m1, m2 = reader.read_manifest(one), reader.read_manifest(two)
     assert m2["ranks"] == 2
     for split in ("train", "val", "test"):
         assert [s["sha256"] for s in m1["splits"][split]["shards"]] == \
             [s["sha256"] for s in m2["splits"][split]["shards"]]
-        x = shards.ShardSet(one, split).read(0, m1["splits"][split]["n"])
-        y = shards.ShardSet(two, split).read(0, m2["splits"][split]["n"])
+        x = reader.ShardSet(one, split).read(0, m1["splits"][split]["n"])
+        y = reader.ShardSet(two, split).read(0, m2["splits"][split]["n"])
         np.testing.assert_array_equal(x["patches"], y["patches"])
         np.testing.assert_array_equal(x["centers"], y["centers"])
     assert b.stderr.count("INFO wrote") == 1  # rank 0 alone reports ...

@@ -41,15 +41,20 @@ import json
 import numpy as np
 import tensorflow as tf
 from cosmotrain import config, dist
-from cosmotrain.train import gan, spectrum_loss
-from cosmotrain.train.common import seed_everything, weights_digest
+from cosmotrain.models.generator import Transform
+from cosmotrain.science.rings import patch_ring_powers, ring_matrix
+from cosmotrain.train import spectrum_loss
+from cosmotrain.train.gan_config import GanConfig
+from cosmotrain.train.gan_step import GanTrainer
+from cosmotrain.train.randomness import seed_everything
+from cosmotrain.train.replicas import weights_digest
 ctx = dist.init_horovod()
-cfg = config.load(gan.GanConfig, None, %r)
+cfg = config.load(GanConfig, None, %r)
 seed_everything(cfg.train.seed + ctx.rank, True)  # on purpose: ranks start from different weights
-rings = spectrum_loss.ring_matrix(32, 16)
+rings = ring_matrix(32, 16)
 real_net = np.random.default_rng(0).normal(0, 0.3, (16, 32, 32))
-spectrum = spectrum_loss.SpectrumMatch(spectrum_loss.patch_ring_powers(real_net, rings), rings)
-trainer = gan.GanTrainer(cfg, gan.Transform(0.0, 300.0), steps_per_epoch=10, spectrum=spectrum)
+spectrum = spectrum_loss.SpectrumMatch(patch_ring_powers(real_net, rings), rings)
+trainer = GanTrainer(cfg, Transform(0.0, 300.0), steps_per_epoch=10, spectrum=spectrum)
 G, D = trainer.generator, trainer.discriminator
 start = weights_digest(G.variables + D.variables)
 rng = np.random.default_rng(ctx.rank)  # and see different real patches
@@ -109,17 +114,22 @@ def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_pa
     """Each rank makes half of the filter's patches and the ring powers are added over ranks: the
     gains a sampler loads are those one process fits on all 64 patches."""
     from cosmotrain import config
-    from cosmotrain.train import calibration, gan
+    from cosmotrain.data import reader
+    from cosmotrain.inference import load_generator
+    from cosmotrain.science import calibration
+    from cosmotrain.train import gan_config, gan_monitor
 
     out = train(data, tmp_path / "run", "--set", "train.steps=4")
     assert out.returncode == 0, out.stderr[-3000:]
-    generator, dim, _ = gan.load_generator(tmp_path / "run", "latest")
+    generator = load_generator(tmp_path / "run", "latest")
+    dim = generator.latent_dim
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     np.testing.assert_array_equal(generator.gains, metrics["final"]["calibration_gains"])
-    cfg = config.load(gan.GanConfig, str(tmp_path / "run" / "config.yaml"), [])
-    split = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
-    rings = gan.real_rings(cfg, gan.monitor_patches(split, cfg.monitor), generator.transform, split.attrs)
-    target = gan.calibration_target(cfg, rings)
+    cfg = config.load(gan_config.GanConfig, str(tmp_path / "run" / "config.yaml"), [])
+    split = reader.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
+    real = gan_monitor.monitor_patches(split, cfg.monitor)
+    rings = gan_monitor.real_rings(cfg, real, generator.transform, split.attrs)
+    target = gan_monitor.calibration_target(cfg, rings)
     z = np.random.default_rng([cfg.monitor.seed, 5]).standard_normal((64, dim)).astype(np.float32)
     np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target), rtol=1e-5)
     assert np.ptp(generator.gains) > 0.1  # a 4-step G is far off: a real fit, not the identity

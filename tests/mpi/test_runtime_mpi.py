@@ -14,10 +14,10 @@ SLICES = """
 import json, sys
 import numpy as np
 from cosmotrain import dist
-from cosmotrain.data import shards
+from cosmotrain.data import epochs, reader
 ctx = dist.init_mpi()
-s = shards.ShardSet(sys.argv[1], "train")
-mine = np.concatenate([s.read(a, b, ("ids",))["ids"] for a, b in shards.epoch_runs(s.n, ctx.rank, ctx.size, 9, 1)])
+s = reader.ShardSet(sys.argv[1], "train")
+mine = np.concatenate([s.read(a, b, ("ids",))["ids"] for a, b in epochs.epoch_runs(s.n, ctx.rank, ctx.size, 9, 1)])
 everyone = dist.allgather_object(mine.tolist())
 if ctx.rank == 0:
     print(json.dumps(everyone))

@@ -24,10 +24,10 @@ N, BATCH, SEED = 600, 20, 11
 SCRIPT = """
 import os, signal, sys, time
 import numpy as np
-from cosmotrain import dist, logs, sample
+from cosmotrain import dist, logs, sampleset
 ctx = dist.init_mpi()
 logs.setup()
-sample.COMMIT_SECONDS = 0.0  # mark each batch done as soon as it is on disk
+sampleset.COMMIT_SECONDS = 0.0  # mark each batch done as soon as it is on disk
 out, n, batch, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 kill_rank, kill_at = int(os.environ.get("KILL_RANK", -1)), int(os.environ.get("KILL_AT", -1))
 delay = float(os.environ.get("DELAY", 0))
@@ -36,7 +36,7 @@ W = np.random.default_rng(3).standard_normal((8, 256)).astype(np.float32) / 3
 def generator(z):
     return (100 * np.tanh(z @ W)).reshape(len(z), 16, 16).astype(np.float32)
 
-good = sample.gan_compute(generator, 8, seed)
+good = sampleset.gan_compute(generator, 8, seed)
 
 def compute(a, b):
     if ctx.rank == kill_rank and a >= kill_at:
@@ -44,10 +44,10 @@ def compute(a, b):
     time.sleep(delay)
     return good(a, b)
 
-spec = sample.Spec("gan-samples", n, batch, {"patches": ("float32", (16, 16))},
+spec = sampleset.Spec("gan-samples", n, batch, {"patches": ("float32", (16, 16))},
                    identity={"model_sha256": "toy", "seed": seed, "latent_dim": 8},
                    attrs={"patches": {"units": "uK_CMB"}})
-sample.produce(out, spec, compute, desc="toy")
+sampleset.produce(out, spec, compute, desc="toy")
 """
 
 
@@ -62,7 +62,7 @@ def patches(out):
 
 
 def sha(path):
-    from cosmotrain.data.shards import sha256
+    from cosmotrain.files import sha256
     return sha256(path)
 
 
@@ -177,7 +177,7 @@ SIDE, RESO, PAD = 32, 8.0, 2
 GAUSSIAN = """
 import os, sys
 import numpy as np
-from cosmotrain import dist, logs, sample
+from cosmotrain import dist, logs, sampleset
 from cosmotrain.science import spectra
 ctx = dist.init_mpi()
 logs.setup()
@@ -194,23 +194,23 @@ def generator(z):
     field = np.fft.irfft2(np.fft.rfft2(z.reshape(len(z), *big).astype(np.float64)) * amplitude, s=big)
     return (gain * field[:, :side, :side]).astype(np.float32)
 
-spec = sample.Spec("gan-samples", n, 50, {{"patches": ("float32", (side, side))}},
+spec = sampleset.Spec("gan-samples", n, 50, {{"patches": ("float32", (side, side))}},
                    identity={{"model_sha256": f"gaussian-gain-{{gain}}", "seed": 3, "latent_dim": big[0] * big[1]}},
                    attrs={{"patches": {{"units": "uK_CMB"}}}})
-sample.produce(out, spec, sample.gan_compute(generator, big[0] * big[1], 3))
+sampleset.produce(out, spec, sampleset.gan_compute(generator, big[0] * big[1], 3))
 """.format(side=SIDE, reso=RESO, pad=PAD)
 
 
 @pytest.fixture(scope="module")
 def gaussian_reference(tmp_path_factory):
     """A CMB dataset of 400 Gaussian patches with the spectrum the GAUSSIAN script uses."""
+    import reference
     from cosmotrain.data import shards
-    from cosmotrain.science import spectra
 
     root = tmp_path_factory.mktemp("gaussian") / "cmb"
     ell = np.arange(3000.0)
     cl = 1e3 * ((ell + 10.0) / 100.0) ** -2.5
-    patches = spectra.gaussian_patches(cl, 400, (SIDE, SIDE), RESO, np.random.default_rng(8), pad=PAD)
+    patches = reference.gaussian_patches(cl, 400, (SIDE, SIDE), RESO, np.random.default_rng(8), pad=PAD)
     shards.write_dataset(root, "cmb", {"test": {"patches": patches.astype(np.float32),
                                                 "centers": np.zeros((400, 2))}},
                          {"reso_arcmin": RESO, "lmax": 2999, "units": "uK_CMB"}, config={}, seed=8)

@@ -1,9 +1,10 @@
-"""G's calibration filter (``train.calibration``): it takes a ring-to-ring ripple out of the mean
+"""G's calibration filter (``science.calibration``): it takes a ring-to-ring ripple out of the mean
 power spectrum and leaves what a filter cannot fix where it was."""
 import numpy as np
 import pytest
 
-from cosmotrain.train import calibration, spectrum_loss
+from cosmotrain.science import calibration, rings
+from testlib import mean_ring_powers
 from test_spectrum_loss import gaussian_field, modulated
 
 SIZE, TOP = 32, 16
@@ -17,7 +18,7 @@ def rippled(patches, depth):
 
 
 def relative_scatter(patches, matrix):
-    powers = spectrum_loss.patch_ring_powers(patches, matrix)
+    powers = rings.patch_ring_powers(patches, matrix)
     return powers.std(axis=0) / powers.mean(axis=0)
 
 
@@ -25,28 +26,28 @@ def relative_scatter(patches, matrix):
 def fields():
     real = gaussian_field(512, SIZE, 2.0, seed=31)
     made = modulated(rippled(gaussian_field(512, SIZE, 2.0, seed=32), 0.1), 0.3, seed=33)  # ripple, and loud/quiet
-    return real, made, spectrum_loss.ring_matrix(SIZE, TOP)
+    return real, made, rings.ring_matrix(SIZE, TOP)
 
 
 def test_the_filter_gives_the_real_mean_ring_powers(fields):
     real, made, matrix = fields
-    target = spectrum_loss.ring_powers(real, matrix)
+    target = mean_ring_powers(real, matrix)
     gains = calibration.fit(made, target)
-    before = spectrum_loss.ring_powers(made, matrix) / target
-    after = spectrum_loss.ring_powers(calibration.apply(made, gains), matrix) / target
+    before = mean_ring_powers(made, matrix) / target
+    after = mean_ring_powers(calibration.apply(made, gains), matrix) / target
     assert np.abs(before - 1).max() > 0.08
     assert np.abs(after - 1).max() < 0.01
     # held-out patches of the same generator: the filter is a property of the generator, not of its draw
     more = modulated(rippled(gaussian_field(512, SIZE, 2.0, seed=34), 0.1), 0.3, seed=35)
-    held_out = spectrum_loss.ring_powers(calibration.apply(more, gains), matrix) / target
-    assert np.abs(held_out[2:] - 1).max() < 0.05 < np.abs(spectrum_loss.ring_powers(more, matrix)[2:] / target[2:]
+    held_out = mean_ring_powers(calibration.apply(more, gains), matrix) / target
+    assert np.abs(held_out[2:] - 1).max() < 0.05 < np.abs(mean_ring_powers(more, matrix)[2:] / target[2:]
                                                               - 1).max()
 
 
 def test_the_filter_leaves_the_scatter_between_patches_alone(fields):
     """Too much scatter (here: loud and quiet patches) is G's to fix; a linear filter must not hide it."""
     real, made, matrix = fields
-    gains = calibration.fit(made, spectrum_loss.ring_powers(real, matrix))
+    gains = calibration.fit(made, mean_ring_powers(real, matrix))
     np.testing.assert_allclose(relative_scatter(calibration.apply(made, gains), matrix)[1:],
                                relative_scatter(made, matrix)[1:], rtol=0.05)
     assert np.all(relative_scatter(made, matrix)[4:] > 1.2 * relative_scatter(real, matrix)[4:])
@@ -66,7 +67,7 @@ def test_a_generator_far_off_is_not_hidden(fields):
     """A filter corrects a ripple of a few per cent; 100 x too little power is G's failure, left for
     the monitor to report."""
     real, made, matrix = fields
-    gains = calibration.fit(made * 0.1, spectrum_loss.ring_powers(real, matrix))
+    gains = calibration.fit(made * 0.1, mean_ring_powers(real, matrix))
     assert gains.max() == calibration.MAX_GAIN
-    assert np.all(spectrum_loss.ring_powers(calibration.apply(made * 0.1, gains), matrix)
-                  < 0.2 * spectrum_loss.ring_powers(real, matrix))
+    assert np.all(mean_ring_powers(calibration.apply(made * 0.1, gains), matrix)
+                  < 0.2 * mean_ring_powers(real, matrix))

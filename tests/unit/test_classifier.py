@@ -8,7 +8,9 @@ tf = pytest.importorskip("tensorflow")
 
 from cosmotrain import config  # noqa: E402
 from cosmotrain.config import ConfigError  # noqa: E402
-from cosmotrain.evaluate import classification_metrics, confusion_matrix, predict  # noqa: E402
+from cosmotrain.checkpoints import TrainState  # noqa: E402
+from cosmotrain.evaluate_classifier import classification_metrics, confusion_matrix  # noqa: E402
+from cosmotrain.inference import TrainedClassifier  # noqa: E402
 from cosmotrain.models.classifier import ModelConfig, build_classifier  # noqa: E402
 from cosmotrain.train.classifier import ClassifierConfig  # noqa: E402
 
@@ -72,5 +74,6 @@ def test_tta_averages_the_eight_rotations_and_flips():
     views = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
     views += [v[:, :, ::-1] for v in views]
     expected = np.mean([model(np.ascontiguousarray(v), training=False).numpy() for v in views], axis=0)
-    assert np.allclose(predict(model, images, tta=True, batch=2), expected, atol=1e-6)
-    assert np.allclose(predict(model, images, tta=False), model(images, training=False).numpy(), atol=1e-6)
+    classifier = TrainedClassifier(model, ["round", "edge-on", "spiral"], "", "", TrainState())
+    assert np.allclose(classifier(images, tta=True, batch=2), expected, atol=1e-6)
+    assert np.allclose(classifier(images, tta=False), model(images, training=False).numpy(), atol=1e-6)

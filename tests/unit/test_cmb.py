@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from testlib import run_cli
-from cosmotrain.data import cmb, shards
+from cosmotrain.data import cmb, cmb_spectrum, reader
+from cosmotrain.data import sky as skies
 from cosmotrain.errors import UserError
 from cosmotrain.science import spectra
 
@@ -20,13 +21,13 @@ def sets(items):
 
 @pytest.fixture(scope="module")
 def fiducial():
-    return cmb.load_spectrum(cmb.SpectrumConfig())
+    return cmb_spectrum.load_spectrum(cmb_spectrum.SpectrumConfig())
 
 
 # ---------------------------------------------------------------- the spectrum
 
 def test_shipped_spectrum_is_planck_2018_and_says_how_it_was_made(fiducial):
-    header = [line for line in cmb.fiducial_path().read_text().splitlines() if line.startswith("#")]
+    header = [line for line in cmb_spectrum.fiducial_path().read_text().splitlines() if line.startswith("#")]
     text = "\n".join(header)
     assert "Planck 2018" in text and "CAMB 2." in text and "omch2=0.12011" in text and "uK^2" in text
     assert fiducial.lmax >= 4000 and fiducial.convention == "cl" and fiducial.cl[:2].tolist() == [0, 0]
@@ -48,10 +49,10 @@ def test_camb_dat_two_column_dl_and_fits_all_give_the_same_cl(tmp_path, fiducial
     fits = tmp_path / "cl.fits"
     hp.write_cl(str(fits), fiducial.cl[:3001])
     for path, convention in [(camb_dat, "dl"), (two_dl, "dl"), (two_cl, "cl"), (fits, "cl")]:
-        got = cmb.read_spectrum(path)
+        got = cmb_spectrum.read_spectrum(path)
         assert got.convention == convention, (path, got.detected_by)
         np.testing.assert_allclose(got.cl, fiducial.cl[:3001], rtol=1e-6, atol=1e-12)
-    declared = cmb.read_spectrum(two_dl, convention="cl")  # a declaration overrides detection
+    declared = cmb_spectrum.read_spectrum(two_dl, convention="cl")  # a declaration overrides detection
     assert declared.detected_by == "declared" and declared.cl[100] > 100 * fiducial.cl[100]
 
 
@@ -66,7 +67,7 @@ def test_bad_spectrum_files_get_one_line_naming_problem_and_fix(tmp_path, conten
     path = tmp_path / "bad.txt"
     path.write_text(content)
     with pytest.raises(UserError, match=message) as info:
-        cmb.read_spectrum(path, convention="cl")
+        cmb_spectrum.read_spectrum(path, convention="cl")
     assert "\n" not in str(info.value) and ";" in str(info.value)  # problem; fix
 
 
@@ -74,8 +75,8 @@ def test_a_spectrum_in_k2_declared_as_uk2_is_caught(tmp_path, fiducial):
     path = tmp_path / "k2.txt"
     np.savetxt(path, np.column_stack([np.arange(2, 2001), fiducial.cl[2:2001] * 1e-12]), header="ell C_ell")
     with pytest.raises(UserError, match="set spectrum.units: K2"):
-        cmb.read_spectrum(path)
-    assert cmb.read_spectrum(path, units="K2").cl[500] == pytest.approx(fiducial.cl[500])
+        cmb_spectrum.read_spectrum(path)
+    assert cmb_spectrum.read_spectrum(path, units="K2").cl[500] == pytest.approx(fiducial.cl[500])
 
 
 # ---------------------------------------------------------------- checks before any map
@@ -127,16 +128,16 @@ def test_patches_are_healpy_gnomview_north_up_east_left():
 
     nside = 64
     sky = np.arange(12 * nside**2, dtype=np.float64)
-    mine = cmb.cut_patches(sky, cmb.patch_pixels(nside, np.array([[30.0, 40.0]]), (16, 20), 30.0))[0]
+    mine = skies.cut_patches(sky, skies.patch_pixels(nside, np.array([[30.0, 40.0]]), (16, 20), 30.0))[0]
     view = hp.gnomview(sky, rot=(30, 40, 0), xsize=20, ysize=16, reso=30.0, return_projected_map=True,
                        no_plot=True)
     np.testing.assert_array_equal(mine, np.asarray(view)[::-1])  # gnomview's row 0 is the south edge
 
 
 def test_centres_keep_patches_outside_the_galactic_cut():
-    reach = cmb.patch_half_diagonal_deg((64, 64), 4.0)
-    centers = cmb.patch_centers(8, 20.0, reach)
-    v = cmb.patch_vectors(centers, (64, 64), 4.0)
+    reach = skies.patch_half_diagonal_deg((64, 64), 4.0)
+    centers = skies.patch_centers(8, 20.0, reach)
+    v = skies.patch_vectors(centers, (64, 64), 4.0)
     lat = np.degrees(np.arcsin(v[2]))
     assert 0 < len(centers) < 768 and np.abs(lat).min() >= 20.0
 
@@ -144,9 +145,9 @@ def test_centres_keep_patches_outside_the_galactic_cut():
 def test_map_i_depends_only_on_seed_and_i_and_leaves_numpy_alone(fiducial):
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    a = cmb.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=3)
-    b = cmb.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=3)
-    c = cmb.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=4)
+    a = skies.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=3)
+    b = skies.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=3)
+    c = skies.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=4)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     np.testing.assert_array_equal(np.random.get_state()[1], before)
@@ -154,8 +155,8 @@ def test_map_i_depends_only_on_seed_and_i_and_leaves_numpy_alone(fiducial):
 
 def test_noise_level_is_per_arcmin():
     flat = np.zeros(200)
-    sky = cmb.simulate_map(flat, 128, 100, 0.0, False, 30.0, seed=0, index=0)
-    assert sky.std() == pytest.approx(30.0 / cmb.pixel_arcmin(128), rel=0.01)
+    sky = skies.simulate_map(flat, 128, 100, 0.0, False, 30.0, seed=0, index=0)
+    assert sky.std() == pytest.approx(30.0 / skies.pixel_arcmin(128), rel=0.01)
 
 
 def test_splits_are_disjoint_complete_and_rank_independent():
@@ -178,7 +179,7 @@ def small_dataset(tmp_path_factory):
 
 
 def test_dataset_has_the_documented_layout(small_dataset):
-    manifest = shards.read_manifest(small_dataset)
+    manifest = reader.read_manifest(small_dataset)
     attrs = manifest["attrs"]
     for key in ("nside", "lmax", "fwhm_arcmin", "reso_arcmin", "cl_source", "seed"):
         assert key in attrs
@@ -186,7 +187,7 @@ def test_dataset_has_the_documented_layout(small_dataset):
     assert set(manifest["splits"]) == {"train", "val", "test"}
     total = sum(s["n"] for s in manifest["splits"].values())
     assert total == manifest["patches"]["per_map"] * 3
-    data = shards.ShardSet(small_dataset, "train", kind="cmb", verify=True)
+    data = reader.ShardSet(small_dataset, "train", kind="cmb", verify=True)
     sample = data.read(0, data.n)
     assert sample["patches"].dtype == np.float32 and sample["patches"].shape[1:] == (32, 32)
     assert sample["centers"].dtype == np.float64 and np.abs(sample["centers"][:, 1]).min() >= 20
@@ -221,14 +222,14 @@ def test_cmb_spectrum_command_copies_the_shipped_table(tmp_path, fiducial):
     out = tmp_path / "fiducial.txt"
     done = run_cli("data", "cmb-spectrum", "--out", out, timeout=120)
     assert done.returncode == 0, done.stderr
-    np.testing.assert_allclose(cmb.read_spectrum(out).cl, fiducial.cl, rtol=1e-9)
+    np.testing.assert_allclose(cmb_spectrum.read_spectrum(out).cl, fiducial.cl, rtol=1e-9)
     assert "CAMB" in out.read_text().splitlines()[3]
 
 
 def test_cmb_spectrum_with_camb_matches_the_shipped_table():
     pytest.importorskip("camb")
-    cl, header = cmb.camb_spectrum(lmax=2500)
-    shipped = cmb.load_spectrum(cmb.SpectrumConfig()).cl
+    cl, header = cmb_spectrum.camb_spectrum(lmax=2500)
+    shipped = cmb_spectrum.load_spectrum(cmb_spectrum.SpectrumConfig()).cl
     np.testing.assert_allclose(cl[2:2001], shipped[2:2001], rtol=2e-3)
 
 
@@ -237,4 +238,4 @@ def test_camb_missing_is_one_line_with_the_install_command(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "camb", None)  # as if not installed
     with pytest.raises(UserError, match=r"pip install 'cosmotrain\[camb\]'"):
-        cmb.camb_spectrum(lmax=100)
+        cmb_spectrum.camb_spectrum(lmax=100)

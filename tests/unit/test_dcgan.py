@@ -4,10 +4,12 @@ import pytest
 import tensorflow as tf
 
 from cosmotrain import config
-from cosmotrain.data import shards
+from cosmotrain.data import reader, shards
 from cosmotrain.errors import UserError
 from cosmotrain.models.dcgan import IsotropicFilter, ModelConfig, build_discriminator, build_generator, upsamplings
-from cosmotrain.train import gan
+from cosmotrain.models import generator
+from cosmotrain.train import gan, gan_monitor
+from cosmotrain.train.gan_config import GanConfig
 
 
 def test_generator_and_discriminator_shapes_at_64_pixels():
@@ -37,7 +39,7 @@ def test_an_image_size_that_is_not_base_times_a_power_of_two_is_refused():
 
 def test_the_transform_maps_uK_to_network_units_and_back():
     x = np.random.default_rng(1).normal(5.0, 100.0, (50, 8, 8))
-    t = gan.Transform.fit(x, sigmas=3.0)
+    t = generator.Transform.fit(x, sigmas=3.0)
     assert t.offset_uK == pytest.approx(x.mean()) and t.scale_uK == pytest.approx(3 * x.std())
     assert np.allclose(t.to_uK(t.to_net(x)), x)
     assert abs(np.std(t.to_net(x)) - 1 / 3) < 1e-9
@@ -56,7 +58,7 @@ def write_cmb(root, side=32, n=64, attrs=None):
 def gan_config(data, **sections):
     overrides = [f"data.path={data}", "model.image_size=64"]
     overrides += [f"{k}={v}" for k, v in sections.items()]
-    return config.load(gan.GanConfig, None, overrides)
+    return config.load(GanConfig, None, overrides)
 
 
 def test_a_dataset_of_another_patch_size_is_refused_with_the_fix(tmp_path):
@@ -145,11 +147,11 @@ def test_the_monitors_real_patches_are_drawn_one_by_one_from_the_whole_split(tmp
     attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0}
     shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
                          config={}, seed=0, samples_per_shard=700)
-    split = shards.ShardSet(tmp_path / "cmb", "train", kind="cmb")
-    drawn = gan.real_patches(split, 512, seed=2024)
+    split = reader.ShardSet(tmp_path / "cmb", "train", kind="cmb")
+    drawn = gan_monitor.real_patches(split, 512, seed=2024)
     index = drawn[:, 0, 0].astype(int)
     assert np.all(drawn == index[:, None, None].astype(np.float32))  # whole patches, each where it was drawn
     assert len(set(index)) == 512
     assert len(set(index // block)) >= 28  # 8 blocks of 64 would touch 8 of the 32
     assert np.any(np.diff(index) < 0)  # in random order: the reference (the first ones) is no corner of the set
-    np.testing.assert_array_equal(gan.real_patches(split, 512, seed=2024), drawn)
+    np.testing.assert_array_equal(gan_monitor.real_patches(split, 512, seed=2024), drawn)

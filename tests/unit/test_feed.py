@@ -5,27 +5,27 @@ import time
 import numpy as np
 import pytest
 
-from cosmotrain.data import feed, shards
+from cosmotrain.data import augment, epochs, feed, reader
 from cosmotrain.errors import UserError
 
 
 def test_batches_are_rank_batches_with_each_sample_under_a_d4_element(tiny_galaxies):
-    s = shards.ShardSet(tiny_galaxies, "train")
+    s = reader.ShardSet(tiny_galaxies, "train")
     got = list(feed.batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids"), augment="images"))
-    ref = list(shards.rank_batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids")))
+    ref = list(epochs.rank_batches(s, 0, 2, 8, seed=5, epoch=1, fields=("images", "labels", "ids")))
     assert len(got) == len(ref) == 51 // 8
     for (images, labels, ids), r in zip(got, ref):
         np.testing.assert_array_equal(ids, r["ids"])
         np.testing.assert_array_equal(labels, r["labels"])
         assert images.dtype == np.uint8 and images.shape == (8, 8, 8, 3)
-        views = [{shards.d4_transform(r["images"][i:i + 1], np.array([k])).tobytes() for k in range(8)}
+        views = [{augment.d4_transform(r["images"][i:i + 1], np.array([k])).tobytes() for k in range(8)}
                  for i in range(8)]
         assert all(images[i].tobytes() in views[i] for i in range(8))
     assert any(not np.array_equal(g[0], r["images"]) for g, r in zip(got, ref))  # augmented
 
 
 def test_resumed_batches_are_the_tail_of_the_epoch(tiny_galaxies):
-    s = shards.ShardSet(tiny_galaxies, "train")
+    s = reader.ShardSet(tiny_galaxies, "train")
     full = list(feed.batches(s, 1, 2, 8, seed=3, epoch=2, fields=("images", "ids"), augment="images"))
     tail = list(feed.batches(s, 1, 2, 8, seed=3, epoch=2, fields=("images", "ids"), start_batch=4, augment="images"))
     assert len(tail) == len(full) - 4
@@ -34,7 +34,7 @@ def test_resumed_batches_are_the_tail_of_the_epoch(tiny_galaxies):
 
 
 def test_the_tf_data_dataset_gives_the_same_batches(tiny_galaxies):
-    s = shards.ShardSet(tiny_galaxies, "train")
+    s = reader.ShardSet(tiny_galaxies, "train")
     fields = ("images", "labels")
     direct = list(feed.batches(s, 1, 2, 8, seed=2, epoch=0, fields=fields, augment="images"))
     ds = feed.dataset(s, 1, 2, 8, seed=2, epoch=0, fields=fields, augment="images")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cosmotrain.data import galaxies
+from cosmotrain.data import galaxies, galaxy_dataset, shards
 
 
 @pytest.fixture(scope="module")
@@ -137,25 +137,25 @@ def test_a_linear_classifier_on_raw_pixels_stays_below_95_percent():
 
 def test_stratified_split_is_80_10_10_per_class_disjoint_and_seeded():
     labels = np.repeat(np.array([0, 1, 2], np.int8), [500, 300, 200])
-    parts = galaxies.stratified_split(labels, (0.8, 0.1, 0.1), seed=3)
+    parts = galaxy_dataset.stratified_split(labels, (0.8, 0.1, 0.1), seed=3)
     assert [len(parts[s]) for s in ("train", "val", "test")] == [800, 100, 100]
     for s, frac in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
         assert np.bincount(labels[parts[s]]).tolist() == [500 * frac, 300 * frac, 200 * frac]
     everything = np.concatenate(list(parts.values()))
     assert np.array_equal(np.sort(everything), np.arange(1000))
-    assert all(np.array_equal(parts[s], galaxies.stratified_split(labels, seed=3)[s]) for s in parts)
-    assert not np.array_equal(parts["train"], galaxies.stratified_split(labels, seed=4)["train"])
+    assert all(np.array_equal(parts[s], galaxy_dataset.stratified_split(labels, seed=3)[s]) for s in parts)
+    assert not np.array_equal(parts["train"], galaxy_dataset.stratified_split(labels, seed=4)["train"])
     assert len(set(labels[parts["train"][:30]])) == 3  # shuffled: classes mixed on disk
 
 
 def test_split_counts_always_add_up():
     for n in (0, 1, 7, 10, 6167):
-        assert galaxies.split_counts(n, (0.8, 0.1, 0.1)).sum() == n
+        assert shards.split_counts(n, (0.8, 0.1, 0.1)).sum() == n
 
 
 def test_the_shipped_config_file_holds_the_built_in_defaults():
     from testlib import REPO
     from cosmotrain import config
-    from cosmotrain.commands.galaxies import GalaxiesConfig
+    from cosmotrain.data.galaxy_dataset import GalaxiesConfig
 
     assert config.load(GalaxiesConfig, REPO / "configs" / "galaxies.yaml") == GalaxiesConfig()

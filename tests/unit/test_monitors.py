@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from cosmotrain.data import cmb
+from cosmotrain.data import cmb_spectrum
 from cosmotrain.errors import UserError
 from cosmotrain.science import monitors, spectra
+from reference import gaussian_patches
 
 SIDE, RESO = 32, 8.0  # 4.3 deg patches, like the tiny CMB set but quicker to simulate
 CFG = monitors.MonitorConfig(generated=512, group_size=16, reference=512, ks_draws=8, pixels_per_patch=32)
@@ -12,9 +13,9 @@ CFG = monitors.MonitorConfig(generated=512, group_size=16, reference=512, ks_dra
 
 def gaussian_sky(n: int, seed: int) -> np.ndarray:
     """``n`` flat-sky patches of the Planck 2018 spectrum with a 10' beam, float32 [n, 32, 32] μK."""
-    cl = cmb.load_spectrum(cmb.SpectrumConfig()).cl[:2001]
+    cl = cmb_spectrum.load_spectrum(cmb_spectrum.SpectrumConfig()).cl[:2001]
     beamed = cl * spectra.beam_window(2000, 10.0) ** 2
-    return spectra.gaussian_patches(beamed, n, (SIDE, SIDE), RESO, np.random.default_rng(seed)).astype(np.float32)
+    return gaussian_patches(beamed, n, (SIDE, SIDE), RESO, np.random.default_rng(seed)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,9 @@ def reference():
 
 
 def evaluate(reference, patches):
-    return monitors.score(reference, monitors.combine(reference.probe.measure(patches, keep_examples=True)))
+    one_process = (lambda total: total, lambda obj: [obj])  # dist.allreduce_sum_array, gather_object on 1 rank
+    local = reference.probe.measure(patches, keep_examples=True)
+    return monitors.score(reference, monitors.combine(local, *one_process))
 
 
 def test_real_patches_score_about_one(reference):

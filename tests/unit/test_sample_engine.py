@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cosmotrain import sample
-from cosmotrain.data.shards import sha256
+from cosmotrain import sampleplan, sampleset
+from cosmotrain.files import sha256
 from cosmotrain.errors import UserError
 
 DIM, SIDE, SEED = 8, 16, 5
@@ -24,15 +24,16 @@ def toy_generator(z: np.ndarray) -> np.ndarray:
     return (100 * np.tanh(z @ WEIGHTS)).reshape(len(z), SIDE, SIDE).astype(np.float32)
 
 
-def toy_spec(n=300, batch=32, seed=SEED) -> sample.Spec:
-    return sample.Spec("gan-samples", n, batch, {"patches": ("float32", (SIDE, SIDE))},
+def toy_spec(n=300, batch=32, seed=SEED) -> sampleset.Spec:
+    return sampleset.Spec("gan-samples", n, batch, {"patches": ("float32", (SIDE, SIDE))},
                        identity={"model_sha256": "toy", "seed": seed, "latent_dim": DIM},
                        attrs={"patches": {"units": "uK_CMB"}})
 
 
 def make(out, spec=None, compute=None, **kw):
     spec = spec or toy_spec()
-    return sample.produce(out, spec, compute or sample.gan_compute(toy_generator, DIM, spec.identity["seed"]), **kw)
+    compute = compute or sampleset.gan_compute(toy_generator, DIM, spec.identity["seed"])
+    return sampleset.produce(out, spec, compute, **kw)
 
 
 def read_patches(out):
@@ -50,7 +51,7 @@ class Stop(Exception):
 
 def crashing_after(calls):
     state = {"calls": 0}
-    good = sample.gan_compute(toy_generator, DIM, SEED)
+    good = sampleset.gan_compute(toy_generator, DIM, SEED)
 
     def compute(a, b):
         state["calls"] += 1
@@ -61,7 +62,7 @@ def crashing_after(calls):
 
 
 def counting(log):
-    good = sample.gan_compute(toy_generator, DIM, SEED)
+    good = sampleset.gan_compute(toy_generator, DIM, SEED)
 
     def compute(a, b):
         log.append((a, b))
@@ -70,32 +71,32 @@ def counting(log):
 
 
 def test_a_latent_depends_only_on_seed_and_index():
-    whole = sample.latents(SEED, 0, 50, DIM)
+    whole = sampleset.latents(SEED, 0, 50, DIM)
     assert whole.dtype == np.float32 and whole.shape == (50, DIM)
-    np.testing.assert_array_equal(whole[17:33], sample.latents(SEED, 17, 33, DIM))
-    assert not np.array_equal(whole, sample.latents(SEED + 1, 0, 50, DIM))
+    np.testing.assert_array_equal(whole[17:33], sampleset.latents(SEED, 17, 33, DIM))
+    assert not np.array_equal(whole, sampleset.latents(SEED + 1, 0, 50, DIM))
     assert abs(whole.mean()) < 0.1 and abs(whole.std() - 1) < 0.1
 
 
 def test_parts_are_contiguous_whole_batches_covering_the_set():
-    parts = sample.cut_parts(1000, 64, 3)
+    parts = sampleplan.cut_parts(1000, 64, 3)
     assert parts[0][0] == 0 and parts[-1][1] == 1000
     assert all(a % 64 == 0 and a < b for a, b in parts)
     assert all(parts[i][1] == parts[i + 1][0] for i in range(2))
     with pytest.raises(UserError, match="use at most 2 ranks or a smaller --batch"):
-        sample.cut_parts(100, 64, 3)
+        sampleplan.cut_parts(100, 64, 3)
 
 
 def test_a_set_holds_the_generator_output_with_units_and_checksums(tmp_path):
     out = tmp_path / "set"
     manifest = make(out, extra={"model": {"run": "toy"}})
-    expected = toy_generator(sample.latents(SEED, 0, 300, DIM))
+    expected = toy_generator(sampleset.latents(SEED, 0, 300, DIM))
     np.testing.assert_array_equal(read_patches(out), expected)
     with h5py.File(out / "samples.h5", "r") as h5:
         assert h5["patches"].is_virtual and h5["patches"].attrs["units"] == "uK_CMB"
     assert manifest["n"] == 300 and manifest["identity"]["seed"] == SEED and manifest["model"] == {"run": "toy"}
     assert "h5py" in manifest["versions"] and manifest["parts"][0]["sha256"] == sha256(out / "part-00000.h5")
-    assert sample.verify(out)["n"] == 300
+    assert sampleplan.verify(out)["n"] == 300
 
 
 def test_rerunning_a_complete_set_changes_nothing(tmp_path):
@@ -110,7 +111,7 @@ def test_rerunning_a_complete_set_changes_nothing(tmp_path):
 def test_a_crashed_run_resumes_with_only_the_missing_batches_and_equal_bytes(tmp_path, monkeypatch):
     reference, out = tmp_path / "ref", tmp_path / "set"
     make(reference)
-    monkeypatch.setattr(sample, "COMMIT_SECONDS", 0.0)  # mark every batch done as soon as it is written
+    monkeypatch.setattr(sampleset, "COMMIT_SECONDS", 0.0)  # mark every batch done as soon as it is written
     with pytest.raises(Stop):
         make(out, compute=crashing_after(4))
     assert not (out / "manifest.json").exists() and not (out / "samples.h5").exists()
@@ -128,7 +129,7 @@ def test_batches_not_yet_on_disk_are_computed_again(tmp_path):
     calls = []
     make(out, compute=counting(calls))
     assert len(calls) == 10
-    np.testing.assert_array_equal(read_patches(out), toy_generator(sample.latents(SEED, 0, 300, DIM)))
+    np.testing.assert_array_equal(read_patches(out), toy_generator(sampleset.latents(SEED, 0, 300, DIM)))
 
 
 def test_a_damaged_part_is_made_again(tmp_path):
@@ -137,7 +138,7 @@ def test_a_damaged_part_is_made_again(tmp_path):
         make(out, compute=crashing_after(2))
     (out / "part-00000.h5").write_bytes(b"not hdf5 at all")
     make(out)
-    np.testing.assert_array_equal(read_patches(out), toy_generator(sample.latents(SEED, 0, 300, DIM)))
+    np.testing.assert_array_equal(read_patches(out), toy_generator(sampleset.latents(SEED, 0, 300, DIM)))
 
 
 def test_a_different_command_on_a_set_is_refused_unless_overwrite(tmp_path):
@@ -150,7 +151,7 @@ def test_a_different_command_on_a_set_is_refused_unless_overwrite(tmp_path):
         make(out, toy_spec(n=200))
     assert snapshot(out) == before
     make(out, toy_spec(seed=6), overwrite=True)
-    np.testing.assert_array_equal(read_patches(out), toy_generator(sample.latents(6, 0, 300, DIM)))
+    np.testing.assert_array_equal(read_patches(out), toy_generator(sampleset.latents(6, 0, 300, DIM)))
 
 
 def test_a_folder_of_other_files_is_refused(tmp_path):
@@ -173,9 +174,9 @@ def test_a_generator_that_returns_nan_is_stopped_with_the_fix(tmp_path):
         patches = toy_generator(z)
         patches[z[:, 0] > 2.0] = np.inf  # a saturated network
         return patches
-    first = int(np.argmax(sample.latents(SEED, 0, 300, DIM)[:, 0] > 2.0))
+    first = int(np.argmax(sampleset.latents(SEED, 0, 300, DIM)[:, 0] > 2.0))
     with pytest.raises(UserError, match=f"sample {first};.*use an earlier checkpoint"):
-        make(tmp_path / "set", compute=sample.gan_compute(diverged, DIM, SEED))
+        make(tmp_path / "set", compute=sampleset.gan_compute(diverged, DIM, SEED))
     assert not (tmp_path / "set" / "manifest.json").exists()
 
 
@@ -186,7 +187,7 @@ def test_verify_catches_a_changed_part(tmp_path):
         fh.seek(-4, os.SEEK_END)
         fh.write(b"\x00\x00\x80\x7f")
     with pytest.raises(UserError, match="does not match its sha256"):
-        sample.verify(out)
+        sampleplan.verify(out)
 
 
 def test_plain_h5py_reads_the_set_from_anywhere_without_cosmotrain(tmp_path):
@@ -202,7 +203,7 @@ def test_plain_h5py_reads_the_set_from_anywhere_without_cosmotrain(tmp_path):
     done = subprocess.run([sys.executable, "-I", "-c", reader, str(moved / "samples.h5")], cwd="/",
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    expected = toy_generator(sample.latents(SEED, 0, 300, DIM))
+    expected = toy_generator(sampleset.latents(SEED, 0, 300, DIM))
     assert done.stdout.split(")")[-1].strip() == __import__("hashlib").sha256(expected.tobytes()).hexdigest()
 
 
@@ -211,7 +212,7 @@ def test_a_missing_part_reads_as_nan_not_as_zeros(tmp_path):
     spec = toy_spec()
     make(out, spec)
     parts = [(0, 160), (160, 300)]  # as if the set had two parts, the second one lost
-    sample.write_virtual(out, spec, parts)
+    sampleset.write_virtual(out, spec, parts)
     x = read_patches(out)
     assert np.isnan(x[160:]).all() and np.isfinite(x[:160]).all()
 
@@ -235,9 +236,9 @@ def test_a_set_larger_than_the_free_space_is_refused_up_front(small_disk):
 
 
 def test_a_disk_that_fills_up_mid_run_is_an_error_and_the_rerun_resumes(small_disk, tmp_path, monkeypatch):
-    monkeypatch.setattr(sample, "COMMIT_SECONDS", 0.0)
+    monkeypatch.setattr(sampleset, "COMMIT_SECONDS", 0.0)
     out, ballast = small_disk / "set", small_disk / "ballast"
-    good = sample.gan_compute(toy_generator, DIM, SEED)
+    good = sampleset.gan_compute(toy_generator, DIM, SEED)
     spec = toy_spec(n=1500, batch=50)  # 1.5 MB of samples on a 2 MiB disk
 
     def filler(a, b):  # another job fills the disk while this one runs
@@ -255,8 +256,8 @@ def test_a_disk_that_fills_up_mid_run_is_an_error_and_the_rerun_resumes(small_di
     calls = []
     make(out, spec, compute=counting(calls))
     assert calls and calls[0][0] >= 500  # the batches written before the disk filled are kept
-    np.testing.assert_array_equal(read_patches(out), toy_generator(sample.latents(SEED, 0, 1500, DIM)))
-    assert sample.verify(out)["n"] == 1500
+    np.testing.assert_array_equal(read_patches(out), toy_generator(sampleset.latents(SEED, 0, 1500, DIM)))
+    assert sampleplan.verify(out)["n"] == 1500
 
 
 def test_temporary_files_of_a_killed_first_step_do_not_block_the_rerun(tmp_path):
@@ -265,4 +266,4 @@ def test_temporary_files_of_a_killed_first_step_do_not_block_the_rerun(tmp_path)
     (out / ".layout.json.abc123.tmp").write_text("{")  # killed while writing the layout
     make(out)
     assert not list(out.glob(".*.tmp"))
-    np.testing.assert_array_equal(read_patches(out), toy_generator(sample.latents(SEED, 0, 300, DIM)))
+    np.testing.assert_array_equal(read_patches(out), toy_generator(sampleset.latents(SEED, 0, 300, DIM)))

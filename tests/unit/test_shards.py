@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cosmotrain.data import shards
+from cosmotrain.data import augment, epochs, h5raw, reader, shards
 from cosmotrain.errors import UserError
 
 
@@ -20,7 +20,7 @@ def test_round_trip_names_chunks_and_manifest(tiny_galaxies):
         chunks = h5["images"].chunks  # chunked along N only: a rank reads whole samples
         assert chunks[1:] == h5["images"].shape[1:] and chunks[0] * 8 * 8 * 3 <= shards.CHUNK_BYTES
         assert list(h5.attrs["class_names"]) == ["round", "edge-on", "spiral"]
-    s = shards.ShardSet(tiny_galaxies, "train", kind="galaxies", verify=True)
+    s = reader.ShardSet(tiny_galaxies, "train", kind="galaxies", verify=True)
     ids = s.read(30, 90)["ids"]  # spans two files
     np.testing.assert_array_equal(ids, np.arange(30, 90))
     assert s.read(0, 103)["images"].shape == (103, 8, 8, 3)
@@ -29,9 +29,9 @@ def test_round_trip_names_chunks_and_manifest(tiny_galaxies):
 def test_checksum_mismatch_is_caught(tiny_galaxies):
     with h5py.File(tiny_galaxies / "val-00000-of-00001.h5", "a") as h5:
         h5["labels"][0] = 2
-    shards.ShardSet(tiny_galaxies, "val")  # without verification it opens
+    reader.ShardSet(tiny_galaxies, "val")  # without verification it opens
     with pytest.raises(UserError, match="does not match its sha256"):
-        shards.ShardSet(tiny_galaxies, "val", verify=True)
+        reader.ShardSet(tiny_galaxies, "val", verify=True)
 
 
 def _edit_manifest(root, fn):
@@ -42,30 +42,30 @@ def _edit_manifest(root, fn):
 
 def test_wrong_schema_version_kind_and_split(tiny_galaxies):
     with pytest.raises(UserError, match="needs 'cmb'"):
-        shards.ShardSet(tiny_galaxies, "train", kind="cmb")
+        reader.ShardSet(tiny_galaxies, "train", kind="cmb")
     with pytest.raises(UserError, match="no 'test' split"):
-        shards.ShardSet(tiny_galaxies, "test")
+        reader.ShardSet(tiny_galaxies, "test")
     _edit_manifest(tiny_galaxies, lambda m: m.update(schema_version=99))
     with pytest.raises(UserError, match="schema version 99"):
-        shards.ShardSet(tiny_galaxies, "train")
+        reader.ShardSet(tiny_galaxies, "train")
 
 
 def test_missing_unreadable_and_wrong_dtype_files(tiny_galaxies, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        shards.ShardSet(tmp_path / "nowhere")
+        reader.ShardSet(tmp_path / "nowhere")
     (tiny_galaxies / "val-00000-of-00001.h5").write_bytes(b"not hdf5 at all")
     with pytest.raises(UserError, match="cannot read HDF5 file"):
-        shards.ShardSet(tiny_galaxies, "val")
+        reader.ShardSet(tiny_galaxies, "val")
     path = tiny_galaxies / "train-00001-of-00003.h5"
     with h5py.File(path, "a") as h5:
         data = h5["images"][:].astype(np.float32)
         del h5["images"]
         h5["images"] = data
     with pytest.raises(UserError, match="'images' has dtype float32, expected uint8"):
-        shards.ShardSet(tiny_galaxies, "train")
+        reader.ShardSet(tiny_galaxies, "train")
     path.unlink()
     with pytest.raises(UserError, match="is missing"):
-        shards.ShardSet(tiny_galaxies, "train")
+        reader.ShardSet(tiny_galaxies, "train")
 
 
 def test_nan_in_float_data_is_rejected_on_read(tmp_path):
@@ -73,7 +73,7 @@ def test_nan_in_float_data_is_rejected_on_read(tmp_path):
     patches[7, 1, 2] = np.nan
     shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2))}},
                          {}, config={}, seed=1)
-    s = shards.ShardSet(tmp_path / "cmb", "train")
+    s = reader.ShardSet(tmp_path / "cmb", "train")
     s.read(0, 5)
     with pytest.raises(UserError, match="sample 7 .* NaN or inf"):
         s.read(0, 10)
@@ -100,7 +100,7 @@ def test_existing_output_is_refused_unless_overwrite(tiny_galaxies):
 @pytest.mark.parametrize("n, size", [(103, 1), (103, 2), (103, 4), (1000, 3), (64, 64), (5, 2)])
 def test_epoch_slices_are_disjoint_equal_and_cover(n, size):
     for epoch in range(3):
-        parts = [np.concatenate([np.arange(a, b) for a, b in shards.epoch_runs(n, r, size, 42, epoch, block=8)])
+        parts = [np.concatenate([np.arange(a, b) for a, b in epochs.epoch_runs(n, r, size, 42, epoch, block=8)])
                  for r in range(size)]
         assert {len(p) for p in parts} == {n // size}
         together = np.concatenate(parts)
@@ -108,32 +108,32 @@ def test_epoch_slices_are_disjoint_equal_and_cover(n, size):
 
 
 def test_epochs_are_shuffled_but_reproducible():
-    a0 = shards.epoch_runs(1000, 0, 2, seed=1, epoch=0)
-    assert a0 == shards.epoch_runs(1000, 0, 2, seed=1, epoch=0)
-    assert a0 != shards.epoch_runs(1000, 0, 2, seed=1, epoch=1)
-    assert a0 != shards.epoch_runs(1000, 0, 2, seed=2, epoch=0)
+    a0 = epochs.epoch_runs(1000, 0, 2, seed=1, epoch=0)
+    assert a0 == epochs.epoch_runs(1000, 0, 2, seed=1, epoch=0)
+    assert a0 != epochs.epoch_runs(1000, 0, 2, seed=1, epoch=1)
+    assert a0 != epochs.epoch_runs(1000, 0, 2, seed=2, epoch=0)
 
 
 def test_more_ranks_than_samples_is_an_error():
     with pytest.raises(UserError, match="5 samples for 8 ranks"):
-        shards.epoch_runs(5, 0, 8, seed=0, epoch=0)
+        epochs.epoch_runs(5, 0, 8, seed=0, epoch=0)
 
 
 def test_rank_batches_resume_and_batch_too_large(tiny_galaxies):
-    s = shards.ShardSet(tiny_galaxies, "train")
-    full = [b["ids"] for b in shards.rank_batches(s, 1, 2, 10, seed=3, epoch=2, window=20)]
+    s = reader.ShardSet(tiny_galaxies, "train")
+    full = [b["ids"] for b in epochs.rank_batches(s, 1, 2, 10, seed=3, epoch=2, window=20)]
     assert len(full) == 51 // 10
-    resumed = [b["ids"] for b in shards.rank_batches(s, 1, 2, 10, seed=3, epoch=2, start_batch=3, window=20)]
+    resumed = [b["ids"] for b in epochs.rank_batches(s, 1, 2, 10, seed=3, epoch=2, start_batch=3, window=20)]
     np.testing.assert_array_equal(np.concatenate(full[3:]), np.concatenate(resumed))
     with pytest.raises(UserError, match="per-rank batch 60 is larger than this rank's 51 samples"):
-        next(shards.rank_batches(s, 0, 2, 60, seed=0, epoch=0))
+        next(epochs.rank_batches(s, 0, 2, 60, seed=0, epoch=0))
 
 
 def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
-    s = shards.ShardSet(tiny_galaxies, "train")  # 103 samples in 2 shards
-    runs = shards.epoch_runs(s.n, 0, 1, seed=4, epoch=1)
+    s = reader.ShardSet(tiny_galaxies, "train")  # 103 samples in 2 shards
+    runs = epochs.epoch_runs(s.n, 0, 1, seed=4, epoch=1)
     reading_order = np.concatenate([s.read(a, b, ("ids",))["ids"] for a, b in runs])
-    batches = [b["ids"] for b in shards.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)]
+    batches = [b["ids"] for b in epochs.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)]
     got = np.concatenate(batches)
     assert len(batches) == 103 // 8 and len(set(got.tolist())) == len(got)
     position = {int(i): p for p, i in enumerate(reading_order)}
@@ -142,7 +142,7 @@ def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
     for b in batches:  # windows of 4 batches of 8: one sample from each strip of 4 positions
         assert len({(position[int(i)] % 32) // 4 for i in b}) == 8
     assert got.tolist() != reading_order[:len(got)].tolist()
-    again = np.concatenate([b["ids"] for b in shards.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)])
+    again = np.concatenate([b["ids"] for b in epochs.rank_batches(s, 0, 1, 8, seed=4, epoch=1, window=32)])
     assert np.array_equal(got, again)
 
 
@@ -151,14 +151,14 @@ def test_nan_in_a_shuffled_batch_names_its_sample(tmp_path):
     patches[133, 0, 3] = np.inf
     shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((200, 2))}},
                          {}, config={}, seed=1, samples_per_shard=70)
-    s = shards.ShardSet(tmp_path / "cmb", "train")
+    s = reader.ShardSet(tmp_path / "cmb", "train")
     with pytest.raises(UserError, match="sample 133 .* NaN or inf"):
-        list(shards.rank_batches(s, 0, 1, 10, seed=0, epoch=0, window=40))
+        list(epochs.rank_batches(s, 0, 1, 10, seed=0, epoch=0, window=40))
 
 
 def test_d4_transforms_are_the_eight_symmetries():
     img = np.arange(16).reshape(1, 4, 4, 1)
-    outs = [shards.d4_transform(img, np.array([k]))[0, ..., 0] for k in range(8)]
+    outs = [augment.d4_transform(img, np.array([k]))[0, ..., 0] for k in range(8)]
     assert len({o.tobytes() for o in outs}) == 8
     np.testing.assert_array_equal(outs[0], img[0, ..., 0])
     np.testing.assert_array_equal(outs[1], np.rot90(img[0, ..., 0]))
@@ -167,17 +167,17 @@ def test_d4_transforms_are_the_eight_symmetries():
 def test_byte_offset_reads_equal_hdf5_reads_and_skip_compressed_data(tiny_galaxies, monkeypatch, tmp_path):
     import h5py
 
-    s = shards.ShardSet(tiny_galaxies, "train")
+    s = reader.ShardSet(tiny_galaxies, "train")
     runs, rows = [(90, 103), (3, 20)], np.random.default_rng(1).permutation(30)
     raw = s.read_runs(runs, rows=rows)
     plain = {k: v for k, v in s.read_runs(runs).items()}
     assert all(np.array_equal(raw[k][rows], plain[k]) for k in plain)
-    monkeypatch.setattr(shards.h5raw.RawField, "of", classmethod(lambda cls, dataset, path: None))
-    through_hdf5 = shards.ShardSet(tiny_galaxies, "train").read_runs(runs, rows=rows)
+    monkeypatch.setattr(h5raw.RawField, "of", classmethod(lambda cls, dataset, path: None))
+    through_hdf5 = reader.ShardSet(tiny_galaxies, "train").read_runs(runs, rows=rows)
     assert all(np.array_equal(raw[k], through_hdf5[k]) for k in raw)
     monkeypatch.undo()
     with h5py.File(tmp_path / "z.h5", "w") as h5:
         h5.create_dataset("x", data=np.ones((50, 4)), chunks=(10, 4), compression="gzip")
         h5.create_dataset("y", data=np.ones((50, 4)), chunks=(10, 4))
-        assert shards.h5raw.RawField.of(h5["x"], "z.h5") is None
-        assert shards.h5raw.RawField.of(h5["y"], "z.h5").chunk_rows == 10
+        assert h5raw.RawField.of(h5["x"], "z.h5") is None
+        assert h5raw.RawField.of(h5["y"], "z.h5").chunk_rows == 10

@@ -4,8 +4,9 @@ import pytest
 import tensorflow as tf
 
 from cosmotrain.config import ConfigError
-from cosmotrain.science import spectra
-from cosmotrain.train import gan, spectrum_loss
+from cosmotrain.science import rings, spectra
+from cosmotrain.train import gan_config, spectrum_loss
+from testlib import mean_ring_powers
 
 
 def gaussian_field(n, size, slope, seed):
@@ -19,8 +20,8 @@ def gaussian_field(n, size, slope, seed):
 
 
 def term(target_patches, patches, top=16):
-    matrix = spectrum_loss.ring_matrix(patches.shape[-1], top)
-    powers = spectrum_loss.patch_ring_powers(target_patches, matrix)
+    matrix = rings.ring_matrix(patches.shape[-1], top)
+    powers = rings.patch_ring_powers(target_patches, matrix)
     return float(spectrum_loss.SpectrumMatch(powers, matrix)(tf.constant(patches)))
 
 
@@ -39,7 +40,7 @@ def modulated(patches, amplitude, seed):
 
 
 def test_rings_0_to_K_average_their_modes_and_nothing_beyond():
-    matrix = spectrum_loss.ring_matrix(32, 16)
+    matrix = rings.ring_matrix(32, 16)
     assert matrix.shape == (32 * 32, 17)
     np.testing.assert_allclose(matrix.sum(axis=0), 1.0)
     assert matrix[0, 0] == 1.0  # ring 0 is the (window-weighted) patch mean alone
@@ -52,8 +53,8 @@ def test_rings_0_to_K_average_their_modes_and_nothing_beyond():
 def test_every_monitor_bin_is_a_union_of_rings():
     """Matching the rings matches the band powers the C_ell monitor scores, bin by bin."""
     size, reso = 64, 4.0
-    top = spectrum_loss.top_wavenumber(size, reso, 2047)
-    matrix = spectrum_loss.ring_matrix(size, top)
+    top = rings.top_wavenumber(size, reso, 2047)
+    matrix = rings.ring_matrix(size, top)
     binning = spectra.make_binning((size, size), reso, spectra.default_edges((size, size), reso, 2047))
     rfft_columns = np.arange(size // 2 + 1)
     ring = matrix.reshape(size, size, -1)[:, rfft_columns].argmax(axis=-1)  # the ring of each rfft2 mode
@@ -76,11 +77,11 @@ def test_edge_jumps_do_not_count_as_small_scale_power():
     size = 32
     ramp = np.broadcast_to(np.linspace(-1, 1, size), (64, size, size))
     smooth = gaussian_field(64, size, 4.0, seed=7)
-    matrix = spectrum_loss.ring_matrix(size, 16)
+    matrix = rings.ring_matrix(size, 16)
     k = np.fft.fftfreq(size) * size
     high = (matrix.T @ np.hypot(k[:, None], k[None, :]).ravel()) >= 10  # rings 10..16
-    with_ramp = spectrum_loss.ring_powers(smooth + ramp, matrix)[high].sum()
-    assert with_ramp == pytest.approx(spectrum_loss.ring_powers(smooth, matrix)[high].sum(), rel=0.05)
+    with_ramp = mean_ring_powers(smooth + ramp, matrix)[high].sum()
+    assert with_ramp == pytest.approx(mean_ring_powers(smooth, matrix)[high].sum(), rel=0.05)
 
     def unapodised(x):
         return ((np.abs(np.fft.fft2(x)) ** 2).reshape(len(x), -1).mean(0) @ matrix)[high].sum()
@@ -89,10 +90,10 @@ def test_edge_jumps_do_not_count_as_small_scale_power():
 
 
 def test_the_top_wavenumber_is_nyquist_or_lmax():
-    assert spectrum_loss.top_wavenumber(64, 4.0, None) == 32
-    assert spectrum_loss.top_wavenumber(64, 4.0, 1.0) == 2
+    assert rings.top_wavenumber(64, 4.0, None) == 32
+    assert rings.top_wavenumber(64, 4.0, 1.0) == 2
     base = spectra.fundamental_ell((64, 64), 4.0)
-    assert spectrum_loss.top_wavenumber(64, 4.0, 10.5 * base) == 10
+    assert rings.top_wavenumber(64, 4.0, 10.5 * base) == 10
 
 
 def test_a_batch_scaled_by_a_scores_its_relative_power_error_squared():
@@ -106,10 +107,10 @@ def test_a_batch_scaled_by_a_scores_its_relative_power_error_squared():
 def test_the_sample_variance_of_a_batch_is_taken_out():
     """Real batches score ~0 on average, so shrinking the patch-to-patch scatter gains nothing."""
     real = gaussian_field(2048, 32, 2.0, seed=8)
-    matrix = spectrum_loss.ring_matrix(32, 16)
-    target = spectrum_loss.ring_powers(real[:1024], matrix)
+    matrix = rings.ring_matrix(32, 16)
+    target = mean_ring_powers(real[:1024], matrix)
     batches = real[1024:].reshape(32, 32, 32, 32)
-    plain = np.mean([np.mean((spectrum_loss.ring_powers(b, matrix) / target - 1) ** 2) for b in batches])
+    plain = np.mean([np.mean((mean_ring_powers(b, matrix) / target - 1) ** 2) for b in batches])
     corrected = np.mean([term(real[:1024], b) for b in batches])
     assert plain > 0.002 and abs(corrected) < 0.2 * plain
 
@@ -122,8 +123,8 @@ def test_patches_that_scatter_more_than_real_ones_gain_nothing():
     generator drove S to −7 and D won outright.
     """
     real = gaussian_field(2048, 32, 2.0, seed=33)
-    matrix = spectrum_loss.ring_matrix(32, 16)
-    match = spectrum_loss.SpectrumMatch(spectrum_loss.patch_ring_powers(real, matrix), matrix)
+    matrix = rings.ring_matrix(32, 16)
+    match = spectrum_loss.SpectrumMatch(rings.patch_ring_powers(real, matrix), matrix)
     batches = [gaussian_field(32, 32, 2.0, seed=400 + i) for i in range(50)]
     same_law = np.mean([float(match(b)) for b in batches])
     loud_and_quiet = np.mean([float(match(modulated(b, 0.5, i))) for i, b in enumerate(batches)])
@@ -141,8 +142,8 @@ def test_the_right_spectrum_scores_near_its_noise_and_white_noise_far_above():
 def test_its_gradient_moves_a_patch_towards_the_target_spectrum():
     real = gaussian_field(256, 32, 2.0, seed=5)
     x = tf.Variable(0.5 * gaussian_field(16, 32, 2.0, seed=6))
-    matrix = spectrum_loss.ring_matrix(32, 16)
-    match = spectrum_loss.SpectrumMatch(spectrum_loss.patch_ring_powers(real, matrix), matrix, weighted=False)
+    matrix = rings.ring_matrix(32, 16)
+    match = spectrum_loss.SpectrumMatch(rings.patch_ring_powers(real, matrix), matrix, weighted=False)
     before = float(match(x))
     adam = tf.keras.optimizers.Adam(0.01)
     for _ in range(50):
@@ -156,8 +157,8 @@ def test_rings_that_real_patches_pin_down_count_more():
     """50 % too much power costs more in a ring of many modes (small scatter) than in one of few."""
     real = gaussian_field(1024, 32, 2.0, seed=13)
     batch = gaussian_field(256, 32, 2.0, seed=14)
-    matrix = spectrum_loss.ring_matrix(32, 16)
-    weights = spectrum_loss.ring_weights(spectrum_loss.patch_ring_powers(real, matrix))
+    matrix = rings.ring_matrix(32, 16)
+    weights = rings.ring_weights(rings.patch_ring_powers(real, matrix))
     assert weights[12] > 3 * weights[2]  # ~6x the modes, a few times less scatter
     few, many = term(real, boost_ring(batch, 2, 1.5)), term(real, boost_ring(batch, 12, 1.5))
     assert many > 3 * few > 0
@@ -165,7 +166,7 @@ def test_rings_that_real_patches_pin_down_count_more():
 
 def test_a_negative_weight_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="train.spectrum_weight"):
-        gan._check(gan.GanConfig(train=gan.TrainConfig(spectrum_weight=-1.0)))
+        gan_config.GanConfig(train=gan_config.TrainConfig(spectrum_weight=-1.0))
 
 
 def test_rings_without_real_power_are_left_out_instead_of_overflowing():
@@ -188,8 +189,8 @@ def cmb_like(n, seed):
 
 def variance_part(real, weight=1.0):
     """The variance part of S alone (S with it minus S without it), as a function of patches."""
-    matrix = spectrum_loss.ring_matrix(real.shape[-1], 16)
-    powers, moments = spectrum_loss.patch_ring_powers(real, matrix), spectrum_loss.pixel_moments(real).numpy()
+    matrix = rings.ring_matrix(real.shape[-1], 16)
+    powers, moments = rings.patch_ring_powers(real, matrix), spectrum_loss.pixel_moments(real).numpy()
     with_it = spectrum_loss.SpectrumMatch(powers, matrix, False, moments, weight)
     without = spectrum_loss.SpectrumMatch(powers, matrix, False)
     return lambda patches: with_it(patches) - without(patches)
@@ -232,13 +233,13 @@ def test_the_variance_part_teaches_a_generator_the_pixel_mean_and_both_parts_of_
 @pytest.mark.parametrize("spectrum_weight, weight", [(30.0, -1.0), (0.0, 1.0)])
 def test_a_part_weight_that_cannot_work_is_refused_naming_the_key(key, spectrum_weight, weight):
     with pytest.raises(ConfigError, match=f"train.{key}"):
-        gan._check(gan.GanConfig(train=gan.TrainConfig(spectrum_weight=spectrum_weight, **{key: weight})))
+        gan_config.GanConfig(train=gan_config.TrainConfig(spectrum_weight=spectrum_weight, **{key: weight}))
 
 
 def scatter_part(real, weight=1.0):
     """The scatter part of S alone (S with it minus S without it), as a function of patches."""
-    matrix = spectrum_loss.ring_matrix(real.shape[-1], 16)
-    powers = spectrum_loss.patch_ring_powers(real, matrix)
+    matrix = rings.ring_matrix(real.shape[-1], 16)
+    powers = rings.patch_ring_powers(real, matrix)
     with_it = spectrum_loss.SpectrumMatch(powers, matrix, scatter_weight=weight)
     without = spectrum_loss.SpectrumMatch(powers, matrix)
     return lambda patches: with_it(patches) - without(patches)

@@ -10,20 +10,24 @@ tf = pytest.importorskip("tensorflow")
 
 from cosmotrain.errors import UserError  # noqa: E402
 from cosmotrain.models.layers import StepDropout  # noqa: E402
-from cosmotrain.train import checkpoint, common  # noqa: E402
+from cosmotrain import checkpoints, rundir  # noqa: E402
+from cosmotrain.data import augment  # noqa: E402
+from cosmotrain.train import loop, randomness, replicas  # noqa: E402
+from cosmotrain.train.meters import Meters  # noqa: E402
+from cosmotrain.train.schedule import LearningRate, OptimizerConfig, scaled_lr  # noqa: E402
 
 
 def schedule(**kw):
-    cfg = common.OptimizerConfig(**{"base_lr": 0.001, "base_batch": 32, "warmup_epochs": 2, **kw})
-    return common.LearningRate(cfg, global_batch=128, steps_per_epoch=10, epochs=10)
+    cfg = OptimizerConfig(**{"base_lr": 0.001, "base_batch": 32, "warmup_epochs": 2, **kw})
+    return LearningRate(cfg, global_batch=128, steps_per_epoch=10, epochs=10)
 
 
 # ---------------------------------------------------------------- learning rate
 
 def test_peak_lr_scales_with_the_global_batch():
-    assert common.scaled_lr(0.001, 128, 32, "linear") == pytest.approx(0.004)
-    assert common.scaled_lr(0.001, 128, 32, "sqrt") == pytest.approx(0.002)
-    assert common.scaled_lr(0.001, 128, 32, "none") == pytest.approx(0.001)
+    assert scaled_lr(0.001, 128, 32, "linear") == pytest.approx(0.004)
+    assert scaled_lr(0.001, 128, 32, "sqrt") == pytest.approx(0.002)
+    assert scaled_lr(0.001, 128, 32, "none") == pytest.approx(0.001)
 
 
 def test_warmup_is_linear_from_base_lr_to_the_peak_then_constant():
@@ -58,7 +62,7 @@ def test_nonsense_optimizer_settings_are_refused():
 def _masks(seed, rank, step):
     layer = StepDropout(0.5)
     model = tf.keras.Sequential([tf.keras.Input((64,)), layer])
-    rng = common.StepRandomness([model], seed, rank)
+    rng = randomness.StepRandomness([model], seed, rank)
     rng(tf.constant(step, tf.int64))
     return model(tf.ones((4, 64)), training=True).numpy() > 0
 
@@ -80,7 +84,7 @@ def test_dropout_is_the_identity_outside_training():
 
 def test_sigusr1_is_noted_not_fatal_and_the_old_handler_comes_back():
     before = signal.getsignal(signal.SIGUSR1)
-    with common.RequeueSignal() as sig:
+    with loop.RequeueSignal() as sig:
         assert not sig.requested
         os.kill(os.getpid(), signal.SIGUSR1)
         assert sig.requested
@@ -88,7 +92,7 @@ def test_sigusr1_is_noted_not_fatal_and_the_old_handler_comes_back():
 
 
 def test_meters_sum_inside_a_tf_function_and_reload():
-    meters = common.Meters(("loss", "count"))
+    meters = Meters(("loss", "count"))
     step = tf.function(lambda a, b: meters.add(a, b))
     step(tf.constant(1.5), tf.constant(3))
     step(tf.constant(0.5), tf.constant(1))
@@ -101,13 +105,13 @@ def test_meters_sum_inside_a_tf_function_and_reload():
 
 def test_history_resume_drops_rows_after_the_checkpoint(tmp_path):
     path = tmp_path / "history.csv"
-    h = common.History(path, ("epoch", "loss"), enabled=True)
+    h = rundir.History(path, ("epoch", "loss"))
     for e in (1, 2, 3):
         h.append({"epoch": e, "loss": 1 / e})
-    again = common.History(path, ("epoch", "loss"), enabled=True)
+    again = rundir.History(path, ("epoch", "loss"))
     again.resume(2)
     again.append({"epoch": 3, "loss": 0.25})
-    cols = common.read_history(path)
+    cols = rundir.read_history(path)
     assert cols["epoch"].tolist() == [1, 2, 3] and cols["loss"].tolist() == [1.0, 0.5, 0.25]
 
 
@@ -121,56 +125,54 @@ def test_checkpoint_restores_weights_optimizer_and_state(tmp_path):
     model, opt = _model(4), tf.keras.optimizers.Adam(0.1)
     opt.build(model.trainable_variables)
     opt.apply_gradients(zip([tf.ones_like(v) for v in model.trainable_variables], model.trainable_variables))
-    ck = checkpoint.Checkpointer(tmp_path, {"model": model, "optimizer": opt}, {"width": 4})
-    path = ck.save(checkpoint.TrainState(epoch=2, batch=5, step=7, rank_sums=[[1.0, 2.0]]))
+    ck = checkpoints.Checkpointer(tmp_path, {"model": model, "optimizer": opt}, {"width": 4})
+    path = ck.save(checkpoints.TrainState(epoch=2, batch=5, step=7, rank_sums=[[1.0, 2.0]]))
     other, opt2 = _model(4), tf.keras.optimizers.Adam(0.1)
     opt2.build(other.trainable_variables)
-    ck2 = checkpoint.Checkpointer(tmp_path, {"model": other, "optimizer": opt2}, {"width": 4})
+    ck2 = checkpoints.Checkpointer(tmp_path, {"model": other, "optimizer": opt2}, {"width": 4})
     assert ck2.latest() == path
     state = ck2.restore(path)
     assert (state.epoch, state.batch, state.step, state.rank_sums) == (2, 5, 7, [[1.0, 2.0]])
-    assert common.weights_digest(other.variables) == common.weights_digest(model.variables)
-    assert common.weights_digest(opt2.variables) == common.weights_digest(opt.variables)
+    assert replicas.weights_digest(other.variables) == replicas.weights_digest(model.variables)
+    assert replicas.weights_digest(opt2.variables) == replicas.weights_digest(opt.variables)
 
 
 def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path):
     model = _model(4)
-    path = checkpoint.Checkpointer(tmp_path, {"model": model}, {"model": {"width": 4}}).save(checkpoint.TrainState())
-    other = checkpoint.Checkpointer(tmp_path, {"model": _model(8)}, {"model": {"width": 8}})
-    with pytest.raises(checkpoint.CheckpointError, match=r"different model.*model\.width is 4 there, 8 here"):
+    path = checkpoints.Checkpointer(tmp_path, {"model": model}, {"model": {"width": 4}}).save(checkpoints.TrainState())
+    other = checkpoints.Checkpointer(tmp_path, {"model": _model(8)}, {"model": {"width": 8}})
+    with pytest.raises(checkpoints.CheckpointError, match=r"different model.*model\.width is 4 there, 8 here"):
         other.restore(path)
 
 
 def test_a_foreign_checkpoint_is_refused(tmp_path):
     path = tf.train.Checkpoint(model=_model(4)).save(str(tmp_path / "foreign"))
-    with pytest.raises(checkpoint.CheckpointError, match="not a cosmotrain checkpoint"):
-        checkpoint.read_state(path)
+    with pytest.raises(checkpoints.CheckpointError, match="not a cosmotrain checkpoint"):
+        checkpoints.read_state(path)
 
 
 # ---------------------------------------------------------------- run directories
 
 def test_run_dir_rules(tmp_path):
     run = tmp_path / "run"
-    common.claim_run_dir(run, resume=False, overwrite=False)
+    rundir.claim(run, resume=False, overwrite=False)
     (run / "config.yaml").write_text("x: 1\n")
     (run / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="already holds a run.*--resume.*--overwrite"):
-        common.claim_run_dir(run, resume=False, overwrite=False)
+        rundir.claim(run, resume=False, overwrite=False)
     with pytest.raises(UserError, match="no checkpoint to resume"):
-        common.claim_run_dir(run, resume=True, overwrite=False)
+        rundir.claim(run, resume=True, overwrite=False)
     with pytest.raises(UserError, match="contradict"):
-        common.claim_run_dir(run, resume=True, overwrite=True)
-    common.claim_run_dir(run, resume=False, overwrite=True)
+        rundir.claim(run, resume=True, overwrite=True)
+    rundir.claim(run, resume=False, overwrite=True)
     assert not (run / "config.yaml").exists() and (run / "notes.txt").read_text() == "mine"
 
 
 def test_in_step_d4_augmentation_matches_the_numpy_convention():
-    from cosmotrain.data import shards
-
     images = np.random.default_rng(0).integers(0, 256, (64, 6, 6, 3), dtype=np.uint8)
-    seed = common.stateless_seed(5, 9)
+    seed = randomness.stateless_seed(5, 9)
     k = tf.random.stateless_uniform([64], seed, minval=0, maxval=8, dtype=tf.int32).numpy()
-    out = common.random_d4(tf.constant(images), seed).numpy()
+    out = augment.random_d4(tf.constant(images), seed).numpy()
     assert set(k) == set(range(8))
-    assert np.array_equal(out, shards.d4_transform(images, k))
-    assert np.array_equal(out, common.random_d4(tf.constant(images), seed).numpy())
+    assert np.array_equal(out, augment.d4_transform(images, k))
+    assert np.array_equal(out, augment.random_d4(tf.constant(images), seed).numpy())

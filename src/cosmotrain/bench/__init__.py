@@ -10,7 +10,7 @@ import os
 import platform
 from pathlib import Path
 
-from cosmotrain.config import atomic_write_text
+from cosmotrain.files import atomic_write_text
 
 # name on the command line → module under cosmotrain.bench
 BENCHMARKS = {

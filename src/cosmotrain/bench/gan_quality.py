@@ -35,7 +35,6 @@ from cosmotrain import config
 from cosmotrain.errors import UserError
 
 TARGET, KS_TARGET = 1.2, 1.5
-REPO = Path(__file__).resolve().parents[3]
 FULL = {"steps": 6000, "every": 500, "budget_minutes": 60}
 QUICK = {"steps": 2000, "every": 250, "budget_minutes": 8}  # = configs/gan_tiny.yaml, as in make demo
 LATENT_SETS, LATENT_SEED = 40, 99  # the final checkpoint is also scored on 40 fresh sets of N latents
@@ -44,7 +43,7 @@ LATENT_SETS, LATENT_SEED = 40, 99  # the final checkpoint is also scored on 40 f
 def run(args) -> dict:
     """Train and measure; returns the figures ``bench.report`` prints and saves."""
     plan = QUICK if args.quick else FULL
-    from cosmotrain.train.gan import GanConfig  # TensorFlow: only once the benchmark runs
+    from cosmotrain.train.gan_config import GanConfig  # TensorFlow: only once the benchmark runs
     trained = config.load(GanConfig, _config("gan_tiny.yaml"), args.overrides)  # a wrong --set fails here
     if shutil.which("mpirun") is None:
         raise UserError("mpirun not found; install Open MPI (apt install openmpi-bin) or load its module")
@@ -92,12 +91,14 @@ class FinalCheckpoint(NamedTuple):
 
 def final_checkpoint(run: Path) -> FinalCheckpoint:
     """Load once what ``fresh_latent_sets`` and ``nyquist_lines`` score. One process, no MPI."""
-    from cosmotrain.data import shards
-    from cosmotrain.train import gan
-    cfg = config.load(gan.GanConfig, str(run / "config.yaml"), [])
-    split = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
-    generator, latent_dim, _ = gan.load_generator(run, "latest")
-    return FinalCheckpoint(cfg, split, gan.monitor_patches(split, cfg.monitor), generator, latent_dim)
+    from cosmotrain.data.reader import ShardSet
+    from cosmotrain.inference import load_generator
+    from cosmotrain.train.gan_config import GanConfig
+    from cosmotrain.train.gan_monitor import monitor_patches
+    cfg = config.load(GanConfig, str(run / "config.yaml"), [])
+    split = ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
+    generator = load_generator(run, "latest")
+    return FinalCheckpoint(cfg, split, monitor_patches(split, cfg.monitor), generator, generator.latent_dim)
 
 
 def without_calibration(final: FinalCheckpoint) -> FinalCheckpoint:
@@ -158,10 +159,7 @@ def _scores(reference, patches) -> tuple[float, float]:
 
 
 def _config(name: str) -> str:
-    path = REPO / "configs" / name
-    if not path.is_file():
-        raise UserError(f"{path} not found; run the benchmark from a cosmotrain checkout")
-    return str(path)
+    return str(config.shipped(name))
 
 
 def _command(arguments: list[str]) -> float:

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cosmotrain.data import feed, shards
+from cosmotrain.data import feed
+from cosmotrain.data.reader import ShardSet
 
 TARGET = 0.95
 BATCH = 32
@@ -41,7 +42,7 @@ def raw_read(root: Path) -> float:
     return n / (time.perf_counter() - start)
 
 
-def pipeline_read(split: shards.ShardSet, epoch: int, batch: int, source=feed.batches) -> float:
+def pipeline_read(split: ShardSet, epoch: int, batch: int, source=feed.batches) -> float:
     """Samples/s of iterating one epoch of ``feed.batches`` (or ``feed.dataset``) on one rank.
 
     ``split`` stays open across epochs, as in training: opening and validating the shards
@@ -56,13 +57,13 @@ def pipeline_read(split: shards.ShardSet, epoch: int, batch: int, source=feed.ba
 def run(args) -> dict:
     from cosmotrain import dist
     from cosmotrain.bench.step import write_bench_dataset
-    from cosmotrain.train.common import freeze_garbage
+    from cosmotrain.train.loop import freeze_garbage
 
     dist.init_horovod()
     n, rounds = (4096, 3) if args.quick else (32768, 9)
     with tempfile.TemporaryDirectory(prefix="cosmotrain-bench-") as tmp:
         root = write_bench_dataset(Path(tmp) / "data", n_train=n)
-        split = shards.ShardSet(root, "train")
+        split = ShardSet(root, "train")
         raw_read(root), pipeline_read(split, 0, BATCH)  # warm the page cache
         freeze_garbage()  # as the trainers do before their loop
         pairs = [(pipeline_read(split, r, BATCH), raw_read(root)) for r in range(rounds)]

@@ -2,7 +2,7 @@
 
 The generator is the DCGAN of ``models.dcgan`` at its default size (64×64 patches, latent
 64) with its initial weights: speed does not depend on training. Each run goes through the
-real engine (``sample.produce``: latents, batches, part writes, commits, hashing, virtual
+real engine (``sampleset.produce``: latents, batches, part writes, commits, hashing, virtual
 dataset), and the throughput is the engine's own figure, samples ÷ seconds from the start
 of ``produce`` until every rank has written and hashed its part. Process start-up and the
 TensorFlow import are left out, as they are negligible in a production run of millions.
@@ -56,33 +56,30 @@ def launch(worker: str, ranks: int, *args) -> dict:
 
 def worker() -> None:
     """One rank of the benchmark: argv = OUT N; rank 0 prints the result as JSON."""
-    from cosmotrain import dist, sample
+    from cosmotrain import dist, sampleset
 
     out, n = sys.argv[1], int(sys.argv[2])
     ctx = dist.init_mpi(threads=1)
     dist.configure_tensorflow()
-    generator, dim = _generator()
-    probe = generator(sample.latents(SEED, 0, 1, dim))  # traces the graph before the clock starts
-    spec = sample.Spec("gan-samples", n, BATCH, {"patches": ("float32", probe.shape[1:])},
-                       identity={"model": "dcgan-initial-weights", "seed": SEED, "latent_dim": dim})
-    manifest = sample.produce(out, spec, sample.gan_compute(generator, dim, SEED), desc="bench")
+    generator = _generator()
+    probe = generator.sample(1, SEED)  # traces the graph before the clock starts
+    spec = sampleset.Spec("gan-samples", n, BATCH, {"patches": ("float32", probe.shape[1:])},
+                          identity={"model": "dcgan-initial-weights", "seed": SEED, "latent_dim": generator.latent_dim})
+    manifest = sampleset.produce(out, spec, sampleset.gan_compute(generator, generator.latent_dim, SEED), desc="bench")
     if ctx.is_root:
         print(json.dumps({"samples_per_second": manifest["timing"]["samples_per_second"],
                           "patch": list(probe.shape[1:]), "data_sha256": _data_sha256(Path(out))}))
 
 
 def _generator():
-    """The default DCGAN generator as a NumPy function z [B, dim] → patches [B, H, W]."""
+    """The default DCGAN generator, initial weights, in network units (a unit transform)."""
     import tensorflow as tf
 
     from cosmotrain.models.dcgan import ModelConfig, build_generator
+    from cosmotrain.models.generator import TrainedGenerator, Transform
 
     tf.keras.utils.set_random_seed(0)
-    cfg = ModelConfig()
-    model = build_generator(cfg)
-    graph = tf.function(lambda z: model(z, training=False),
-                        input_signature=[tf.TensorSpec([None, cfg.latent_dim], tf.float32)])
-    return (lambda z: graph(z).numpy()), cfg.latent_dim
+    return TrainedGenerator(build_generator(ModelConfig()), Transform(0.0, 1.0))
 
 
 def _data_sha256(out: Path) -> str:

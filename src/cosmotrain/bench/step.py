@@ -21,18 +21,17 @@ import numpy as np
 from cosmotrain import config, dist, logs
 
 TARGET = 1.03
-TINY = Path(__file__).resolve().parents[3] / "configs" / "classifier_tiny.yaml"
 IMAGE = 64
 
 
 # ---------------------------------------------------------------- shared helpers
 
 def bench_config(batch: int, overrides: tuple = ()):
-    """The tiny classifier config (the repo's, when present) with a fixed per-rank batch."""
+    """The shipped tiny classifier config with a fixed per-rank batch."""
     from cosmotrain.train.classifier import ClassifierConfig
 
-    path = TINY if TINY.is_file() else None
-    return config.load(ClassifierConfig, path, [f"train.batch_size={batch}", *overrides])
+    tiny = config.shipped("classifier_tiny.yaml")
+    return config.load(ClassifierConfig, tiny, [f"train.batch_size={batch}", *overrides])
 
 
 def write_bench_dataset(root: Path, n_train: int, size: int = IMAGE, seed: int = 0) -> Path:
@@ -87,7 +86,7 @@ class Clock:
 
 def time_trainer_steps(run, batches, epoch: int = 0) -> tuple[float, float]:
     """(wall, CPU) seconds per step of the trainer's epoch loop over ``batches`` (all ranks in step)."""
-    from cosmotrain.train.common import RequeueSignal
+    from cosmotrain.train.loop import RequeueSignal
 
     run.state.batch = 0
     dist.barrier()

@@ -3,7 +3,7 @@
 Two ranks write at the same time, each its own file, as in a sampling job, 256 MiB each
 (64 with --quick) of 64×64 float32 patches already in memory, in batches of 64 (1 MiB):
 
-* HDF5: the engine's part writer (``sample.write_part``: create the part, write it batch
+* HDF5: the engine's part writer (``sampleset.write_part``: create the part, write it batch
   by batch, flush to disk, mark the batches done);
 * raw: ``ndarray.tofile`` of the same batches into a plain file, then fsync; this is the
   ratio's baseline, the same bytes in the same pieces without HDF5;
@@ -12,7 +12,7 @@ Two ranks write at the same time, each its own file, as in a sampling job, 256 M
 
 Each is timed 6 times (the order rotates) and the best time of the slower rank is used,
 which resists other load on a shared machine. Then one whole sample set is made from the
-same samples (``sample.produce``: parts, hashing, virtual dataset, manifest) to report the
+same samples (``sampleset.produce``: parts, hashing, virtual dataset, manifest) to report the
 virtual-dataset assembly time ÷ the set's production time (target ≤ 2 %). Files go to a
 temporary folder next to the results (the disk the user chose) and are removed.
 """
@@ -52,14 +52,14 @@ def worker() -> None:
     """One rank: argv = DIR MEGABYTES; rank 0 prints the seconds as JSON."""
     import numpy as np
 
-    from cosmotrain import dist, sample
+    from cosmotrain import dist, sampleset
 
     folder, megabytes = Path(sys.argv[1]), int(sys.argv[2])
     ctx = dist.init_mpi(threads=1)
     rows = megabytes * 2**20 // (SIDE * SIDE * 4)
     data = np.random.default_rng(ctx.rank).standard_normal((rows, SIDE, SIDE), dtype=np.float32)
-    spec = sample.Spec("bench-write", rows * ctx.size, BATCH, {"patches": ("float32", (SIDE, SIDE))},
-                       identity={"bench": "write"})
+    spec = sampleset.Spec("bench-write", rows * ctx.size, BATCH, {"patches": ("float32", (SIDE, SIDE))},
+                          identity={"bench": "write"})
     writes = {"hdf5": lambda path: _hdf5(path, spec, rows * ctx.rank, data),
               "raw": lambda path: _raw(path, [data[a:a + BATCH] for a in range(0, rows, BATCH)]),
               "raw_one_write": lambda path: _raw(path, [data])}
@@ -68,7 +68,7 @@ def worker() -> None:
         for i in range(len(WRITES)):
             name = WRITES[(i + repeat) % len(WRITES)]  # rotate the order: the disk's state drifts
             times[name].append(_timed(writes[name], folder / f"{name}-{ctx.rank}"))
-    whole = sample.produce(folder / "set", spec, lambda a, b: {"patches": data[a % rows:a % rows + b - a]})
+    whole = sampleset.produce(folder / "set", spec, lambda a, b: {"patches": data[a % rows:a % rows + b - a]})
     slowest = dist.gather_object({name: min(t) for name, t in times.items()})
     if ctx.is_root:
         seconds = {name: max(rank[name] for rank in slowest) for name in WRITES}
@@ -97,8 +97,8 @@ def _raw(path: Path, pieces) -> None:
 
 
 def _hdf5(path: Path, spec, start: int, data) -> None:
-    from cosmotrain import sample
+    from cosmotrain import sampleset
 
     stop = start + len(data)
     batches = list(range(-(-len(data) // spec.batch)))
-    sample.write_part(path, spec, (start, stop), batches, lambda a, b: {"patches": data[a - start:b - start]})
+    sampleset.write_part(path, spec, (start, stop), batches, lambda a, b: {"patches": data[a - start:b - start]})

@@ -5,7 +5,7 @@ import argparse
 import importlib
 
 from cosmotrain.bench import BENCHMARKS, report
-from cosmotrain.cli import Command
+from cosmotrain.commands import Command
 from cosmotrain.errors import UserError
 
 TARGETS = """benchmarks (target on this 2-core machine):

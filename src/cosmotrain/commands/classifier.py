@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosmotrain.cli import Command, train_command
+from cosmotrain.commands import Command, train_command
 
 TRAIN_HELP = """Train the galaxy CNN data-parallel: one process, or N ranks under mpirun, horovodrun or srun.
 
@@ -37,10 +37,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     dist.init_horovod()
     logs.setup(args.verbose)
-    from cosmotrain import evaluate
+    from cosmotrain.evaluate_classifier import evaluate_classifier
 
-    evaluate.evaluate_classifier(args.run, tta=args.tta, which=args.checkpoint, data=args.data, split=args.split,
-                                 out=args.out)
+    evaluate_classifier(args.run, tta=args.tta, which=args.checkpoint, data=args.data, split=args.split, out=args.out)
     return 0
 
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from cosmotrain.cli import Command, add_config_arguments
+from cosmotrain.commands import Command, add_config_arguments, add_split_argument
 
 CMB_HELP = """Simulate full-sky CMB temperature maps with healpy and cut square gnomonic patches
 into a sharded HDF5 dataset (patches float32 [N,H,W] in μK_CMB, centers [N,2] lon/lat deg),
@@ -60,28 +59,17 @@ def run_spectrum(args: argparse.Namespace) -> int:
     from cosmotrain import logs
 
     logs.setup(args.verbose)
-    from cosmotrain.data import cmb
+    from cosmotrain.data import cmb_spectrum
 
-    if args.camb:
-        cl, header = cmb.camb_spectrum(args.lmax)
-    else:
-        spectrum = cmb.load_spectrum(cmb.SpectrumConfig())
-        cl, header = spectrum.cl, [line.lstrip("# ") for line in _header_lines(cmb.fiducial_path())]
-    cmb.write_spectrum(args.out, cl, header)
-    logs.get("cmb").info("wrote %s (ℓ = 0..%d, C_ℓ in μK²)", args.out, len(cl) - 1)
+    cmb_spectrum.copy_spectrum(args.out, args.camb, args.lmax)
     return 0
-
-
-def _header_lines(path) -> list[str]:
-    with open(path) as fh:
-        return [line.rstrip("\n") for line in fh if line.startswith("#")]
 
 
 def add_spectra_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", metavar="DATASET", help="a dataset folder made by 'cosmotrain data cmb'")
     parser.add_argument("--out", required=True, metavar="FILE.json", help="where the spectra go")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw D_ℓ of the mean ± 1σ against theory")
-    parser.add_argument("--split", default="train", help="which split to measure (default train)")
+    add_split_argument(parser, "train", "DATASET to measure")
     parser.add_argument("--max-patches", type=int, metavar="N", help="use only the first N patches")
     parser.add_argument("--edges", metavar="L0,L1,...", help="ℓ bin edges (default: 2 fundamentals wide, from "
                         "2 fundamentals of the patch to its Nyquist ℓ or the map's ℓmax)")
@@ -91,13 +79,11 @@ def add_spectra_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_spectra(args: argparse.Namespace) -> int:
     from cosmotrain import dist, logs
-    from cosmotrain.config import atomic_write_text
     from cosmotrain.errors import UserError
 
     dist.init_mpi()
     logs.setup(args.verbose)
-    from cosmotrain.data import cmb
-    from cosmotrain.science import spectra
+    from cosmotrain.dataset_spectra import spectra_report
 
     edges = None
     if args.edges:
@@ -105,19 +91,8 @@ def run_spectra(args: argparse.Namespace) -> int:
             edges = [float(x) for x in args.edges.split(",")]
         except ValueError:
             raise UserError(f"--edges {args.edges!r} is not a comma-separated list of numbers, e.g. 200,400,600")
-    try:
-        result = cmb.measure_spectra(args.dataset, args.split, edges, args.window, args.max_patches,
-                                     args.deconvolve)
-    except ValueError as err:
-        if isinstance(err, UserError):
-            raise
-        raise UserError(str(err)) from None
-    if dist.context().is_root:
-        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-        if args.plot:
-            spectra.plot_band_powers(result, args.plot)
-        logs.get("cmb").info("wrote %s (%d patches, %d bins)%s", args.out, result["n_patches"], len(result["ell"]),
-                             f" and {args.plot}" if args.plot else "")
+    spectra_report(args.dataset, args.out, args.plot, split=args.split, edges=edges, window=args.window,
+                   max_patches=args.max_patches, deconvolve=args.deconvolve)
     return 0
 
 

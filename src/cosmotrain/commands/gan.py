@@ -1,11 +1,11 @@
 """`cosmotrain train gan`: the DCGAN on CMB patches, with science monitors."""
 from __future__ import annotations
 
-from cosmotrain.cli import train_command
+from cosmotrain.commands import train_command
 
 TRAIN_HELP = """Train the CMB DCGAN data-parallel: one process, or N ranks under mpirun, horovodrun or srun.
 
-Losses J_D and J_G (non-saturating) of the tutorial, Adam(2e-4, beta1=0.5). Every
+Losses J_D and J_G (non-saturating, the standard DCGAN losses), Adam(2e-4, beta1=0.5). Every
 monitor.every steps the generator makes monitor.generated patches and the run logs, per
 ell bin, the error of their mean C_ell over its sample-variance floor, the pixel KS distance
 over its real-vs-real floor and Minkowski functionals; the lowest score is kept as

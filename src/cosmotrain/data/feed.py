@@ -1,6 +1,6 @@
 """Feeding a training step: this rank's batches, read ahead in a background thread.
 
-``batches`` is what the trainers iterate: ``shards.rank_batches`` (equal disjoint per-rank
+``batches`` is what the trainers iterate: ``epochs.rank_batches`` (equal disjoint per-rank
 slices, per-epoch shuffle, exact-resume positions), optionally under a random D4 element
 per sample keyed by (seed, epoch, rank, batch index), through ``prefetch``. Reading
 (``os.preadv``, which releases the GIL) then overlaps the step, which releases it too.
@@ -15,12 +15,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from cosmotrain.data import shards as shardsets
+from cosmotrain.data.augment import d4_transform
+from cosmotrain.data.epochs import rank_batches
+from cosmotrain.data.reader import ShardSet
 
 GROUP = 8  # batches per handover from the reading thread
 
 
-def batches(shards: shardsets.ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
+def batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
             fields: tuple, start_batch: int = 0, augment: str | None = None,
             convert: Callable | None = None, depth: int = 3) -> Iterator[tuple]:
     """This rank's batches of ``epoch`` from ``start_batch`` on, as tuples in ``fields`` order.
@@ -32,13 +34,13 @@ def batches(shards: shardsets.ShardSet, rank: int, size: int, batch: int, seed: 
     step receives ready tensors. The thread hands batches over ``GROUP`` at a time (up to
     ``depth`` groups ahead): one handover per batch cost 10-30 % of the reading itself.
     """
-    stream = shardsets.rank_batches(shards, rank, size, batch, seed, epoch, fields, start_batch)
+    stream = rank_batches(shards, rank, size, batch, seed, epoch, fields, start_batch)
 
     def tuples():
         for index, data in enumerate(stream, start=start_batch):
             if augment:
                 k = np.random.default_rng([seed, epoch, rank, index, 13]).integers(0, 8, batch)
-                data[augment] = shardsets.d4_transform(data[augment], k)
+                data[augment] = d4_transform(data[augment], k)
             yield tuple(convert(data[f]) if convert else data[f] for f in fields)
 
     for group in prefetch(_groups(tuples(), GROUP), depth):
@@ -57,7 +59,7 @@ def _groups(items: Iterator, size: int) -> Iterator[list]:
         yield group
 
 
-def dataset(shards: shardsets.ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
+def dataset(shards: ShardSet, rank: int, size: int, batch: int, seed: int, epoch: int,
             fields: tuple, start_batch: int = 0, augment: str | None = None):
     """The same batches as ``batches``, as a ``tf.data.Dataset`` (for Keras ``fit`` and the like).
 

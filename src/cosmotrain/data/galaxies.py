@@ -1,6 +1,6 @@
-"""Synthetic galaxies of three morphological classes, and the helpers every galaxy dataset shares.
+"""Synthetic galaxies of three morphological classes, rendered like survey cut-outs.
 
-The generator draws galaxies of the Galaxy Zoo tutorial's three classes with known labels:
+The generator draws galaxies of the three Galaxy Zoo classes with known labels:
 
 * ``0`` round:   a Sérsic spheroid (index 1.5–4), axis ratio 0.75–1;
 * ``1`` edge-on: a thin exponential disk (axis ratio 0.1–0.3), a small bulge, often a dust lane;
@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 CLASS_NAMES = ("round", "edge-on", "spiral")
-SPLIT_NAMES = ("train", "val", "test")
 BLOCK = 240  # galaxies drawn from one random stream; a multiple of 3
 
 REFERENCE_SIZE = 64  # lengths below are pixels of a 64x64 image
@@ -45,36 +44,6 @@ _LENGTHS = {"x0", "y0", "psf", "r_eff", "h_disk", "bulge_r"}
 def synthetic_labels(ids: np.ndarray) -> np.ndarray:
     """Class of synthetic galaxy ``ids`` (int [N]): ``ids % 3`` as int8 [N], so classes are balanced."""
     return (np.asarray(ids) % 3).astype(np.int8)
-
-
-def split_counts(n: int, fractions: tuple[float, ...]) -> np.ndarray:
-    """Sizes (int64 [K]) of consecutive parts of ``n`` items in ``fractions`` (summing to 1).
-
-    Boundaries are rounded cumulative fractions, so the sizes always add up to ``n``.
-    """
-    bounds = np.rint(np.cumsum((0.0,) + tuple(fractions)) * n).astype(np.int64)
-    bounds[-1] = n
-    return np.diff(bounds)
-
-
-def stratified_split(labels: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
-                     names: tuple[str, ...] = SPLIT_NAMES) -> dict[str, np.ndarray]:
-    """Indices (int64) into ``labels`` (int [N]) for each split, every class cut in ``fractions``.
-
-    Each class is shuffled and cut separately, so every split has the classes in the same
-    proportions; then each split's indices are shuffled, so that consecutive samples on disk
-    are of mixed classes. Deterministic in ``seed``; the splits are disjoint and cover [0, N).
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        cuts = np.cumsum(split_counts(len(members), fractions))[:-1]
-        for name, chunk in zip(names, np.split(members, cuts)):
-            parts[name].append(chunk)
-    return {name: rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64)
-            for name, p in parts.items()}
 
 
 # ---------------------------------------------------------------- parameters
@@ -326,13 +295,3 @@ def synthetic_galaxies(start: int, stop: int, seed: int, size: int = 64, progres
     return {"images": images_all, "labels": labels_all,
             "vote_fractions": np.eye(3, dtype=np.float32)[labels_all],
             "ids": np.arange(start, stop, dtype=np.int64)}
-
-
-def preview_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8, gap: int = 2) -> np.ndarray:
-    """A contact sheet (uint8 [3*(H+gap), per_class*(W+gap), 3]): one row per class, first examples."""
-    h, w = images.shape[1:3]
-    sheet = np.full((3 * (h + gap), per_class * (w + gap), 3), 255, np.uint8)
-    for c in range(3):
-        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
-            sheet[c * (h + gap):c * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = images[i]
-    return sheet

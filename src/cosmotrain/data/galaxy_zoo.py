@@ -13,7 +13,7 @@ one class:
 
     round   (0) when Class7.1 ≥ τ,   edge-on (1) when Class2.1 ≥ τ,   spiral (2) when Class4.1 ≥ τ,
 
-and every other galaxy is dropped (τ = 0.9 gives the tutorial's ~6000 galaxies).
+and every other galaxy is dropped (τ = 0.9 keeps about 6000 galaxies).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The galaxy classifier: the tutorial's CNN (convolution + pooling blocks, then dense layers).
+"""The galaxy classifier: a small CNN (convolution + pooling blocks, then dense layers).
 
 Input: uint8 images [B, H, W, 3] as stored in the galaxies dataset (scaled to [0, 1] inside
 the model, so evaluation and inference feed raw pixels). Output: softmax probabilities

@@ -3,7 +3,7 @@
 Generator: z [N, latent_dim] → dense → reshape to base×base×C → strided transposed
 convolutions, each with BatchNorm + ReLU, halving the channels and doubling the size → a
 last transposed convolution to one channel → tanh (or linear) → patches [N, H, W] in the
-network's units (see ``train.gan.Transform`` for the map to μK). Two options against the
+network's units (see ``models.generator.Transform`` for the map to μK). Two options against the
 periodic ("checkerboard") artefacts of transposed convolutions, which show up as spikes in
 C_ℓ at ℓ = (side / period) fundamentals: ``output_kernel`` (a final stride-1 convolution
 after the last upsampling) and ``upsample: resize-*`` (resize, then convolve; Odena et al.

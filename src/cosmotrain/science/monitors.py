@@ -28,10 +28,12 @@ divided by the mean KS distance of real subsets of ``N`` patches from the same r
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
+
 import numpy as np
 
-from cosmotrain import dist
 from cosmotrain.errors import UserError
+from cosmotrain.files import plain_json
 from cosmotrain.science import spectra, stats
 
 FUNCTIONALS = ("v0", "v1", "v2")
@@ -56,7 +58,7 @@ class MonitorConfig:
     collapse_fraction: float = 0.25  # warn when generated pixel variance < this × real
     examples: int = 8             # patches kept for the plots
     calibration_patches: int = 0  # > 0: before each monitor, fit G's calibration filter on this many patches of
-                                  # its own (train.calibration); 0: score G as it is
+                                  # its own (science.calibration); 0: score G as it is
     seed: int = 2024
 
 
@@ -165,20 +167,21 @@ def make_probe(real: np.ndarray, reso_arcmin: float, lmax: float | None, cfg: Mo
                  positions=positions.astype(np.int64), examples=cfg.examples)
 
 
-def combine(local: Sums) -> Sums:
-    """Add every rank's sums (collective: every rank calls it); pixel samples go to rank 0.
+def combine(local: Sums, add: Callable[[np.ndarray], np.ndarray], gather: Callable[[Any], list | None]) -> Sums:
+    """Every rank's sums added (collective: every rank calls it); pixel samples and examples gathered.
 
-    The numbers travel as one float64 array (``dist.allreduce_sum_array``); the KS pixel
-    subsample and the example patches are gathered on rank 0 (other ranks get empty arrays).
+    ``add`` sums a float64 array over ranks and ``gather`` collects an object from every rank
+    on rank 0 (None elsewhere): ``dist.allreduce_sum_array`` and ``dist.gather_object``. The
+    numbers travel as one array; ranks other than 0 get empty pixel and example arrays.
     """
     packed = np.concatenate([[local.n]] + [getattr(local, f).ravel() for f in Sums.NUMERIC])
-    total = dist.allreduce_sum_array(packed.astype(np.float64))
+    total = add(packed.astype(np.float64))
     out, pos = {"n": float(total[0])}, 1
     for f in Sums.NUMERIC:
         size = getattr(local, f).size
         out[f] = total[pos:pos + size].reshape(getattr(local, f).shape)
         pos += size
-    gathered = dist.gather_object((local.pixels, local.examples))
+    gathered = gather((local.pixels, local.examples))
     if gathered is None:
         return Sums(**out, pixels=np.zeros(0, np.float32), examples=local.examples[:0])
     pixels = np.concatenate([p for p, _ in gathered])
@@ -290,7 +293,7 @@ def score(reference: Reference, gen: Sums) -> dict:
     }
     for i, name in enumerate(FUNCTIONALS):
         result[f"mf_{name}_over_floor"] = float(np.max(mf_ratio[i])) if np.isfinite(mf_ratio[i]).all() else float("inf")
-    return jsonable(result)
+    return plain_json(result)
 
 
 def collapse_message(result: dict, fraction: float) -> str | None:
@@ -316,19 +319,6 @@ def _combined(cl_ratio: float, ks_ratio: float, cfg: MonitorConfig) -> float:
     return float(value) if np.isfinite(value) else float("inf")
 
 
-def jsonable(value):
-    """Arrays → lists, NumPy scalars → Python numbers, non-finite floats kept (json writes them)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def scalar_columns(nbins: int) -> list[str]:
     """History columns the monitors fill: scalars, then per-bin C_ℓ ratio and relative error."""
     base = ["score", "cl_error_over_floor", "ks_over_floor", "ks", "variance_ratio",
@@ -351,166 +341,3 @@ def describe(result: dict) -> str:
             f"KS/floor {result['ks_over_floor']:.2f}, MF/floor {result['mf_v0_over_floor']:.2f}/"
             f"{result['mf_v1_over_floor']:.2f}/{result['mf_v2_over_floor']:.2f}, pixel variance ratio "
             f"{result['variance_ratio']:.2f}, score {result['score']:.2f} | per bin: {ratios}")
-
-
-# ---------------------------------------------------------------- plots (rank 0, end of a run)
-
-def plot_run(result: dict, reference: Reference, history_csv, out_dir) -> list:
-    """Write the run's figures from a ``score`` result (with ``examples_uK``) to ``out_dir``.
-
-    samples.png (generated next to real patches, one μK colour scale), spectra.png
-    (D_ℓ ± 1σ per patch, and the per-bin error/floor), pixel_pdf.png, minkowski.png,
-    losses.png (losses and monitor scores against step). Returns the paths written.
-    """
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    real = np.asarray(reference.ref.examples)
-    gen = np.asarray(result.get("examples_uK", np.zeros((0,) + real.shape[1:])))
-    figures = {
-        "samples.png": lambda: _plot_samples(real, gen, reference.probe.binning.reso_arcmin),
-        "spectra.png": lambda: _plot_spectra(result, reference.cfg),
-        "pixel_pdf.png": lambda: _plot_pdf(result),
-        "minkowski.png": lambda: _plot_minkowski(result),
-        "losses.png": lambda: _plot_history(history_csv),
-    }
-    written = []
-    for name, draw in figures.items():
-        figure = draw()
-        if figure is None:
-            continue
-        _save_figure(figure, out / name)
-        written.append(out / name)
-    return written
-
-
-def _save_figure(figure, path) -> None:
-    import os
-
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(tmp, path)
-
-
-def _plot_samples(real: np.ndarray, gen: np.ndarray, reso_arcmin: float):
-    import matplotlib.pyplot as plt
-
-    k = max(1, min(len(real), len(gen), 6))
-    limit = float(np.percentile(np.abs(real), 99.5)) if real.size else 1.0
-    side = real.shape[1] * reso_arcmin / 60.0 if real.size else 1.0
-    figure, axes = plt.subplots(2, k, figsize=(2.1 * k + 0.8, 4.6), squeeze=False)
-    for row, (name, patches) in enumerate((("real", real), ("generated", gen))):
-        for i in range(k):
-            ax = axes[row, i]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i < len(patches):
-                image = ax.imshow(patches[i], cmap="RdBu_r", vmin=-limit, vmax=limit, extent=(0, side, 0, side))
-            if i == 0:
-                ax.set_ylabel(name)
-    figure.colorbar(image, ax=axes, shrink=0.8, label="T [μK]")
-    figure.suptitle(f"CMB patches, {side:.1f}° a side (same colour scale)")
-    return figure
-
-
-def _plot_spectra(result: dict, cfg: MonitorConfig):
-    import matplotlib.pyplot as plt
-
-    ell = np.asarray(result["ell"])
-    factor = ell * (ell + 1) / (2 * np.pi)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(2, 1))
-    for name, colour in (("real", "k"), ("gen", "C3")):
-        mean = np.asarray(result[f"cl_{name}"]) * factor
-        std = np.asarray(result[f"cl_{name}_std"]) * factor
-        label = "training patches" if name == "real" else "generated"
-        top.plot(ell, mean, color=colour, label=f"{label} (mean)")
-        top.fill_between(ell, mean - std, mean + std, color=colour, alpha=0.2, label=f"{label} ±1σ per patch")
-    top.set_yscale("log")
-    top.set_ylabel("D_ℓ = ℓ(ℓ+1)C_ℓ/2π [μK²]")
-    top.legend(fontsize=8)
-    top.set_title(f"step {result.get('step', '?')}: worst-bin error/floor {result['cl_error_over_floor']:.2f}")
-    valid = np.asarray(result["valid"], dtype=bool)
-    ratio = np.asarray(result["cl_ratio"])
-    bottom.plot(ell[valid], ratio[valid], "o-", color="C3", label="valid bins")
-    bottom.plot(ell[~valid], ratio[~valid], "x", color="0.5", label="not scored")
-    bottom.axhline(1.0, color="k", lw=0.8)
-    bottom.axhline(cfg.cl_goal, color="C2", ls="--", lw=0.8, label=f"goal {cfg.cl_goal}")
-    bottom.set_yscale("log")
-    bottom.set_ylabel(f"error / floor (M={result['group_size']})")
-    bottom.set_xlabel("ℓ")
-    bottom.legend(fontsize=8)
-    return figure
-
-
-def _plot_pdf(result: dict):
-    import matplotlib.pyplot as plt
-
-    edges = np.asarray(result["hist_edges_uK"])
-    width = np.diff(edges)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    figure, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, colour, label in (("real", "k", "training patches"), ("gen", "C3", "generated")):
-        counts = np.asarray(result[f"hist_{name}"])
-        density = counts / max(counts.sum(), 1.0) / width
-        ax.step(centres, density, where="mid", color=colour, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("T [μK]")
-    ax.set_ylabel("pixel PDF [1/μK]")
-    ax.set_title(f"KS distance {result['ks']:.4f} = {result['ks_over_floor']:.2f} × real-vs-real")
-    ax.legend(fontsize=8)
-    return figure
-
-
-def _plot_minkowski(result: dict):
-    import matplotlib.pyplot as plt
-
-    nu = np.asarray(result["thresholds_sigma"])
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    labels = ("V0 (area fraction)", "V1 (boundary length)", "V2 (Euler characteristic)")
-    for i, (ax, label) in enumerate(zip(axes, labels)):
-        real, real_std = np.asarray(result["mf_real"])[i], np.asarray(result["mf_real_std"])[i]
-        gen, gen_std = np.asarray(result["mf_gen"])[i], np.asarray(result["mf_gen_std"])[i]
-        ax.plot(nu, real, "k-", label="training patches")
-        ax.fill_between(nu, real - real_std, real + real_std, color="k", alpha=0.15)
-        ax.errorbar(nu, gen, gen_std, fmt="o", color="C3", ms=4, label="generated")
-        ax.set_xlabel("threshold ν [real pixel σ]")
-        ax.set_title(f"{label}: error/floor {result[f'mf_{FUNCTIONALS[i]}_over_floor']:.2f}", fontsize=9)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
-def _plot_history(history_csv):
-    import matplotlib.pyplot as plt
-
-    from cosmotrain.train.common import read_history
-
-    try:
-        h = read_history(history_csv)
-    except OSError:
-        return None
-    if not h or not len(h.get("step", [])):
-        return None
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    top.plot(h["step"], h["d_loss"], label="J_D (discriminator)")
-    top.plot(h["step"], h["g_loss"], label="J_G (generator)")
-    if np.any(h.get("g_spectrum", np.zeros(1)) != 0):  # the term is on (S itself hovers around 0, often below)
-        top.plot(h["step"], h["g_spectrum"], label="S (G's spectrum term, before its weight)")
-    top.set_ylabel("loss")
-    top.legend(fontsize=8)
-    seen = np.isfinite(h["score"])
-    for name in ("cl_error_over_floor", "ks_over_floor", "score"):
-        bottom.plot(h["step"][seen], h[name][seen], "o-", ms=3, label=name)
-    bottom.axhline(1.0, color="k", lw=0.8)
-    bottom.set_yscale("log")
-    bottom.set_xlabel("step")
-    bottom.set_ylabel("monitor / floor")
-    bottom.legend(fontsize=8)
-    return figure

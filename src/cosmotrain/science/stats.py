@@ -2,19 +2,15 @@
 
 * pixel histograms on fixed bin edges: integer counts that add up across batches and ranks
   (``dist.allreduce_sum_array``), so a PDF over a whole sample set needs no gathering;
-* the two-sample Kolmogorov–Smirnov distance between pixel values, exact or from counts;
+* the two-sample Kolmogorov–Smirnov distance between pixel values;
 * Minkowski functionals V0 (area), V1 (boundary length), V2 (Euler characteristic) of the
-  excursion sets {u > ν} at thresholds ν in units of σ, vectorised over the batch, and
-  their expectation for a Gaussian random field.
+  excursion sets {u > ν} at thresholds ν in units of σ, vectorised over the batch.
 
 Fields are float arrays ``[N, H, W]`` (μK for CMB patches; any unit works). Pure NumPy.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from scipy.special import erfc
 
 
 # ---------------------------------------------------------------- pixel PDF
@@ -39,13 +35,6 @@ def pixel_histogram(fields: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(index, minlength=len(edges) - 1).astype(np.int64)
 
 
-def pdf_from_counts(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Probability density (float64 ``[nbins]``, per unit of the field) from histogram counts."""
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    return counts / (total * np.diff(edges)) if total > 0 else np.zeros_like(counts)
-
-
 # ---------------------------------------------------------------- Kolmogorov–Smirnov
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,19 +52,6 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     cdf_x = np.searchsorted(x, points, side="right") / len(x)
     cdf_y = np.searchsorted(y, points, side="right") / len(y)
     return float(np.max(np.abs(cdf_x - cdf_y)))
-
-
-def ks_distance_binned(counts_a: np.ndarray, counts_b: np.ndarray) -> float:
-    """KS distance between two histograms on the same edges (a lower bound of the exact one).
-
-    The CDFs are compared at the bin edges only; with fine bins the two agree closely, and
-    counts can be summed over ranks first.
-    """
-    ca = np.cumsum(np.asarray(counts_a, dtype=np.float64))
-    cb = np.cumsum(np.asarray(counts_b, dtype=np.float64))
-    if ca[-1] <= 0 or cb[-1] <= 0:
-        raise ValueError("ks_distance_binned needs two non-empty histograms")
-    return float(np.max(np.abs(ca / ca[-1] - cb / cb[-1])))
 
 
 # ---------------------------------------------------------------- Minkowski functionals
@@ -129,32 +105,3 @@ def _derivatives(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return c, np.sqrt(g2), curvature
 
 
-def gradient_ratio(fields: np.ndarray, sigma: float | None = None) -> float:
-    """``σ1/σ0`` of a batch: rms of |∇x| (per pixel) over σ0, for ``gaussian_minkowski``.
-
-    σ0 is ``sigma`` if given, else the rms of each field about its own mean, matching the
-    normalisation used by ``minkowski_functionals``. Same central differences.
-    """
-    x = np.asarray(fields, dtype=np.float64)
-    if x.ndim == 2:
-        x = x[None]
-    _, grad, _ = _derivatives(x)
-    sigma0 = np.sqrt(np.mean(x.var(axis=(1, 2)))) if sigma is None else float(sigma)
-    return float(np.sqrt(np.mean(grad**2)) / sigma0)
-
-
-def gaussian_minkowski(thresholds: np.ndarray, gradient_to_sigma: float) -> np.ndarray:
-    """Expected V0, V1, V2 (float64 ``[3, T]``) of an isotropic Gaussian field.
-
-    ``gradient_to_sigma`` is σ1/σ0 with σ1² = <|∇u|²> (per pixel) and σ0² = <u²>:
-
-    * V0 = ½ erfc(ν/√2)
-    * V1 = (σ1/σ0) e^{−ν²/2} / (8√2)
-    * V2 = (σ1/σ0)² ν e^{−ν²/2} / (2 (2π)^{3/2})
-    """
-    nu = np.asarray(thresholds, dtype=np.float64)
-    r = float(gradient_to_sigma)
-    gauss = np.exp(-0.5 * nu**2)
-    return np.stack([0.5 * erfc(nu / math.sqrt(2.0)),
-                     r * gauss / (8.0 * math.sqrt(2.0)),
-                     r**2 * nu * gauss / (2.0 * (2.0 * math.pi) ** 1.5)])

@@ -16,23 +16,27 @@ all exit with ``dist.EXIT_REQUEUE``; ``--resume`` then continues bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain import config, dist, logs
+from cosmotrain import config, dist, logs, rundir
+from cosmotrain.checkpoints import Checkpointer, TrainState, newest
 from cosmotrain.config import ConfigError
-from cosmotrain.data import feed, shards
+from cosmotrain.data import epochs, feed
+from cosmotrain.data.augment import random_d4
+from cosmotrain.data.reader import ShardSet
 from cosmotrain.errors import UserError
 from cosmotrain.models.classifier import ModelConfig, build_classifier
-from cosmotrain.train.checkpoint import Checkpointer, TrainState
-from cosmotrain.train.common import (Board, History, LearningRate, Meters, OptimizerConfig, RequeueSignal,
-                                     StepRandomness, agree_in_step, claim_run_dir, freeze_garbage, make_optimizer,
-                                     nonfinite_error, random_d4, resolve_run_config, rng_key, seed_everything,
-                                     stateless_seed, weights_digest)
+from cosmotrain.rundir import Board, History, RunDir
+from cosmotrain.train.loop import RequeueSignal, agree_in_step, freeze_garbage, nonfinite_error, requeue
+from cosmotrain.train.meters import Meters
+from cosmotrain.train.randomness import StepRandomness, rng_key, seed_everything, stateless_seed
+from cosmotrain.train.replicas import FirstStepSync, agreement, average_statistics
+from cosmotrain.train.schedule import LearningRate, OptimizerConfig, make_optimizer
 
 log = logs.get("train")
 
@@ -62,6 +66,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     deterministic: bool = True
 
+    def __post_init__(self):
+        if min(self.epochs, self.batch_size, self.keep_checkpoints) < 1 or self.patience < 0:
+            raise ConfigError(f"train.epochs, train.batch_size and train.keep_checkpoints must be >= 1 and "
+                              f"train.patience >= 0 (got {self.epochs}, {self.batch_size}, {self.keep_checkpoints}, "
+                              f"{self.patience})")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -75,24 +85,16 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig:
+    """A classifier run's whole configuration (``configs/classifier*.yaml``); every section checks itself."""
+
+    dataset_maker: ClassVar[str] = "cosmotrain data galaxies"  # named when --data is missing
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
 
-def resolve_config(config_path: str | None, overrides: list[str], data: str | None, run: str | Path,
-                   resume: bool) -> ClassifierConfig:
-    """The config of this run: ``--config`` (or, on resume, the run's own), overrides, ``--data``."""
-    cfg = resolve_run_config(ClassifierConfig, config_path, overrides, data, run, resume, "cosmotrain data galaxies")
-    _check_train(cfg.train)
-    return cfg
-
-
-def _check_train(t: TrainConfig) -> None:
-    if t.epochs < 1 or t.batch_size < 1 or t.keep_checkpoints < 1 or t.patience < 0:
-        raise ConfigError(f"train.epochs, train.batch_size and train.keep_checkpoints must be >= 1 and "
-                          f"train.patience >= 0 (got {t.epochs}, {t.batch_size}, {t.keep_checkpoints}, {t.patience})")
+CONFIG = ClassifierConfig  # what `cosmotrain train classifier` reads
 
 
 # ---------------------------------------------------------------- data
@@ -101,8 +103,8 @@ def _check_train(t: TrainConfig) -> None:
 class TrainData:
     """The opened splits and what training needs to know about them."""
 
-    train: shards.ShardSet
-    val: shards.ShardSet
+    train: ShardSet
+    val: ShardSet
     image_shape: tuple
     class_names: list
     steps: int
@@ -112,15 +114,13 @@ class TrainData:
 def open_data(cfg: ClassifierConfig) -> TrainData:
     """Open and check the train/val splits before any work (same answer on every rank)."""
     ctx = dist.context()
-    train = shards.ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies")
-    val = shards.ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies")
+    train = ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies")
+    val = ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies")
     image_shape = train.sample_shape("images")
     if val.n and val.sample_shape("images") != image_shape:
         raise UserError(f"{cfg.data.path}: val images are {val.sample_shape('images')}, train images {image_shape}")
-    where = f"{cfg.data.path} ({train.split} split)"
-    per_rank = shards.per_rank_count(train.n, ctx.size, where)
-    steps = shards.steps_per_epoch(per_rank, cfg.train.batch_size, where)
-    shards.per_rank_count(val.n, ctx.size, f"{cfg.data.path} ({val.split} split)")
+    steps = epochs.split_steps(train, cfg.train.batch_size, ctx.size)
+    epochs.per_rank_count(val.n, ctx.size, f"{val.root} ({val.split} split)")
     names = list(train.attrs.get("class_names", ["round", "edge-on", "spiral"]))
     warnings = _missing_class_warnings(train, names)
     dropped = train.n - ctx.size * steps * cfg.train.batch_size
@@ -129,13 +129,13 @@ def open_data(cfg: ClassifierConfig) -> TrainData:
     return TrainData(train, val, image_shape, names, steps, warnings)
 
 
-def _missing_class_warnings(train: shards.ShardSet, names: list) -> list[str]:
+def _missing_class_warnings(train: ShardSet, names: list) -> list[str]:
     labels = train.read(0, train.n, ("labels",))["labels"].astype(np.int64)
     counts = np.bincount(labels, minlength=len(names))
     out = [f"class '{names[c]}' ({c}) has no samples in the training split; the model cannot learn it"
            for c in range(len(names)) if counts[c] == 0]
     for text in out:
-        log.warning(text)
+        logs.root_warning(log, text)
     return out
 
 
@@ -158,8 +158,7 @@ class ClassifierTrainer:
         self.randomness = StepRandomness([self.model], cfg.train.seed, ctx.rank)
         self.augment_key = rng_key(cfg.train.seed, ctx.rank, AUGMENT_STREAM) if cfg.train.augment else None
         self.meters = Meters(("loss", "correct", "count"))
-        self.synced = False
-        self._sync_stats = ctx.size > 1 and bool(self.model.non_trainable_variables)
+        self.after_first_step = FirstStepSync(lambda: self.model.variables + list(self.optimizer.variables))
         # Plain graph functions (no AutoGraph: the steps have no tensor-dependent Python
         # control flow, and tracing does not re-read source files that may be changing).
         self.train_step = tf.function(self._train_step, autograph=False)
@@ -180,33 +179,17 @@ class ClassifierTrainer:
         tape = dist.distributed_tape(tape, "classifier")
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        if self._sync_stats:
-            self._average_batchnorm_statistics()
+        # BatchNorm's moving statistics: each rank saw its own batch, so they are averaged too.
+        average_statistics(self.model.non_trainable_variables, "classifier_stats")
         stop_any, nonfinite_any = agree_in_step(stop, loss, "classifier_flags")
         self.meters.add(tf.reduce_sum(per_sample), _correct(probs, labels), tf.size(labels))
         return loss, stop_any, nonfinite_any
-
-    def _average_batchnorm_statistics(self) -> None:
-        """Keep BatchNorm's moving mean/variance equal on all ranks (they see different batches)."""
-        for i, var in enumerate(self.model.non_trainable_variables):
-            var.assign(dist.allreduce_mean(tf.convert_to_tensor(var), name=f"classifier_stats_{i}"))
 
     def _eval_step(self, images, labels):
         labels = tf.cast(labels, tf.int32)
         probs = self.model(images, training=False)
         loss = tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
         return tf.reduce_sum(tf.cast(loss, tf.float64)), _correct(probs, labels), tf.size(labels)
-
-    def after_first_step(self) -> None:
-        """Make every rank start from rank 0's state.
-
-        Done after the first step rather than before it: the optimizer's slot variables
-        (Adam's moments) exist only then, and they must be broadcast too. All ranks built
-        the same initial weights from the same seed, so the first step already agreed.
-        """
-        if not self.synced:
-            dist.broadcast_variables(self.model.variables + list(self.optimizer.variables))
-            self.synced = True
 
     def evaluate(self, batches) -> dict:
         """Loss and accuracy over all ranks' ``batches`` of (images, labels) (collective)."""
@@ -230,24 +213,12 @@ def _correct(probs, labels):
     return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1, output_type=tf.int32), labels), tf.int32))
 
 
-def slice_batches(split: shards.ShardSet, batch: int, fields: tuple = FIELDS):
-    """This rank's equal, fixed part of ``split`` in order, in batches of up to ``batch``."""
-    ctx = dist.context()
-    runs = shards.epoch_runs(split.n, ctx.rank, ctx.size, seed=0, epoch=0, shuffle=False)
-    for a, b in _merge_runs(runs):
-        for s in range(a, b, batch):
-            data = split.read(s, min(s + batch, b), fields)
-            yield tuple(data[f] for f in fields)
-
-
-def _merge_runs(runs: list) -> list:
-    merged: list = []
-    for a, b in runs:
-        if merged and merged[-1][1] == a:
-            merged[-1] = (merged[-1][0], b)
-        else:
-            merged.append((a, b))
-    return merged
+def rank_share(split: ShardSet, batch: int, fields: tuple = FIELDS):
+    """This rank's contiguous share of ``split`` (``dist.share``), in order, in batches of up to ``batch``."""
+    start, stop = dist.share(split.n)
+    for s in range(start, stop, batch):
+        data = split.read(s, min(s + batch, stop), fields)
+        yield tuple(data[f] for f in fields)
 
 
 # ---------------------------------------------------------------- the run
@@ -262,20 +233,20 @@ def train(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, over
         return prepare(cfg, run_dir, resume, overwrite).execute(signal)
 
 
-def prepare(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> "Run":
+def prepare(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> "Loop":
     """Check the input, claim ``run_dir``, build the model and restore it if resuming."""
     ctx = dist.context()
     data = open_data(cfg)
-    run = claim_run_dir(run_dir, resume, overwrite)
+    run = rundir.claim(run_dir, resume, overwrite)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     trainer = ClassifierTrainer(cfg, data.image_shape, len(data.class_names), data.steps)
-    ckpt = Checkpointer(run / "checkpoints", {"model": trainer.model, "optimizer": trainer.optimizer},
+    ckpt = Checkpointer(run.checkpoints, {"model": trainer.model, "optimizer": trainer.optimizer},
                         _signature(cfg, data), keep=cfg.train.keep_checkpoints)
     state = _start(cfg, run, ckpt, trainer, resume)
     log.info("%d rank(s) (%s, %d thread(s) each), global batch %d, peak lr %.3g, warmup %d steps",
              ctx.size, ctx.engine, ctx.threads, trainer.global_batch, trainer.schedule.peak,
              trainer.schedule.warmup_steps)
-    return Run(cfg, run, data, trainer, ckpt, state)
+    return Loop(cfg, run, data, trainer, ckpt, state)
 
 
 def _signature(cfg: ClassifierConfig, data: TrainData) -> dict:
@@ -284,61 +255,41 @@ def _signature(cfg: ClassifierConfig, data: TrainData) -> dict:
             "classes": list(data.class_names), "optimizer": cfg.optimizer.name}
 
 
-def _start(cfg: ClassifierConfig, run: Path, ckpt: Checkpointer, trainer: ClassifierTrainer,
+def _start(cfg: ClassifierConfig, run: RunDir, ckpt: Checkpointer, trainer: ClassifierTrainer,
            resume: bool) -> TrainState:
     """A fresh state, or the restored one (weights, optimizer and this rank's partial sums)."""
     ctx = dist.context()
     if not resume:
-        dist.on_root(config.save, cfg, run / "config.yaml")
+        run.save_config(cfg)
         return TrainState(size=ctx.size, seed=cfg.train.seed)
     path = ckpt.latest()
     if path is None:
         raise UserError(f"{run} has no checkpoint to resume from; start the run afresh with --overwrite "
                         f"instead of --resume")
-    _warn_changed_settings(run / "config.yaml", cfg)
+    rundir.report_changed_settings(run, cfg)
     state = ckpt.restore(path)
     if state.batch and state.size != ctx.size:
-        log.warning("checkpoint %s was taken mid-epoch on %d ranks, this job has %d: epoch %d restarts "
-                    "from its beginning (not an exact resume)", path, state.size, ctx.size, state.epoch + 1)
+        logs.root_warning(log, "checkpoint %s was taken mid-epoch on %d ranks, this job has %d: epoch %d restarts "
+                          "from its beginning (not an exact resume)", path, state.size, ctx.size, state.epoch + 1)
         state.batch, state.rank_sums = 0, []
     if state.rank_sums:
         trainer.meters.load(state.rank_sums[ctx.rank])
     state.size = ctx.size
-    dist.on_root(config.save, cfg, run / "config.yaml")
+    run.save_config(cfg)
     log.info("resumed from %s: %d epoch(s) and %d batch(es) done, global step %d",
              path, state.epoch, state.batch, state.step)
     return state
 
 
-def _warn_changed_settings(saved: Path, cfg: ClassifierConfig) -> None:
-    if not saved.is_file():
-        return
-    before = _flat(config.to_dict(config.load(ClassifierConfig, saved)))
-    after = _flat(config.to_dict(cfg))
-    changed = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(after) if before.get(k) != after.get(k)]
-    if changed:
-        log.warning("resuming with changed settings (%s); the result may differ from an uninterrupted run",
-                    "; ".join(changed))
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else key
-        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
-    return out
-
-
-class Run:
+class Loop:
     """One prepared run: the epoch loop with its validation, checkpoints and records."""
 
-    def __init__(self, cfg: ClassifierConfig, run: Path, data: TrainData, trainer: ClassifierTrainer,
+    def __init__(self, cfg: ClassifierConfig, run: RunDir, data: TrainData, trainer: ClassifierTrainer,
                  ckpt: Checkpointer, state: TrainState):
         self.cfg, self.run_dir, self.data, self.trainer, self.ckpt, self.state = cfg, run, data, trainer, ckpt, state
-        root = dist.context().is_root
-        self.history = History(run / "history.csv", HISTORY_COLUMNS, enabled=root)
+        self.history = History(run.history, HISTORY_COLUMNS)
         self.history.resume(state.epoch)
-        self.board = Board(run / "tensorboard", enabled=root)
+        self.board = Board(run.tensorboard)
         self.stopped_early = False
 
     def execute(self, signal: RequeueSignal | None = None) -> int:
@@ -353,12 +304,13 @@ class Run:
         try:
             for epoch in range(self.state.epoch, self.cfg.train.epochs):
                 if not self.train_epoch(epoch, signal):
-                    return self._requeue()
+                    return requeue(self.ckpt, self.state, self.trainer.meters.local(),
+                                   f"epoch {self.state.epoch + 1}, batch {self.state.batch}")
                 self._end_epoch()
                 if self.stopped_early:
                     break
                 if dist.agree(signal.requested) and epoch + 1 < self.cfg.train.epochs:
-                    return self._requeue(saved=True)
+                    return requeue(self.ckpt, self.state, [], f"the end of epoch {self.state.epoch}", saved=True)
             self._finish()
             return 0
         finally:
@@ -415,7 +367,7 @@ class Run:
         state.epoch, state.batch = state.epoch + 1, 0
         sums = trainer.meters.global_sums()
         trainer.meters.reset()
-        val = trainer.evaluate(slice_batches(self.data.val, EVAL_BATCH))
+        val = trainer.evaluate(rank_share(self.data.val, EVAL_BATCH))
         row = {"epoch": state.epoch, "step": state.step, "lr": trainer.schedule.at(max(state.step - 1, 0)),
                "loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"], **val,
                "samples_per_s": self.epoch_samples / max(self.epoch_seconds, 1e-9), "seconds": self.epoch_seconds}
@@ -440,33 +392,18 @@ class Run:
             log.info("early stopping: val_loss has not improved for %d epochs (best %.4f at epoch %d)",
                      patience, state.best, state.best_epoch)
 
-    def _requeue(self, saved: bool = False) -> int:
-        """Checkpoint mid-epoch (every rank's partial sums included) and leave with EXIT_REQUEUE."""
-        if not saved:
-            self.state.rank_sums = dist.allgather_object(self.trainer.meters.local())
-            path = self.ckpt.save(self.state)
-            self.state.rank_sums = []
-            dist.on_root(log.warning, "SIGUSR1: checkpointed %s at epoch %d, batch %d (global step %d)",
-                         path, self.state.epoch + 1, self.state.batch, self.state.step)
-        log.warning("stopping for requeue (exit %d); continue with --resume", dist.EXIT_REQUEUE)
-        dist.barrier()  # no rank leaves before rank 0's checkpoint is on disk
-        return dist.EXIT_REQUEUE
-
     def _last_checkpoint(self) -> str | None:
-        return tf.train.latest_checkpoint(str(self.ckpt.directory))
+        return newest(self.ckpt.directory)
 
     def _finish(self) -> None:
         """Check that all ranks hold the same weights; write ``metrics.json``."""
-        digests = dist.allgather_object(weights_digest(self.trainer.model.variables))
-        identical = len(set(digests)) == 1
-        if not identical:
-            log.error("ranks ended with different weights (%s); please report this", digests)
+        identical, _ = agreement(self.trainer.model.variables)
         last = {k: _number(v) for k, v in self.history.rows[-1].items()} if self.history.rows else {}
         summary = {"epochs": self.state.epoch, "global_step": self.state.step, "best_epoch": self.state.best_epoch,
                    "best_val_loss": self.state.best, "stopped_early": self.stopped_early, "final": last,
                    "ranks": dist.context().size, "global_batch": self.trainer.global_batch,
                    "peak_lr": self.trainer.schedule.peak, "weights_identical_across_ranks": identical,
                    "warnings": self.data.warnings}
-        dist.on_root(config.atomic_write_text, self.run_dir / "metrics.json", json.dumps(summary, indent=1) + "\n")
+        rundir.write_json(self.run_dir.metrics, summary)
         log.info("done: %d epochs, best val_loss %.4f at epoch %s; outputs in %s", self.state.epoch,
                  self.state.best or float("nan"), self.state.best_epoch, self.run_dir)

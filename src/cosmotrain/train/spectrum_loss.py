@@ -23,7 +23,7 @@ weights ``u_k`` (mean 1 over the K rings) are ``ring_weights``: P̄_real² over 
 per-patch variance of real ring powers, so a ring counts as much as the monitors' floor
 demands.
 
-What shaped it (each measured on the tiny CMB set, see the README):
+What shaped it (each measured on the tiny CMB set, see docs/gan.md):
 
 * ring edges at whole fundamentals, like the monitors' ℓ bins (each bin is two rings):
   rings of |k| rounded to the nearest fundamental straddle those bin edges, and a generator
@@ -56,7 +56,7 @@ patches' mean, squared mean and inner variance), for the KS monitor; with
 patches relative to their mean, for the C_ℓ monitor's floor: see ``SpectrumMatch``.
 
 The science monitors average many more patches, so they still judge the result on their
-own. λ = 0 (the default of ``TrainConfig``) is the seed's plain J_G.
+own. λ = 0 (the default of ``TrainConfig``) is the adversarial J_G alone.
 """
 from __future__ import annotations
 
@@ -65,68 +65,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain.science import spectra
-
-
-SIGNIFICANT = 1e-6  # rings whose real power is below this fraction of the strongest ring are left out
-
-
-def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
-    """K in fundamentals: Nyquist (``size // 2``) or ``lmax``, whichever is lower (>= 2)."""
-    top = size // 2
-    if lmax:
-        top = min(top, int(math.floor(lmax / spectra.fundamental_ell((size, size), reso_arcmin))))
-    return max(top, 2)
-
-
-def mode_rings(size: int) -> np.ndarray:
-    """int [size, size]: the ring of each ``fft2`` mode of a size×size patch, k <= |k| < k + 1 fundamentals."""
-    k = np.fft.fftfreq(size) * size
-    return np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int)
-
-
-def ring_matrix(size: int, top: int) -> np.ndarray:
-    """float64 [size·size, top + 1]: averages the ``fft2`` modes of a size×size patch into rings 0..top.
-
-    Ring k holds the modes with k <= |k| < k + 1 fundamentals, so the monitors' ℓ bins (edges
-    at even multiples of the fundamental) are each the union of two rings.
-    """
-    ring = mode_rings(size).ravel()
-    matrix = np.zeros((size * size, top + 1))
-    inside = ring <= top
-    matrix[np.flatnonzero(inside), ring[inside]] = 1.0
-    return matrix / matrix.sum(axis=0)
-
-
-def window(size: int) -> np.ndarray:
-    """The monitors' Hann apodisation window, float64 [size, size]."""
-    return spectra.apodization_window((size, size), "hann")
-
-
-def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """float64 [N, rings]: the ring powers of each apodised patch of float [N, size, size] (NumPy)."""
-    x = np.asarray(patches, dtype=np.float64)
-    power = np.abs(np.fft.fft2(x * window(x.shape[-1]))) ** 2
-    return power.reshape(len(x), -1) @ matrix
-
-
-def ring_powers(patches: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """float64 [rings] mean ring power of apodised patches float [N, size, size] (NumPy; the target)."""
-    return patch_ring_powers(patches, matrix).mean(axis=0)
-
-
-def ring_weights(powers: np.ndarray) -> np.ndarray:
-    """float64 [rings]: how tightly real patches pin each ring's mean down, P̄² / per-patch variance.
-
-    ``powers`` float [N, rings] are the real patches' ``patch_ring_powers``.
-
-    The C_ℓ monitor divides each bin's error by the scatter of real band powers, so a ring
-    whose power scatters little between patches (many modes, e.g. the dozens of modes
-    around ℓ ≈ 1000) has to be matched more closely than one that scatters a lot (ring 0, a
-    single mode). Capped at 1000 (3 % scatter) so a ring of constant power cannot take over.
-    """
-    mean, variance = powers.mean(axis=0), powers.var(axis=0)
-    return mean**2 / np.maximum(variance, 1e-3 * mean**2 + np.finfo(np.float64).tiny)
+from cosmotrain.science.rings import SIGNIFICANT, ring_weights, window
 
 
 def pixel_moments(patches) -> "tf.Tensor":
@@ -175,10 +114,10 @@ class SpectrumMatch:
     ``s²_k`` is the batch's variance of its patches' ring powers (ddof 1), ``m̄_k`` their
     mean and ``σ²_k`` the real variance, all in units of the target. Relative to the mean,
     the part does not pull a ring's mean power (the rings' bracket and the calibration
-    filter see to that: ``train.calibration`` scales a ring in every patch alike, which
+    filter see to that: ``science.calibration`` scales a ring in every patch alike, which
     leaves s_k/m̄_k as G made it); charging s²_k itself, a generator could meet it with a
     quieter ring. Measured through the filter, c = 0.2 relative beat c = 0.05 on s²_k
-    (README). The rings' bracket above charges G only (σ²_G − σ²_k)/B for patches that
+    (docs/gan.md). The rings' bracket above charges G only (σ²_G − σ²_k)/B for patches that
     scatter too much, too little to matter at B = 32, and the monitors' C_ℓ floor is that
     scatter: every bin's ratio is about √(σ²_G/σ²_k) once the means are right. In the log,
     too much and too little scatter cost alike. The log of a batch's s²_k averages about

@@ -1,27 +1,22 @@
 """Large sample sets across MPI ranks: per-rank HDF5 parts, exact resume, one virtual dataset.
 
-A sample set is one folder::
-
-    DIR/layout.json        what the set is and how it is cut into parts (written first)
-    DIR/part-00000.h5 ...  one contiguous range of samples per part
-    DIR/samples.h5         HDF5 virtual datasets [N, ...] over the parts (written when all are done)
-    DIR/manifest.json      sha256 per part, model checksum, config, seed, versions (written last:
-                           a folder with a manifest is a complete set)
+A sample set is one folder of per-rank parts, a virtual ``samples.h5`` over them and a
+manifest written last (its layout: ``sampleplan``).
 
 The engine is model-agnostic: ``produce`` takes a ``compute(start, stop)`` function that
-returns the fields of global samples ``start:stop``. ``gan_compute`` makes one from a
-generator and counter-based latents; ``predict classifier`` makes one from a classifier.
+returns the fields of global samples ``start:stop``: ``gan_compute`` makes one from a
+generator and counter-based latents, ``predict_classifier`` one from a classifier.
 
-Reproducibility. Sample i's latent vector comes from NumPy's Philox keyed by the seed, with
-its counter starting at i·2^64 (``latents``), so it depends on (seed, i) only. Samples are
-computed in global batches ``[k·batch, (k+1)·batch)``, whatever the rank count, so every
-batch a model sees has the same composition in every run: the values are the same bits
-with 1, 2 or 64 ranks, and after any number of kills and reruns.
+Reproducibility. Samples are computed in global batches ``[k·batch, (k+1)·batch)``, whatever
+the rank count, so every batch a model sees has the same composition in every run; with
+inputs that depend on the sample index only (a GAN's latents, ``models.latents``),
+the values are the same bits with 1, 2 or 64 ranks, and after any number of kills and reruns.
 
 Layout. The first run cuts the N samples into one part per rank, each a contiguous range of
 whole batches, and records the cut in ``layout.json``. A rerun keeps that cut whatever its
 own rank count: parts are dealt to the ranks it has (several parts to one rank, or idle
-ranks), so a job requeued on a different allocation still finishes the same files.
+ranks), so a job requeued on a different allocation still finishes the same files
+(``sampleplan`` decides what a run does).
 
 Crash safety. A part is created whole (temporary file, then rename) with its datasets
 contiguous and allocated at creation; HDF5 never opens it for writing again. Samples are
@@ -32,85 +27,29 @@ exactly the batches not marked. A full disk is an error naming the fix; the reru
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime
-import errno
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
-from cosmotrain import dist, logs
-from cosmotrain.config import atomic_write_text
-from cosmotrain.data.shards import sha256, software_versions
+from cosmotrain import dist, logs, sampleplan
 from cosmotrain.errors import UserError
+from cosmotrain.files import sha256, software_versions
+from cosmotrain.models.latents import latents
+from cosmotrain.sampleplan import MANIFEST, SAMPLES, SCHEMA_VERSION, Spec, disk_errors, part_name, plain, write_text
 
-SCHEMA_VERSION = 1
-LAYOUT, SAMPLES, MANIFEST = "layout.json", "samples.h5", "manifest.json"
-VALIDATION = "validation"
 COMMIT_SECONDS = 2.0  # how often written batches are flushed to disk and marked done
 REPORT_SECONDS = 0.5  # how often a rank tells rank 0 how far it got
-
-# How latent vectors are drawn (recorded in the spec: a change makes a different set).
-LATENTS = "standard normal float32; NumPy Philox4x64 with key=seed, counter=i*2^64 for sample i"
 
 # compute(start, stop) -> {field: array [stop-start, ...]} for global samples start:stop
 Compute = Callable[[int, int], Mapping[str, np.ndarray]]
 
 
-def part_name(p: int) -> str:
-    return f"part-{p:05d}.h5"
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """Everything that determines a sample set's values: equal specs, identical sets.
-
-    ``fields`` maps a dataset name to (dtype, shape of one sample), e.g.
-    ``{"patches": ("float32", (64, 64))}``; ``identity`` holds the rest (model sha256, seed,
-    ...); ``attrs`` maps a field to its HDF5 attributes (e.g. units).
-    """
-
-    kind: str
-    n: int
-    batch: int
-    fields: Mapping[str, tuple]
-    identity: Mapping
-    attrs: Mapping[str, Mapping] = dataclasses.field(default_factory=dict)
-
-    def key(self) -> dict:
-        """The spec as plain JSON data, the form in which two runs are compared."""
-        return _plain({"kind": self.kind, "n": self.n, "batch": self.batch, "fields": self.fields,
-                       "identity": self.identity})
-
-    def row_bytes(self, field: str) -> int:
-        dtype, tail = self.fields[field]
-        return int(np.dtype(dtype).itemsize * np.prod(tail, dtype=np.int64))
-
-
-def _plain(value):
-    return json.loads(json.dumps(value))
-
-
-# ---------------------------------------------------------------- latents and batches
-
-def latents(seed: int, start: int, stop: int, dim: int) -> np.ndarray:
-    """Standard-normal latent vectors of samples ``start:stop``: float32 [stop-start, dim].
-
-    Row i is drawn from Philox4x64 with key ``seed`` and counter ``i·2^64``: it depends on
-    (seed, i) only, never on the batch, the rank or the rank count.
-    """
-    out = np.empty((stop - start, dim), dtype=np.float32)
-    for row, i in enumerate(range(start, stop)):
-        bits = np.random.Philox(key=seed, counter=[0, i, 0, 0])
-        out[row] = np.random.Generator(bits).standard_normal(dim)
-    return out
-
+# ---------------------------------------------------------------- batches and parts
 
 def gan_compute(generator: Callable[[np.ndarray], np.ndarray], latent_dim: int, seed: int,
                 field: str = "patches") -> Compute:
@@ -119,16 +58,6 @@ def gan_compute(generator: Callable[[np.ndarray], np.ndarray], latent_dim: int, 
         patches = np.asarray(generator(latents(seed, start, stop, latent_dim)), dtype=np.float32)
         return {field: require_finite(patches, start)}
     return compute
-
-
-def cut_parts(n: int, batch: int, size: int) -> list[tuple[int, int]]:
-    """``size`` contiguous ranges of whole batches covering ``0:n`` (the last batch may be short)."""
-    n_batches = -(-n // batch)
-    if n_batches < size:
-        raise UserError(f"{n} samples in batches of {batch} make {n_batches} batches for {size} ranks; "
-                        f"use at most {n_batches} ranks or a smaller --batch")
-    edges = [min(n, (p * n_batches // size) * batch) for p in range(size + 1)]
-    return [(edges[p], edges[p + 1]) for p in range(size)]
 
 
 # ---------------------------------------------------------------- producing a set
@@ -146,7 +75,7 @@ def produce(out_dir: str | os.PathLike, spec: Spec, compute: Compute, *, overwri
     ctx = dist.context()
     out = Path(out_dir)
     started = time.perf_counter()
-    plan = dist.root_computes(_plan, out, spec, ctx.size, overwrite)
+    plan = dist.root_computes(sampleplan.plan, out, spec, ctx.size, overwrite)
     if plan["complete"]:
         logs.get("sample").info("%s is already complete (%d samples); nothing to do", out, spec.n)
         return {**plan["manifest"], "timing": {"ranks": ctx.size, "produced": 0, "seconds": 0.0}}
@@ -172,150 +101,6 @@ def _check_spec(spec: Spec) -> None:
         raise UserError(f"the number of samples must be positive, got {spec.n}; pass --n N with N >= 1")
     if spec.batch <= 0:
         raise UserError(f"the batch size must be positive, got {spec.batch}; pass --batch B with B >= 1")
-
-
-# ---------------------------------------------------------------- the plan (rank 0)
-
-def _plan(out: Path, spec: Spec, size: int, overwrite: bool) -> dict:
-    """Decide what this run does: fresh set, resume, nothing, or refuse."""
-    layout = _claim(out, spec, overwrite)
-    if layout is not None and (out / MANIFEST).is_file() and _parts_present(out, layout):
-        return {"complete": True, "manifest": json.loads((out / MANIFEST).read_text())}
-    parts = [tuple(p) for p in layout["parts"]] if layout else cut_parts(spec.n, spec.batch, size)
-    todo = [_todo(out / part_name(p), spec, a, b) for p, (a, b) in enumerate(parts)]
-    remaining = [sum(min(spec.batch, b - a - k * spec.batch) for k in t) for t, (a, b) in zip(todo, parts)]
-    _check_space(out, spec, sum(remaining))
-    if layout is None:
-        _write(out, LAYOUT, json.dumps({"schema_version": SCHEMA_VERSION, "spec": spec.key(),
-                                        "parts": parts, "ranks": size}, indent=1))
-    else:
-        for name in (MANIFEST, SAMPLES):  # a rerun after a kill during the last step
-            (out / name).unlink(missing_ok=True)
-    return {"complete": False, "parts": parts, "todo": todo, "done": spec.n - sum(remaining),
-            "assignment": _assign(remaining, size)}
-
-
-def _claim(out: Path, spec: Spec, overwrite: bool) -> dict | None:
-    """The layout of the same set already in ``out``, or None for a fresh start."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} is a file; choose a folder path for --out")
-    for leftover in _leftovers(out):
-        leftover.unlink()
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
-    layout = _read_layout(out)
-    if layout is not None and layout["spec"] == spec.key():
-        return layout
-    if not overwrite:
-        what = _difference(layout["spec"], spec.key()) if layout else "files that are not a sample set"
-        raise UserError(f"{out} already holds {what}; rerun the command that made it to resume, "
-                        f"pick a new --out, or pass --overwrite")
-    _clear(out)
-    return None
-
-
-def _leftovers(out: Path) -> list[Path]:
-    """Temporary files of ours that a killed run left behind (a rename never happened)."""
-    ours = (LAYOUT, MANIFEST, SAMPLES, "part-")
-    return [p for p in out.glob(".*.tmp") if p.name[1:].startswith(ours)] if out.is_dir() else []
-
-
-def _read_layout(out: Path) -> dict | None:
-    try:
-        layout = json.loads((out / LAYOUT).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return layout if layout.get("schema_version") == SCHEMA_VERSION else None
-
-
-def _difference(old: dict, new: dict) -> str:
-    """The first setting in which two specs differ, as words for an error message."""
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    for key in sorted(set(flat_old) | set(flat_new)):
-        if flat_old.get(key) != flat_new.get(key):
-            return f"a different sample set ({key} {flat_old.get(key)!r} there, {flat_new.get(key)!r} now)"
-    return "a different sample set"
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _clear(out: Path) -> None:
-    """Remove a sample set's files (manifest first, layout last); other files stay."""
-    for name in (MANIFEST, SAMPLES):
-        (out / name).unlink(missing_ok=True)
-    for part in out.glob("part-*.h5"):
-        part.unlink()
-    shutil.rmtree(out / VALIDATION, ignore_errors=True)
-    (out / LAYOUT).unlink(missing_ok=True)
-
-
-def _parts_present(out: Path, layout: dict) -> bool:
-    return all((out / part_name(p)).is_file() for p in range(len(layout["parts"])))
-
-
-def _todo(path: Path, spec: Spec, start: int, stop: int) -> list[int]:
-    """Batches of the part at ``path`` not yet marked done (all of them if it is missing)."""
-    import h5py
-
-    n_batches = -(-(stop - start) // spec.batch)
-    if not path.is_file():
-        return list(range(n_batches))
-    try:
-        with h5py.File(path, "r") as h5:
-            _check_part(h5, spec, start, stop)
-            done = h5["done"][:]
-    except (OSError, KeyError, ValueError) as err:
-        logs.get("sample").warning("%s is unreadable or foreign (%s); it will be made again", path, err)
-        path.unlink()
-        return list(range(n_batches))
-    return [int(k) for k in np.flatnonzero(done == 0)]
-
-
-def _check_part(h5, spec: Spec, start: int, stop: int) -> None:
-    if int(h5.attrs["start"]) != start or int(h5.attrs["stop"]) != stop:
-        raise ValueError("its range differs from the layout")
-    for name, (dtype, tail) in spec.fields.items():
-        if h5[name].shape != (stop - start, *tail) or h5[name].dtype != np.dtype(dtype):
-            raise ValueError(f"'{name}' has the wrong shape or dtype")
-
-
-def _check_space(out: Path, spec: Spec, samples: int) -> None:
-    """Refuse to start when the disk cannot hold the samples still to be written."""
-    need = samples * sum(spec.row_bytes(f) for f in spec.fields)
-    probe = out if out.is_dir() else _existing_parent(out)
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise UserError(f"{out} needs {need / 1e9:.3g} GB for the samples still to write but its disk has "
-                        f"{free / 1e9:.3g} GB free; free space or choose another --out, then rerun")
-
-
-def _existing_parent(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _assign(remaining: list[int], size: int) -> list[list[int]]:
-    """Deal parts to ranks: part r to rank r when the rank count is unchanged, else
-    the largest remaining part to the least loaded rank."""
-    if len(remaining) == size:
-        return [[p] for p in range(size)]
-    load = [0] * size
-    deal: list[list[int]] = [[] for _ in range(size)]
-    for p in sorted(range(len(remaining)), key=lambda p: (-remaining[p], p)):
-        r = min(range(size), key=lambda r: (load[r], r))
-        deal[r].append(p)
-        load[r] += remaining[p]
-    return [sorted(d) for d in deal]
 
 
 # ---------------------------------------------------------------- parts (every rank)
@@ -352,7 +137,7 @@ def _create_part(path: Path, spec: Spec, start: int, stop: int) -> None:
     n_batches = -(-(stop - start) // spec.batch)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with _disk_errors(path), h5py.File(tmp, "w") as h5:
+        with disk_errors(path), h5py.File(tmp, "w") as h5:
             h5.attrs["start"], h5.attrs["stop"], h5.attrs["batch"] = start, stop, spec.batch
             for name, (dtype, tail) in spec.fields.items():
                 dataset = _allocated(h5, name, (stop - start, *tail), dtype)
@@ -399,18 +184,6 @@ def require_finite(array: np.ndarray, start: int) -> np.ndarray:
     return array
 
 
-@contextlib.contextmanager
-def _disk_errors(path: Path):
-    """Turn an OSError while writing ``path`` into a one-line UserError naming the fix."""
-    try:
-        yield
-    except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err)
-        reason = "the disk is full (or the quota is exceeded)" if full else f"{err}"
-        raise UserError(f"cannot write {path}: {reason}; free space or fix the folder, then rerun the "
-                        f"same command to resume (finished batches are kept)") from None
-
-
 class _PartWriter:
     """Writes batches into a part's reserved bytes; marks them done once they are on disk."""
 
@@ -440,7 +213,7 @@ class _PartWriter:
 
     def write(self, k: int, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Write batch ``k`` of this part (global samples from ``start``)."""
-        with _disk_errors(self.path):
+        with disk_errors(self.path):
             for name, array in arrays.items():
                 offset = self.offsets[name] + (start - self.start) * self.row_bytes[name]
                 _pwrite_all(self.fd, memoryview(array).cast("B"), offset)
@@ -452,7 +225,7 @@ class _PartWriter:
         """Flush written batches to disk, then mark them done (never the other way round)."""
         if not self.pending:
             return
-        with _disk_errors(self.path):
+        with disk_errors(self.path):
             os.fdatasync(self.fd)
             for k in self.pending:
                 _pwrite_all(self.fd, b"\x01", self.done_offset + k)
@@ -520,10 +293,10 @@ def _finish(out: Path, spec: Spec, parts: list, hashes: dict, extra: Mapping, ti
         "samples": SAMPLES,
         "parts": [{"file": part_name(p), "start": a, "stop": b, "sha256": hashes[p],
                    "bytes": (out / part_name(p)).stat().st_size} for p, (a, b) in enumerate(parts)],
-        **_plain(dict(extra)), "versions": software_versions(), "timing": timing,
+        **plain(dict(extra)), "versions": software_versions(), "timing": timing,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write(out, MANIFEST, json.dumps(manifest, indent=1))
+    write_text(out, MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -538,7 +311,7 @@ def write_virtual(out: Path, spec: Spec, parts: list) -> None:
 
     tmp = out / f".{SAMPLES}.{os.getpid()}.tmp"
     try:
-        with _disk_errors(out / SAMPLES), h5py.File(tmp, "w") as h5:
+        with disk_errors(out / SAMPLES), h5py.File(tmp, "w") as h5:
             h5.attrs["spec"] = json.dumps(spec.key(), sort_keys=True)
             for name, (dtype, tail) in spec.fields.items():
                 dataset = _virtual(h5, name, np.dtype(dtype).newbyteorder("<"), (spec.n, *tail), parts)
@@ -571,42 +344,22 @@ def _missing(dtype) -> float | int:
     return np.nan if kind == "f" else -1 if kind == "i" else 0
 
 
-def _write(out: Path, name: str, text: str) -> None:
-    with _disk_errors(out / name):
-        atomic_write_text(out / name, text)
+# ---------------------------------------------------------------- the commands' checks and last line
+
+def check_counts(n: int, batch: int, seed: int) -> None:
+    """Refuse bad numbers before anything is loaded (every rank sees the same answer)."""
+    if n <= 0:
+        raise UserError(f"--n {n}: the number of samples must be positive; pass --n N with N >= 1")
+    if batch <= 0:
+        raise UserError(f"--batch {batch}: the batch size must be positive; pass --batch B with B >= 1")
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--seed {seed}: the seed must be an integer in [0, 2^63); pass --seed S")
 
 
-# ---------------------------------------------------------------- reading back
-
-def read_manifest(out_dir: str | os.PathLike) -> dict:
-    """The manifest of the complete sample set in ``out_dir``."""
-    out = Path(out_dir)
-    path = out / MANIFEST
-    if not path.is_file():
-        hint = ("its production was interrupted: rerun the command that made it" if (out / LAYOUT).is_file()
-                else "make one with 'cosmotrain sample gan' or 'cosmotrain predict classifier'")
-        raise UserError(f"{out} is not a complete sample set (no {MANIFEST}); {hint}")
-    manifest = json.loads(path.read_text())
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{out} has sample-set schema {manifest.get('schema_version')}, this cosmotrain reads "
-                        f"{SCHEMA_VERSION}; make the set again")
-    return manifest
-
-
-def verify(out_dir: str | os.PathLike, rank: int = 0, size: int = 1) -> dict:
-    """Check the sha256 of parts ``rank::size`` against the manifest; returns the manifest.
-
-    Call it on every rank with its rank and the rank count to share the reading.
-    """
-    out = Path(out_dir)
-    manifest = read_manifest(out)
-    if not (out / SAMPLES).is_file():
-        raise UserError(f"{out / SAMPLES} is missing; rerun the command that made the set")
-    for part in manifest["parts"][rank::size]:
-        path = out / part["file"]
-        if not path.is_file():
-            raise UserError(f"{path} is missing; restore it or rerun the command that made the set")
-        if sha256(path) != part["sha256"]:
-            raise UserError(f"{path} does not match its sha256 in the manifest (corrupted or replaced); "
-                            f"delete it and rerun the command that made the set")
-    return manifest
+def report(out: str, manifest: dict, noun: str) -> None:
+    """The command's last stdout line (rank 0): where the set is and how fast this run made it."""
+    timing = manifest["timing"]
+    made = (f"{timing['produced']} made now at {timing['samples_per_second']:.0f}/s on {timing['ranks']} rank(s)"
+            if timing["produced"] else "already complete, nothing to do")
+    logs.result(f"{manifest['n']} {noun} in {Path(out) / manifest['samples']} ({made}); "
+                f"manifest: {Path(out) / 'manifest.json'}")

@@ -6,7 +6,7 @@ the tiny CMB set every 6000-step run ended with the same ±3–5 % ripple from r
 (ring 4 and 13 low, 12 high, 24 10 % low), in G itself and in training mode too. The C_ℓ
 monitor's floor for M = 16 patches asks for about 1.5 %. A linear filter fixes a ripple
 of the mean without touching anything else a Gaussian field is judged by: its gain g_k,
-one per ring k of ``spectrum_loss.ring_matrix`` (modes with k <= |k| < k + 1
+one per ring k of ``rings.ring_matrix`` (modes with k <= |k| < k + 1
 fundamentals; 1 beyond the top ring), multiplies the patch's Fourier modes in network
 units, so a ring's power scales by g_k² in every patch and its relative scatter between
 patches stays what G made it.
@@ -18,8 +18,8 @@ latents of their own (not the monitors')::
 
 P̄ being the Hann-apodised mean ring power (the monitors' and the spectrum term's window).
 The window mixes each mode with its neighbours, so the first pass overshoots next to a
-large change (ring 1 beside ring 0); six passes bring every ring within 1 % (README).
-Rings with less than ``spectrum_loss.SIGNIFICANT`` of the strongest ring's real power keep
+large change (ring 1 beside ring 0); six passes bring every ring within 1 % (docs/gan.md).
+Rings with less than ``rings.SIGNIFICANT`` of the strongest ring's real power keep
 gain 1, as the spectrum term leaves them out: there float32 rounding alone is more than
 the target. Gains stay within 1/4 … 4.
 """
@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from cosmotrain.train import spectrum_loss
+from cosmotrain.science import rings
 
 ITERATIONS = 6
 MAX_GAIN = 4.0  # a ring needing more is not a ripple to take out: G is far off, and the monitor should say so
@@ -38,7 +38,7 @@ CHUNK = 256  # patches per FFT batch: bounds the complex128 workspace to 16 MB a
 
 def ring_index(size: int, top: int) -> np.ndarray:
     """int [size, size]: the ring of each ``fft2`` mode, ``top + 1`` for the modes beyond ring ``top``."""
-    return np.minimum(spectrum_loss.mode_rings(size), top + 1)
+    return np.minimum(rings.mode_rings(size), top + 1)
 
 
 def apply(patches: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -55,16 +55,16 @@ def fit(patches: np.ndarray, target: np.ndarray, add: Callable[[np.ndarray], np.
     """float64 [rings]: the gains that give ``patches`` the ``target`` mean ring powers (rings 0..top).
 
     ``patches`` float [n, size, size] are the generator's, in network units; ``target`` the
-    real patches' mean ``spectrum_loss.patch_ring_powers`` in the same units. ``add`` sums an
+    real patches' mean ``rings.patch_ring_powers`` in the same units. ``add`` sums an
     array over ranks (``dist.allreduce_sum_array``) when each rank holds a share of the patches.
     """
     target = np.asarray(target, dtype=np.float64)
-    matrix = spectrum_loss.ring_matrix(patches.shape[-1], len(target) - 1)
-    fitted = target > spectrum_loss.SIGNIFICANT * target.max()  # as the spectrum term: the others stay at 1
+    matrix = rings.ring_matrix(patches.shape[-1], len(target) - 1)
+    fitted = target > rings.SIGNIFICANT * target.max()  # as the spectrum term: the others stay at 1
     gains = np.ones(len(target))
     for _ in range(ITERATIONS):
         filtered = apply(patches, gains)
-        local = [spectrum_loss.patch_ring_powers(filtered[i:i + CHUNK], matrix).sum(axis=0)
+        local = [rings.patch_ring_powers(filtered[i:i + CHUNK], matrix).sum(axis=0)
                  for i in range(0, len(filtered), CHUNK)]
         sums = np.sum(local, axis=0) if local else np.zeros(len(target))
         total = add(np.concatenate([[len(filtered)], sums]))

@@ -17,15 +17,17 @@ sample-variance floor (≈ 1 for a generator as good as real data).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from cosmotrain import config, dist, logs, sample
-from cosmotrain.data import shards
+from cosmotrain import config, dist, logs, rundir, sampleplan
+from cosmotrain.data.reader import ShardSet
 from cosmotrain.errors import UserError
+from cosmotrain.plots import validation
+from cosmotrain.science import monitors
+from cosmotrain.science.monitors import MonitorConfig
 
 log = logs.get("validate")
 
@@ -40,17 +42,15 @@ def validate_samples(samples_dir: str | os.PathLike, reference: str | os.PathLik
     Every rank calls this; rank 0 writes ``out_dir/validation.{json,png}`` and returns the
     report (other ranks return None).
     """
-    from cosmotrain.science import monitors
-
     ctx = dist.context()
-    manifest = sample.verify(samples_dir, ctx.rank, ctx.size)
+    manifest = sampleplan.verify(samples_dir, ctx.rank, ctx.size)
     shape = _patch_shape(samples_dir, manifest)
     cfg = _monitor_config(manifest)
     built = dist.root_computes(_reference, reference, split, shape, manifest["n"], cfg, share=False)
-    probe, k = dist.broadcast_object((built[0].probe, built[1]) if ctx.is_root else None)
+    probe, k = dist.broadcast_object((built[0].probe, built[1]) if built is not None else None)
     local = _measure(Path(samples_dir) / manifest["samples"], manifest["n"], probe, k, batch)
-    total = monitors.combine(local)
-    if not ctx.is_root:
+    total = monitors.combine(local, dist.allreduce_sum_array, dist.gather_object)
+    if built is None:  # ranks other than 0: the reference and the scoring are rank 0's
         return None
     result = monitors.score(built[0], total)
     report = _report(samples_dir, reference, split, manifest, built[0], k, result)
@@ -70,8 +70,6 @@ def _patch_shape(samples_dir, manifest: dict) -> tuple:
 
 def _monitor_config(manifest: dict):
     """The monitor settings of the GAN run that made the set (its defaults if unknown)."""
-    from cosmotrain.science.monitors import MonitorConfig
-
     raw = (manifest.get("config") or {}).get("run", {}).get("monitor", {}) or {}
     known = {f.name for f in dataclasses.fields(MonitorConfig)}
     return config.from_dict(MonitorConfig, {k: v for k, v in raw.items() if k in known}, "monitor")
@@ -79,9 +77,7 @@ def _monitor_config(manifest: dict):
 
 def _reference(root, split: str, shape: tuple, n_samples: int, cfg):
     """(monitors.Reference, K): the real side, built from split ``split`` of ``root``."""
-    from cosmotrain.science import monitors
-
-    real = shards.ShardSet(root, split, kind="cmb")
+    real = ShardSet(root, split, kind="cmb")
     if real.n < 4:
         raise UserError(f"{root} has {real.n} patches in split '{split}'; the reference needs at least 4")
     if real.sample_shape("patches") != shape:
@@ -99,8 +95,7 @@ def _measure(path: Path, n: int, probe, k: int, batch: int):
     """This rank's sums over its contiguous range of the set; pixels only from samples < k."""
     import h5py
 
-    ctx = dist.context()
-    start, stop = n * ctx.rank // ctx.size, n * (ctx.rank + 1) // ctx.size
+    start, stop = dist.share(n)
     parts = []
     with h5py.File(path, "r") as h5:
         bar = logs.progress(total=stop - start, desc="validating (rank 0's share)", unit="sample", unit_scale=True)
@@ -124,8 +119,6 @@ def _finite(patches: np.ndarray, start: int, path: Path) -> np.ndarray:
 
 def _add(parts: list, probe):
     """One ``Sums`` from several: numbers added, pixels and examples concatenated."""
-    from cosmotrain.science import monitors
-
     if not parts:  # a rank with no samples (more ranks than samples) adds zeros
         zero = probe.measure(np.zeros((1, *probe.shape)))
         return monitors.Sums(0.0, *(0 * getattr(zero, f) for f in monitors.Sums.NUMERIC),
@@ -151,53 +144,6 @@ def _report(samples_dir, reference, split: str, manifest: dict, ref, k: int, res
 # ---------------------------------------------------------------- outputs (rank 0)
 
 def _write(out: Path, report: dict, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     report["plot"] = str(out / "validation.png")
-    _save_figure(_figure(result), out / "validation.png")
-    config.atomic_write_text(out / "validation.json", json.dumps(report, indent=1) + "\n")
-
-
-def _figure(result: dict):
-    """C_ℓ (D_ℓ) mean ± scatter, pixel PDF, and the three Minkowski functionals, real vs generated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cosmotrain.science.spectra import dl_from_cl
-
-    r = {k: np.asarray(v, dtype=float) if isinstance(v, list) else v for k, v in result.items()}
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
-    ell = r["ell"]
-    for name, mean, std, color, line in (("real", r["cl_real"], r["cl_real_std"], "k", "-"),
-                                         ("generated", r["cl_gen"], r["cl_gen_std"], "C1", "--")):
-        axes[0].plot(ell, dl_from_cl(ell, mean), color=color, linestyle=line, label=name)
-        axes[0].fill_between(ell, dl_from_cl(ell, mean - std), dl_from_cl(ell, mean + std), color=color, alpha=0.2)
-    axes[0].set(xlabel="ℓ", ylabel="D_ℓ [μK²]", title=f"C_ℓ: worst error/floor {r['cl_error_over_floor']:.2f}")
-    centers = 0.5 * (r["hist_edges_uK"][1:] + r["hist_edges_uK"][:-1])
-    for name, counts, style in (("real", r["hist_real"], "k-"), ("generated", r["hist_gen"], "C1--")):
-        axes[1].semilogy(centers, np.where(counts > 0, counts, np.nan), style, label=name)
-    axes[1].set(xlabel="T [μK]", ylabel="pixels per patch per bin", title=f"pixel PDF: KS/floor {r['ks_over_floor']:.2f}")
-    nu = r["thresholds_sigma"]
-    for i, name in enumerate(("V0", "V1", "V2")):
-        ax = axes[2 + i]
-        ax.errorbar(nu, r["mf_real"][i], r["mf_real_std"][i], fmt="k-", label="real", capsize=2)
-        ax.errorbar(nu, r["mf_gen"][i], r["mf_gen_std"][i], fmt="C1--", label="generated", capsize=2)
-        ax.set(xlabel="threshold ν [real pixel σ]", title=f"{name}: error/floor {r[f'mf_{name.lower()}_over_floor']:.2f}")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{r['n_generated']} generated vs {r['n_reference']} real patches (mean ± scatter per patch)")
-    fig.tight_layout()
-    return fig
-
-
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    rundir.write_figure(out / "validation.png", validation.summary, result, dpi=100)
+    rundir.write_json(out / "validation.json", report)

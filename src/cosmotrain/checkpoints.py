@@ -8,9 +8,14 @@ name). On restore the signature is compared first, so a checkpoint of another mo
 is refused with a message naming the first differences instead of a shape error deep in TF.
 
 ``RUN/checkpoints/ckpt-N.*`` (newest ``keep``) and ``RUN/checkpoints/best/ckpt-N.*`` (one, the
-best by validation loss) are written by ``tf.train.CheckpointManager``: TensorFlow writes
-the data under a temporary name and then records the new checkpoint in the ``checkpoint``
-index file atomically, so an interrupted save leaves the previous checkpoint current.
+best by validation loss or monitor score) are written by ``tf.train.CheckpointManager``:
+TensorFlow writes the data under a temporary name and then records the new checkpoint in the
+``checkpoint`` index file atomically, so an interrupted save leaves the previous checkpoint
+current.
+
+Every command that takes ``--checkpoint`` resolves it with ``resolve``: ``best``, ``latest``
+or a path (a prefix such as ``RUN/checkpoints/ckpt-500``, or a folder); ``digest`` is the
+sha256 that sample and prediction sets record of the weights they came from.
 
 Optimizers must hold their slot variables before ``restore`` (``optimizer.build(vars)``),
 so that their values are restored immediately rather than on first use.
@@ -26,6 +31,7 @@ import tensorflow as tf
 
 from cosmotrain import dist
 from cosmotrain.errors import UserError
+from cosmotrain.rundir import RunDir
 
 STATE_KEY = "state/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -95,18 +101,18 @@ class Checkpointer:
             self._best.save(checkpoint_number=state.step)
         return path
 
+    def save_all(self, state: TrainState, local_sums: list[float], best: bool = False) -> str | None:
+        """``save`` with every rank's partial sums in ``state.rank_sums`` (collective: every rank calls it)."""
+        state.rank_sums = dist.allgather_object(local_sums)
+        path = self.save(state, best=best)
+        state.rank_sums = []
+        return path
+
     # ------------------------------------------------------------ reading (every rank)
 
     def latest(self) -> str | None:
         """Path prefix of the newest checkpoint, as rank 0 sees it (same on every rank)."""
-        return dist.broadcast_object(dist.on_root(lambda: self._latest_path(self.directory)))
-
-    def best(self) -> str | None:
-        return dist.broadcast_object(dist.on_root(lambda: self._latest_path(self.directory / "best")))
-
-    @staticmethod
-    def _latest_path(directory: Path) -> str | None:
-        return tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+        return dist.root_computes(newest, self.directory)
 
     def restore(self, path: str) -> TrainState:
         """Load ``path`` into the objects after checking its signature; returns its state."""
@@ -152,3 +158,51 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
             out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: tree}
+
+
+# ---------------------------------------------------------------- finding checkpoints
+
+def newest(directory: str | Path) -> str | None:
+    """Prefix of the newest checkpoint recorded in ``directory``; None when there is none."""
+    directory = Path(directory)
+    return tf.train.latest_checkpoint(str(directory)) if directory.is_dir() else None
+
+
+def resolve(run: str | Path, checkpoint: str = "best", made_by: str = "cosmotrain train") -> str:
+    """The checkpoint prefix meant by ``checkpoint``: "best", "latest", or a path (prefix or folder).
+
+    ``made_by`` names the command that makes such runs, for the error message.
+    """
+    layout = RunDir(run)
+    if checkpoint in ("best", "latest"):
+        path = newest(layout.best_checkpoints if checkpoint == "best" else layout.checkpoints)
+        if path is None:
+            hint = ("none is marked best yet (that happens at the first validation or monitor); use "
+                    "--checkpoint latest" if checkpoint == "best" and layout.checkpoints.is_dir()
+                    else f"is it a run made by '{made_by}'?")
+            raise UserError(f"{run} has no {checkpoint} checkpoint; {hint}")
+        return path
+    path = Path(checkpoint)
+    if path.is_dir():
+        found = newest(path)
+        if found is None:
+            raise UserError(f"{path} holds no checkpoint; pass a run's checkpoint prefix such as "
+                            f"RUN/checkpoints/ckpt-500")
+        return found
+    if not Path(f"{path}.index").is_file():
+        raise UserError(f"checkpoint {path} not found (no {path}.index); pass 'best', 'latest' or a checkpoint prefix")
+    return str(path)
+
+
+def digest(prefix: str) -> str:
+    """sha256 over a checkpoint's index and data files, in name order (each file's suffix, then its bytes)."""
+    import hashlib
+
+    total = hashlib.sha256()
+    path = Path(prefix)
+    for file in sorted(path.parent.glob(path.name + ".*")):
+        total.update(file.name.split(".", 1)[1].encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                total.update(block)
+    return total.hexdigest()

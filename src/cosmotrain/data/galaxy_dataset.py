@@ -1,0 +1,198 @@
+"""`cosmotrain data galaxies`: a galaxies dataset, synthetic or from the Kaggle Galaxy Zoo files.
+
+``make_dataset`` is the whole command, ``GalaxiesConfig`` its config. It runs as one process
+or on N MPI ranks (``mpirun``, ``srun --mpi=pmix``): rank 0 checks the inputs and plans, every rank renders or decodes a contiguous slice of the galaxies, rank 0
+gathers them in order, splits and writes the shards. The dataset is the same whatever the
+rank count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cosmotrain import config, dist, logs, rundir
+from cosmotrain.config import ConfigError
+from cosmotrain.data import galaxies, galaxy_zoo, shards
+from cosmotrain.files import save_image
+from cosmotrain.plots import images
+
+SPLITS = ("train", "val", "test")
+MIN_SYNTHETIC = 30  # ten per class, so every split gets every class
+
+log = logs.get("data")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSection:
+    """What every galaxies dataset shares: image size, split fractions and seed, shard size."""
+
+    image_size: int = 64            # pixels per side of the stored images
+    splits: tuple[float, ...] = (0.8, 0.1, 0.1)  # train, val, test fractions (per class)
+    seed: int = 0                   # synthetic galaxies and the split both follow it
+    samples_per_shard: int = 4096
+
+    def __post_init__(self):
+        if not 8 <= self.image_size <= 1024:
+            raise ConfigError(f"dataset.image_size must be 8..1024 pixels, got {self.image_size}")
+        if len(self.splits) != 3 or min(self.splits) <= 0 or abs(sum(self.splits) - 1.0) > 1e-6:
+            raise ConfigError(f"dataset.splits must be three positive fractions (train, val, test) summing "
+                              f"to 1, got {list(self.splits)}")
+        if self.seed < 0:
+            raise ConfigError(f"dataset.seed must be >= 0, got {self.seed}")
+        if self.samples_per_shard < 1:
+            raise ConfigError(f"dataset.samples_per_shard must be >= 1, got {self.samples_per_shard}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GalaxyZooSection:
+    """The Kaggle ingest: the vote threshold and the central crop taken before resizing."""
+
+    threshold: float = 0.9          # a class needs at least this fraction of the votes; in (0.5, 1]
+    crop: int = 212                 # central crop of the 424x424 JPEGs, in pixels, before resizing
+
+    def __post_init__(self):
+        try:
+            galaxy_zoo.check_threshold(self.threshold)
+        except ValueError as err:
+            raise ConfigError(f"galaxy_zoo.threshold: {err}") from None
+        if self.crop < 1:
+            raise ConfigError(f"galaxy_zoo.crop must be a positive number of pixels, got {self.crop}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GalaxiesConfig:
+    dataset: DatasetSection = dataclasses.field(default_factory=DatasetSection)
+    galaxy_zoo: GalaxyZooSection = dataclasses.field(default_factory=GalaxyZooSection)
+
+
+def make_dataset(source: dict, out: str, overwrite: bool, config_path: str | None, overrides: list[str]) -> None:
+    """Make the dataset: ``source`` is {"synthetic": N} or {"galaxy_zoo": KAGGLE_DIR}; every rank calls this.
+
+    Rank 0 checks the inputs and plans, every rank renders or decodes a contiguous share of
+    the galaxies, rank 0 gathers them in order, splits and writes the shards.
+    """
+    ctx = dist.context()
+    # Rank 0 alone reads and checks the inputs; a mistake is raised on every rank.
+    plan = dist.root_computes(_plan, source, out, overwrite, config_path, overrides)
+    start = time.perf_counter()
+    if plan["source"] == "synthetic":
+        fields, extra = _synthetic(plan)
+    else:
+        fields, extra = _galaxy_zoo(plan)
+    if fields is not None:
+        rundir.write_with(_write, plan, fields, extra)
+        log.info("wrote %d galaxies to %s in %.1f s on %d rank%s", len(fields["ids"]), plan["out"],
+                 time.perf_counter() - start, ctx.size, "s" if ctx.size > 1 else "")
+
+
+def _plan(source: dict, out: str, overwrite: bool, config_path: str | None, overrides: list[str]) -> dict:
+    """Everything the ranks need, checked before any work (rank 0)."""
+    cfg = config.load(GalaxiesConfig, config_path, overrides)
+    plan = {"cfg": cfg, "out": str(out), "config": config.to_dict(cfg)}
+    if "synthetic" in source:
+        if source["synthetic"] < MIN_SYNTHETIC:
+            raise ConfigError(f"--synthetic {source['synthetic']}: make at least {MIN_SYNTHETIC} galaxies "
+                              f"(ten per class, so every split holds every class)")
+        plan.update(source="synthetic", n=source["synthetic"])
+    else:
+        plan.update(_galaxy_zoo_plan(source["galaxy_zoo"], cfg.galaxy_zoo.threshold))
+    shards.claim_output(out, overwrite)
+    return plan
+
+
+def _galaxy_zoo_plan(kaggle_dir: str, threshold: float) -> dict:
+    """The galaxies of the Kaggle vote table that reach ``threshold``, in GalaxyID order."""
+    table, image_dir = galaxy_zoo.locate(kaggle_dir)
+    ids, votes = galaxy_zoo.read_solutions(table)
+    labels = galaxy_zoo.assign_labels(votes, threshold)
+    keep = np.flatnonzero(labels >= 0)
+    keep = keep[np.argsort(ids[keep], kind="stable")]
+    if not len(keep):
+        raise ConfigError(f"no galaxy of {table} reaches the vote threshold {threshold}; "
+                          f"lower galaxy_zoo.threshold (it must stay above 0.5)")
+    return dict(source="galaxy-zoo", kaggle_dir=str(Path(kaggle_dir).resolve()), image_dir=str(image_dir),
+                n_rows=len(ids), ids=ids[keep], labels=labels[keep], votes=votes[keep].astype(np.float32))
+
+
+def _synthetic(plan: dict) -> tuple[dict | None, dict]:
+    """Every rank renders its blocks of galaxies; rank 0 gets them all, in id order (None elsewhere)."""
+    cfg = plan["cfg"].dataset
+    start, stop = dist.share(plan["n"], galaxies.BLOCK)
+    with logs.progress(total=stop - start, desc="rendering galaxies", unit="gal") as bar:
+        mine = galaxies.synthetic_galaxies(start, stop, cfg.seed, cfg.image_size, progress=bar.update)
+    parts = dist.gather_object(mine)
+    if parts is None:
+        return None, {}
+    fields = {k: np.concatenate([p[k] for p in parts]) for k in mine}
+    return fields, {"source_detail": {"generator": "cosmotrain.data.galaxies", "n": plan["n"]}}
+
+
+def _galaxy_zoo(plan: dict) -> tuple[dict | None, dict]:
+    """Every rank decodes its share of the selected JPEGs; rank 0 keeps the readable ones (None elsewhere)."""
+    cfg = plan["cfg"]
+    start, stop = dist.share(len(plan["ids"]))
+    with logs.progress(total=stop - start, desc="decoding JPEGs", unit="img") as bar:
+        mine = galaxy_zoo.load_galaxies(plan["ids"][start:stop], plan["image_dir"], cfg.galaxy_zoo.crop,
+                                        cfg.dataset.image_size, progress=bar.update)
+    parts = dist.gather_object(mine)
+    if parts is None:
+        return None, {}
+    pixels = np.concatenate([p[0] for p in parts])
+    problems = [q for p in parts for q in p[1]]
+    ok = np.array([q is None for q in problems], dtype=bool)
+    skipped = galaxy_zoo.skipped_report(plan["ids"], problems)
+    if skipped["count"]:
+        log.warning("skipped %d unreadable images (%s); their GalaxyIDs are in manifest.json", skipped["count"],
+                    ", ".join(f"{len(skipped[r])} {r}" for r in galaxy_zoo.UNREADABLE if skipped[r]))
+    fields = {"images": pixels[ok], "labels": plan["labels"][ok], "vote_fractions": plan["votes"][ok],
+              "ids": plan["ids"][ok]}
+    extra = {"source_detail": {"kaggle_dir": plan["kaggle_dir"], "rows": plan["n_rows"],
+                               "selected": len(plan["ids"]), "vote_columns": list(galaxy_zoo.VOTE_COLUMNS)},
+             "skipped": skipped}
+    return fields, extra
+
+
+def _write(plan: dict, fields: dict, extra: dict) -> None:
+    """Split, write the shards, the manifest and a preview sheet (rank 0)."""
+    cfg = plan["cfg"]
+    if not len(fields["ids"]):
+        raise ConfigError("none of the selected galaxies has a readable image; nothing to write")
+    parts = stratified_split(fields["labels"], cfg.dataset.splits, cfg.dataset.seed, SPLITS)
+    splits = {name: {k: v[idx] for k, v in fields.items()} for name, idx in parts.items()}
+    synthetic = plan["source"] == "synthetic"
+    attrs = {"class_names": list(galaxies.CLASS_NAMES), "source": plan["source"],
+             "threshold": 1.0 if synthetic else cfg.galaxy_zoo.threshold}
+    counts = {name: np.bincount(s["labels"], minlength=3).tolist() for name, s in splits.items()}
+    shards.write_dataset(plan["out"], "galaxies", splits, attrs, config=plan["config"], seed=cfg.dataset.seed,
+                         samples_per_shard=cfg.dataset.samples_per_shard,
+                         extra={**extra, "class_counts": counts})
+    train = splits["train"]
+    sheet = images.galaxy_sheet(train["images"], train["labels"], per_class=10)
+    save_image(sheet, Path(plan["out"]) / "preview.png")
+    for name, c in counts.items():
+        log.info("%-5s %6d galaxies: %d round, %d edge-on, %d spiral", name, sum(c), *c)
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,
+                     names: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
+    """Indices (int64) into ``labels`` (int [N]) for each split, every class cut in ``fractions``.
+
+    Each class is shuffled and cut separately, so every split has the classes in the same
+    proportions; then each split's indices are shuffled, so that consecutive samples on disk
+    are of mixed classes. Deterministic in ``seed``; the splits are disjoint and cover [0, N).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.cumsum(shards.split_counts(len(members), fractions))[:-1]
+        for name, chunk in zip(names, np.split(members, cuts)):
+            parts[name].append(chunk)
+    return {name: rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64)
+            for name, p in parts.items()}
+
+

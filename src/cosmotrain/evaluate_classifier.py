@@ -1,0 +1,129 @@
+"""`cosmotrain evaluate classifier`: a trained classifier on a held-out split, with optional D4 test-time augmentation.
+
+``evaluate_classifier(run)`` loads the run's best (or latest) checkpoint
+(``inference.load_classifier``), predicts the test split and writes, under ``RUN/eval/``
+(rank 0, each file atomically):
+
+* ``metrics.json``: accuracy, loss, per-class precision/recall/F1/support, macro F1, the
+  confusion matrix (rows: true class, columns: predicted), and warnings;
+* ``confusion_matrix.png``, ``curves.png`` (loss and accuracy per epoch from
+  ``history.csv``), ``misclassified.png`` (a grid of wrongly classified galaxies).
+
+Under several ranks each rank predicts a contiguous part of the split and rank 0 gathers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cosmotrain import dist, logs, rundir
+from cosmotrain.data.reader import ShardSet
+from cosmotrain.errors import UserError
+from cosmotrain.inference import TrainedClassifier, load_classifier
+from cosmotrain.plots import classification, images, training
+from cosmotrain.rundir import RunDir
+
+log = logs.get("evaluate")
+
+
+# ---------------------------------------------------------------- numbers (pure NumPy)
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 [n_classes, n_classes]: entry (i, j) counts samples of true class i predicted as j."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
+    return cm
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and macro F1 from int labels and predictions.
+
+    A ratio with a zero denominator (a class never predicted, or absent) is reported as 0.
+    """
+    cm = confusion_matrix(labels, preds, len(names))
+    tp = np.diag(cm).astype(np.float64)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(names)}
+    return {"accuracy": float(tp.sum() / max(cm.sum(), 1)), "n": int(cm.sum()), "classes": list(names),
+            "per_class": per_class, "macro_f1": float(f1.mean()), "confusion_matrix": cm.tolist()}
+
+
+# ---------------------------------------------------------------- the command
+
+def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "best", data: str | None = None,
+                        split: str | None = None, out: str | Path | None = None) -> dict | None:
+    """Evaluate ``run_dir`` and write ``out`` (default ``RUN/eval/``); returns the metrics on rank 0."""
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"{run} is not a classifier run (no config.yaml); pass the --out of 'train classifier'")
+    saved = run.saved_config()
+    root = data or saved.get("data", {}).get("path", "")
+    split = split or saved.get("data", {}).get("test_split", "test")
+    test = ShardSet(root, split, kind="galaxies")
+    classifier = load_classifier(run.path, which)
+    names = list(test.attrs.get("class_names", classifier.class_names))
+    if names != classifier.class_names:
+        raise UserError(f"{root} has the classes {names}, the classifier {classifier.class_names}; evaluate it on a "
+                        f"dataset of its own classes")
+    pixels, labels, probs = _predict_split(classifier, test, tta)
+    if pixels is None:
+        return None
+    metrics = _metrics(labels, probs, names, run, test, classifier, tta)
+    out = Path(out) if out else run.eval
+    metrics["plots"] = _plots(out, metrics, pixels, labels, probs, names, run.history)
+    rundir.write_json(out / "metrics.json", metrics)
+    log.info("test accuracy %.4f on %d %s images (%s checkpoint, epoch %s%s); outputs in %s", metrics["accuracy"],
+             metrics["n"], split, which, classifier.state.epoch, ", D4 TTA" if tta else "", out)
+    return metrics
+
+
+def _predict_split(classifier: TrainedClassifier, test: ShardSet, tta: bool):
+    """(images, labels, probs) of the whole split on rank 0 (None elsewhere); every rank predicts its share."""
+    start, stop = dist.share(test.n)
+    part = test.read(start, stop, ("images", "labels"))
+    probs = classifier(part["images"], tta)
+    gathered = dist.gather_object((part["images"], part["labels"], probs))
+    if gathered is None:
+        return None, None, None
+    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(3))
+
+
+def _metrics(labels, probs, names, run: RunDir, test: ShardSet, classifier: TrainedClassifier, tta: bool) -> dict:
+    labels = labels.astype(np.int64)
+    preds = probs.argmax(axis=1)
+    out = classification_metrics(labels, preds, names)
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    out["loss"] = float(-np.log(picked).mean()) if len(labels) else float("nan")
+    out.update(tta=tta, checkpoint=classifier.checkpoint, epoch=classifier.state.epoch, split=test.split,
+               dataset=str(test.root), warnings=_warnings(run, out))
+    for text in out["warnings"]:
+        log.warning(text)
+    return out
+
+
+def _warnings(run: RunDir, metrics: dict) -> list[str]:
+    """The run's training warnings (e.g. a class missing from training) plus classes absent here."""
+    found = []
+    if run.metrics.is_file():
+        found += json.loads(run.metrics.read_text()).get("warnings", [])
+    found += [f"class '{name}' has no samples in this split; its recall and F1 are reported as 0"
+              for name, row in metrics["per_class"].items() if row["support"] == 0]
+    return found
+
+
+def _plots(out: Path, metrics: dict, pixels, labels, probs, names, history: Path) -> dict:
+    """The three evaluation figures (rank 0); returns {name: path} of those written."""
+    figures = {"confusion_matrix": (classification.confusion, np.array(metrics["confusion_matrix"]), names),
+               "curves": (training.classifier_curves, history),
+               "misclassified": (images.misclassified, pixels, labels.astype(np.int64), probs, names)}
+    if not history.is_file():
+        figures.pop("curves")
+    written = {name: rundir.write_figure(out / f"{name}.png", *draw) for name, draw in figures.items()}
+    return {name: str(path) for name, path in written.items() if path is not None}

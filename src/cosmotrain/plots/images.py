@@ -1,0 +1,93 @@
+"""Pictures of the images themselves: CMB patches, generated next to real, galaxies.
+
+Each function returns a matplotlib figure (or, ``galaxy_sheet``, an image array); saving
+is the caller's (``rundir.write_figure``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MAX_SHOWN = 32  # misclassified galaxies shown at most
+
+
+def cmb_patches(patches: np.ndarray, centers: np.ndarray, reso_arcmin: float):
+    """A grid of patches (float [N, H, W], μK; centres [N, 2] lon, lat deg) on one colour scale with a colour bar."""
+    import matplotlib.pyplot as plt
+
+    n = len(patches)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    limit = float(np.percentile(np.abs(patches), 99.5)) or 1.0
+    side = patches.shape[2] * reso_arcmin / 60.0
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 1.2, 2.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i in range(n):
+        ax = axes.ravel()[i]
+        image = ax.imshow(patches[i], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                          extent=(side / 2, -side / 2, -side / 2, side / 2))
+        ax.set_title(f"l={centers[i, 0]:.0f}° b={centers[i, 1]:.0f}°", fontsize=8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="T [μK_CMB]")
+    fig.suptitle(f"CMB patches, {patches.shape[1]}x{patches.shape[2]} px of {reso_arcmin:g}' ({side:.1f}° wide)")
+    return fig
+
+
+def real_and_generated(real: np.ndarray, gen: np.ndarray, reso_arcmin: float):
+    """Real patches above generated ones (float [k, H, W] μK each), on one symmetric colour scale."""
+    import matplotlib.pyplot as plt
+
+    k = max(1, min(len(real), len(gen), 6))
+    limit = float(np.percentile(np.abs(real), 99.5)) if real.size else 1.0
+    side = real.shape[1] * reso_arcmin / 60.0 if real.size else 1.0
+    figure, axes = plt.subplots(2, k, figsize=(2.1 * k + 0.8, 4.6), squeeze=False)
+    for row, (name, patches) in enumerate((("real", real), ("generated", gen))):
+        for i in range(k):
+            ax = axes[row, i]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i < len(patches):
+                image = ax.imshow(patches[i], cmap="RdBu_r", vmin=-limit, vmax=limit, extent=(0, side, 0, side))
+            if i == 0:
+                ax.set_ylabel(name)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="T [μK]")
+    figure.suptitle(f"CMB patches, {side:.1f}° a side (same colour scale)")
+    return figure
+
+
+def misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, names: list[str]):
+    """Up to ``MAX_SHOWN`` wrongly classified galaxies, most confident mistakes first.
+
+    With no mistakes, the least confident correct predictions are shown instead.
+    """
+    import matplotlib.pyplot as plt
+
+    preds = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(preds)), preds] if len(preds) else np.zeros(0)
+    wrong = np.flatnonzero(preds != labels)
+    if len(wrong):
+        shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MAX_SHOWN]
+        title = f"{len(wrong)} misclassified of {len(labels)} (most confident mistakes first)"
+    else:
+        shown = np.argsort(confidence, kind="stable")[:MAX_SHOWN // 2]
+        title = f"no misclassified galaxies of {len(labels)}; the {len(shown)} least confident correct ones"
+    cols = max(1, min(8, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), shown):
+        ax.imshow(images[i])
+        ax.set_title(f"true {names[labels[i]]}\npred {names[preds[i]]} {confidence[i]:.2f}", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def galaxy_sheet(images: np.ndarray, labels: np.ndarray, per_class: int = 8, gap: int = 2) -> np.ndarray:
+    """A contact sheet (uint8 [3*(H+gap), per_class*(W+gap), 3]): one row per class, first examples."""
+    h, w = images.shape[1:3]
+    sheet = np.full((3 * (h + gap), per_class * (w + gap), 3), 255, np.uint8)
+    for c in range(3):
+        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            sheet[c * (h + gap):c * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = images[i]
+    return sheet

@@ -1,0 +1,250 @@
+"""A run directory, and the one place that decides that rank 0 writes a job's files.
+
+Everything a training run writes goes under one folder (``RunDir``)::
+
+    RUN/config.yaml         the resolved config (every default filled in)
+    RUN/history.csv         one row per epoch (classifier) or per log step (GAN)
+    RUN/metrics.json        the run's summary, written at its end
+    RUN/checkpoints/        ckpt-N.* (newest few) and best/ckpt-N.* (see ``checkpoints``)
+    RUN/tensorboard/        TensorBoard event files
+    RUN/plots/              the GAN's figures
+    RUN/monitors/best.json  the GAN's best monitor so far
+    RUN/eval/               what ``evaluate classifier`` writes
+
+Files shared by the whole job are written by rank 0 alone, through ``write_text``,
+``write_json``, ``write_figure`` and ``write_with``; every other rank skips them. Only
+checkpoint saving (``checkpoints.Checkpointer``) and the sample-set engine (``sampleset``)
+decide that on their own.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cosmotrain import config, dist, logs
+from cosmotrain.config import ConfigError
+from cosmotrain.errors import UserError
+from cosmotrain.files import atomic_write_json, atomic_write_text, save_figure
+
+log = logs.get("run")
+
+
+# ---------------------------------------------------------------- rank 0 writes
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, on rank 0 only."""
+    if dist.context().is_root:
+        atomic_write_text(path, text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically, on rank 0 only."""
+    if dist.context().is_root:
+        atomic_write_json(path, data)
+
+
+def write_figure(path: str | Path, draw: Callable[..., Any], *args: Any, dpi: int = 110) -> Path | None:
+    """On rank 0: ``draw(*args)`` makes a matplotlib figure, saved as PNG at ``path``.
+
+    ``draw`` may return None (nothing to show): then nothing is written. Returns the path
+    written (rank 0) or None.
+    """
+    if not dist.context().is_root:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure = draw(*args)
+    if figure is None:
+        return None
+    save_figure(figure, path, dpi)
+    return Path(path)
+
+
+def write_with(writer: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``writer`` (a function that writes files) on rank 0 only; its result there, None elsewhere."""
+    if dist.context().is_root:
+        return writer(*args, **kwargs)
+    return None
+
+
+# ---------------------------------------------------------------- the layout
+
+class RunDir:
+    """The paths of one run directory (nothing is created by naming them)."""
+
+    OUTPUTS = ("config.yaml", "history.csv", "metrics.json", "checkpoints", "tensorboard", "plots", "monitors",
+               "eval")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.history = self.path / "history.csv"
+        self.metrics = self.path / "metrics.json"
+        self.checkpoints = self.path / "checkpoints"
+        self.best_checkpoints = self.checkpoints / "best"
+        self.tensorboard = self.path / "tensorboard"
+        self.plots = self.path / "plots"
+        self.monitors = self.path / "monitors"
+        self.best_monitor = self.monitors / "best.json"
+        self.eval = self.path / "eval"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def save_config(self, cfg: Any) -> None:
+        """The resolved config as ``config.yaml`` (rank 0)."""
+        write_with(config.save, cfg, self.config)
+
+    def saved_config(self) -> dict:
+        """The run's ``config.yaml`` as a plain dict; {} when there is none."""
+        return config.read_yaml(self.config) if self.config.is_file() else {}
+
+
+# ---------------------------------------------------------------- claiming and configuring a run
+
+def claim(run: str | Path, resume: bool, overwrite: bool) -> RunDir:
+    """Check, on every rank and before any work, that ``run`` may receive this run.
+
+    A directory that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (its ``RunDir.OUTPUTS`` are removed by rank 0; other files are left
+    alone). Rank 0 decides and tells the others, so every rank raises the same error.
+    """
+    run_dir = RunDir(run)
+    problem = dist.broadcast_object(write_with(_problem, run_dir, resume, overwrite))
+    if problem:
+        raise UserError(problem)
+    if overwrite:
+        write_with(_remove_outputs, run_dir)
+    write_with(run_dir.path.mkdir, parents=True, exist_ok=True)
+    dist.barrier()
+    return run_dir
+
+
+def _problem(run: RunDir, resume: bool, overwrite: bool) -> str | None:
+    if resume and overwrite:
+        return "--resume and --overwrite contradict each other; pass one of them"
+    if run.path.exists() and not run.path.is_dir():
+        return f"run directory {run} is a file; choose a folder path for --out"
+    held = [name for name in RunDir.OUTPUTS if (run.path / name).exists()]
+    if resume:
+        return None if run.checkpoints.is_dir() else \
+            f"{run} has no checkpoint to resume from; drop --resume to start a new run there"
+    if held and not overwrite:
+        return (f"{run} already holds a run ({', '.join(held)}); continue it with --resume, "
+                f"replace it with --overwrite, or pick a new --out")
+    return None
+
+
+def _remove_outputs(run: RunDir) -> None:
+    for name in RunDir.OUTPUTS:
+        path = run.path / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def resolve_config(cls: type, config_path: str | None, overrides: list[str], data: str | None,
+                   run: str | Path, resume: bool):
+    """A run's config of type ``cls``: ``--config`` (or, on resume, the run's own), overrides, ``--data``.
+
+    ``cls.dataset_maker``, the command that makes its dataset, is named when none is given.
+    """
+    saved = RunDir(run).config
+    if config_path is None and resume and saved.is_file():
+        config_path = str(saved)
+    if data is not None:
+        overrides = [*overrides, f"data.path={json.dumps(str(Path(data).resolve()))}"]
+    cfg = config.load(cls, config_path, overrides)
+    if not cfg.data.path:
+        raise ConfigError(f"no dataset given; pass --data DATASET (a folder made by '{cls.dataset_maker}')")
+    return cfg
+
+
+def report_changed_settings(run: RunDir, cfg: Any) -> None:
+    """Warn (rank 0) about every setting of ``cfg`` that differs from the run's saved config."""
+    if not run.config.is_file():
+        return
+    before = _flat(config.to_dict(config.load(type(cfg), run.config)))
+    after = _flat(config.to_dict(cfg))
+    changed = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(after) if before.get(k) != after.get(k)]
+    if changed:
+        logs.root_warning(log, "resuming with changed settings (%s); the result may differ from an "
+                          "uninterrupted run", "; ".join(changed))
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+# ---------------------------------------------------------------- records
+
+class History:
+    """``history.csv``: one row per finished epoch or log step, rewritten atomically by rank 0.
+
+    On resume, ``resume(k)`` keeps the rows whose ``key`` column is at most k (rows written
+    after the checkpoint being resumed are dropped, so the file matches the restored state).
+    """
+
+    def __init__(self, path: str | Path, columns: Sequence[str]):
+        self.path, self.columns = Path(path), list(columns)
+        self.rows: list[dict] = []
+
+    def resume(self, done: int, key: str = "epoch") -> None:
+        """Keep the rows whose ``key`` column (an integer count: epoch, or step) is <= ``done``."""
+        if self.path.is_file():
+            self.rows = [r for r in read_history_rows(self.path) if int(r[key]) <= done]
+
+    def append(self, row: dict) -> None:
+        self.rows.append({c: row.get(c, "") for c in self.columns})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.path, out.getvalue())
+
+
+def read_history_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``history.csv`` as dicts of strings."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_history(path: str | Path) -> dict[str, np.ndarray]:
+    """``history.csv`` as columns: {name: float64 [rows]} (empty cells are NaN)."""
+    rows = read_history_rows(path)
+    names = rows[0].keys() if rows else []
+    return {n: np.array([float(r[n]) if r[n] not in ("", None) else np.nan for r in rows]) for n in names}
+
+
+class Board:
+    """TensorBoard scalars, written by rank 0 (a no-op elsewhere); one event file per process start."""
+
+    def __init__(self, logdir: str | Path):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.writer = tf.summary.create_file_writer(str(logdir)) if dist.context().is_root else None
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.writer is None:
+            return
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                self._tf.summary.scalar(name, value)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,70 @@
+"""Fourier rings of a square patch: the modes with k <= |k| < k + 1 fundamentals, and their powers.
+
+A ring is the unit the GAN's spectrum term (``train.spectrum_loss``) and its calibration
+filter (``science.calibration``) work in: the monitors' ℓ bins, two fundamentals wide with
+edges at even multiples of the fundamental, are each the union of two rings. Powers are
+those of the Hann-apodised patch (the monitors' window), in whatever units the patches
+are. Pure NumPy.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cosmotrain.science import spectra
+
+SIGNIFICANT = 1e-6  # rings whose real power is below this fraction of the strongest ring are left out
+
+
+def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
+    """K in fundamentals: Nyquist (``size // 2``) or ``lmax``, whichever is lower (>= 2)."""
+    top = size // 2
+    if lmax:
+        top = min(top, int(math.floor(lmax / spectra.fundamental_ell((size, size), reso_arcmin))))
+    return max(top, 2)
+
+
+def mode_rings(size: int) -> np.ndarray:
+    """int [size, size]: the ring of each ``fft2`` mode of a size×size patch, k <= |k| < k + 1 fundamentals."""
+    k = np.fft.fftfreq(size) * size
+    return np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int)
+
+
+def ring_matrix(size: int, top: int) -> np.ndarray:
+    """float64 [size·size, top + 1]: averages the ``fft2`` modes of a size×size patch into rings 0..top.
+
+    Ring k holds the modes with k <= |k| < k + 1 fundamentals, so the monitors' ℓ bins (edges
+    at even multiples of the fundamental) are each the union of two rings.
+    """
+    ring = mode_rings(size).ravel()
+    matrix = np.zeros((size * size, top + 1))
+    inside = ring <= top
+    matrix[np.flatnonzero(inside), ring[inside]] = 1.0
+    return matrix / matrix.sum(axis=0)
+
+
+def window(size: int) -> np.ndarray:
+    """The monitors' Hann apodisation window, float64 [size, size]."""
+    return spectra.apodization_window((size, size), "hann")
+
+
+def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """float64 [N, rings]: the ring powers of each apodised patch of float [N, size, size] (NumPy)."""
+    x = np.asarray(patches, dtype=np.float64)
+    power = np.abs(np.fft.fft2(x * window(x.shape[-1]))) ** 2
+    return power.reshape(len(x), -1) @ matrix
+
+
+def ring_weights(powers: np.ndarray) -> np.ndarray:
+    """float64 [rings]: how tightly real patches pin each ring's mean down, P̄² / per-patch variance.
+
+    ``powers`` float [N, rings] are the real patches' ``patch_ring_powers``.
+
+    The C_ℓ monitor divides each bin's error by the scatter of real band powers, so a ring
+    whose power scatters little between patches (many modes, e.g. the dozens of modes
+    around ℓ ≈ 1000) has to be matched more closely than one that scatters a lot (ring 0, a
+    single mode). Capped at 1000 (3 % scatter) so a ring of constant power cannot take over.
+    """
+    mean, variance = powers.mean(axis=0), powers.var(axis=0)
+    return mean**2 / np.maximum(variance, 1e-3 * mean**2 + np.finfo(np.float64).tiny)

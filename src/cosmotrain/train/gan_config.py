@@ -1,0 +1,83 @@
+"""The GAN's configuration: the sections of ``configs/gan*.yaml``, each checked when it is built (before any work)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from cosmotrain.config import ConfigError
+from cosmotrain.models.dcgan import ModelConfig
+from cosmotrain.science.monitors import MonitorConfig
+from cosmotrain.train.schedule import OptimizerConfig
+
+
+def _adam() -> OptimizerConfig:
+    """Radford et al.'s optimizer: Adam(2e-4, β1 = 0.5), no batch scaling, no warmup."""
+    return OptimizerConfig(name="adam", base_lr=2e-4, beta_1=0.5, scaling="none", warmup_epochs=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section. ``batch_size`` is per rank; one step uses it x ranks real patches."""
+
+    steps: int = 4000
+    batch_size: int = 64
+    seed: int = 1234
+    label_smoothing: float = 0.0   # D's label for real patches is 1 - label_smoothing
+    label_flip: float = 0.0        # probability that a sample's D label is swapped
+    augment: bool = True           # random rotations/flips (D4) of real patches: CMB is isotropic
+    ema: float = 0.0               # > 0: monitors, best checkpoint and sampling use an exponential moving
+                                   # average of G's weights with this decay (0: G itself)
+    spectrum_weight: float = 0.0   # λ > 0: G's loss adds λ x the batch's power-spectrum mismatch with the
+                                   # training set (train.spectrum_loss); 0: the adversarial J_G alone
+    variance_weight: float = 0.0   # w > 0: that mismatch also counts the patches' mean, squared mean and inner
+                                   # variance, w x as much as a ring of the same scatter; needs spectrum_weight > 0
+    scatter_weight: float = 0.0    # c > 0: that mismatch also counts how far each ring's power scatters between
+                                   # the batch's patches from the real scatter; needs spectrum_weight > 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    deterministic: bool = True
+
+    def __post_init__(self):
+        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every, self.keep_checkpoints) < 1:
+            raise ConfigError("train.steps, batch_size, log_every, checkpoint_every and keep_checkpoints must be >= 1")
+        if not (0.0 <= self.label_smoothing < 0.5 and 0.0 <= self.label_flip < 0.5):
+            raise ConfigError(f"train.label_smoothing and train.label_flip must be in [0, 0.5) "
+                              f"(got {self.label_smoothing}, {self.label_flip})")
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        if not self.spectrum_weight >= 0:
+            raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got "
+                              f"{self.spectrum_weight}")
+        for key in ("variance_weight", "scatter_weight"):
+            weight = getattr(self, key)
+            if not weight >= 0 or (weight > 0 and self.spectrum_weight == 0):
+                raise ConfigError(f"train.{key} must be >= 0 and needs train.spectrum_weight > 0 (it is a part "
+                                  f"of the spectrum term), got {weight} with spectrum_weight {self.spectrum_weight}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The ``data`` section: the CMB dataset (``--data`` sets it) and the μK → network map."""
+
+    path: str = ""
+    train_split: str = "train"
+    scale_sigmas: float = 5.0      # network unit = scale_sigmas x the training pixel σ (tanh: ±5σ)
+
+    def __post_init__(self):
+        if not self.scale_sigmas > 0:
+            raise ConfigError(f"data.scale_sigmas must be > 0, got {self.scale_sigmas}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GanConfig:
+    """A GAN run's whole configuration (``configs/gan*.yaml``); every section checks itself when built."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    g_optimizer: OptimizerConfig = dataclasses.field(default_factory=_adam)
+    d_optimizer: OptimizerConfig = dataclasses.field(default_factory=_adam)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
+    dataset_maker: ClassVar[str] = "cosmotrain data cmb"  # named when --data is missing
