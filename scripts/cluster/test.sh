@@ -15,9 +15,11 @@ export COSMOTRAIN_CLUSTER_DIR=${COSMOTRAIN_CLUSTER_DIR:-/var/tmp/cosmotrain-clus
 
 was_up=0
 if [ -s "$COSMOTRAIN_CLUSTER_DIR/created" ]; then was_up=1; fi
+# shellcheck disable=SC2317  # cleanup and interrupted run from the traps below
 cleanup() { if [ "$was_up" = 0 ]; then bash "$repo/scripts/cluster/down.sh" >/dev/null 2>&1 || true; fi; }
 # On a signal, pytest is asked to stop (its fixtures tear down), then whatever is left goes.
 pid=
+# shellcheck disable=SC2317
 interrupted() {
   if [ -n "$pid" ]; then kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   exit 130

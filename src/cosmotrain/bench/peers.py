@@ -113,7 +113,11 @@ def _keras_classes():
     import tensorflow as tf
 
     class KerasIoGan(tf.keras.Model):
-        """keras-io's "DCGAN to generate face images", as a user copies it."""
+        """keras-io's "DCGAN to generate face images", as a user copies it, with ``training=True``.
+
+        keras-io calls the networks without it, so BatchNorm runs in inference mode (no batch
+        statistics, no moving averages): less work, and not the DCGAN being trained here.
+        """
 
         def __init__(self, discriminator, generator, latent_dim):
             super().__init__()
@@ -127,16 +131,17 @@ def _keras_classes():
         def train_step(self, real):
             batch = tf.shape(real)[0]
             z = tf.random.normal((batch, self.latent_dim))
-            combined = tf.concat([self.generator(z), real], axis=0)
+            combined = tf.concat([self.generator(z, training=True), real], axis=0)
             labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], axis=0)
             labels += 0.05 * tf.random.uniform(tf.shape(labels))
             with tf.GradientTape() as tape:
-                d_loss = self.loss_fn(labels, self.discriminator(combined))
+                d_loss = self.loss_fn(labels, self.discriminator(combined, training=True))
             grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
             self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
             z = tf.random.normal((batch, self.latent_dim))
             with tf.GradientTape() as tape:
-                g_loss = self.loss_fn(tf.zeros((batch, 1)), self.discriminator(self.generator(z)))
+                fake = self.generator(z, training=True)
+                g_loss = self.loss_fn(tf.zeros((batch, 1)), self.discriminator(fake, training=True))
             grads = tape.gradient(g_loss, self.generator.trainable_weights)
             self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
             return {"d_loss": d_loss, "g_loss": g_loss}
