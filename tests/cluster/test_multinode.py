@@ -169,8 +169,12 @@ def test_training_on_four_nodes_stages_each_nodes_shards_once(cluster, work, gal
 
 def classifier_reads(manifest: dict, size: int) -> dict:
     """What each of ``size`` ranks of classifier_tiny reads: its epoch slices, its share of val."""
+    from cosmotrain import config
+    from cosmotrain.train.classifier import ClassifierConfig
+
+    seed = config.load(ClassifierConfig, REPO / "configs/classifier_tiny.yaml").train.seed
     n_train, n_val = manifest["splits"]["train"]["n"], manifest["splits"]["val"]["n"]
-    return {"train": lambda r: [run for e in range(EPOCHS) for run in epochs.epoch_runs(n_train, r, size, 1234, e)],
+    return {"train": lambda r: [run for e in range(EPOCHS) for run in epochs.epoch_runs(n_train, r, size, seed, e)],
             "val": lambda r: [dist.split_range(n_val, r, size)]}
 
 
