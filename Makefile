@@ -8,7 +8,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env demo test test-unit test-mpi bench container-test slurm-test clean
+.PHONY: env demo test test-unit test-mpi bench container-test slurm-test cluster-test clean
 
 env:                ## build or reuse the pinned environment (.venv), check Horovod
 	@bash scripts/setup_env.sh
@@ -17,7 +17,7 @@ demo: env           ## end-to-end on built-in data, 2 MPI ranks; writes demo/sum
 	@bash scripts/demo.sh
 
 test: env           ## the test suite: unit, 2-rank MPI, command line
-	$(BIN)/pytest -q -m "not slurm and not container" tests
+	$(BIN)/pytest -q -m "not slurm and not container and not cluster" tests
 
 bench: env          ## every benchmark; results in bench/results/*.json
 	@for b in pipeline step scaling input sample-scaling write cmb-scaling; do \
@@ -28,6 +28,9 @@ container-test: env ## build docker/Dockerfile.cpu on a local Debian base, run t
 
 slurm-test: env     ## real slurmctld + slurmd on localhost, submit every job script
 	@bash scripts/slurm/test.sh
+
+cluster-test: env   ## a 4-node SLURM cluster on this machine (namespaces): jobs across nodes, node loss, staging
+	@bash scripts/cluster/test.sh
 
 clean:
 	rm -rf demo build src/*.egg-info .pytest_cache

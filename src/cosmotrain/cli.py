@@ -23,6 +23,7 @@ GROUPS = {
     "predict": "batch inference with a trained classifier across MPI ranks",
     "spectra": "angular power spectra of a CMB patch dataset",
     "bench": "run a benchmark; the last stdout line is one JSON object",
+    "scaling-report": "predict weak-scaling efficiency on a GPU cluster, 8 to 1024 GPUs",
 }
 
 MODULES = [
@@ -32,6 +33,7 @@ MODULES = [
     "cosmotrain.commands.galaxies",
     "cosmotrain.commands.gan",
     "cosmotrain.commands.sample",
+    "cosmotrain.commands.scaling",
 ]
 
 EPILOG = """examples:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 # Environment variables that hold the rank / local size under each launcher we support.
 _RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "SLURM_PROCID", "PMI_RANK")
@@ -68,20 +69,53 @@ def env_local_size() -> int:
     for var in _LOCAL_SIZE_VARS:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
-    tasks = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "")
-    head = tasks.split("(")[0].split(",")[0]
-    return int(head) if head.isdigit() else 1
+    return slurm_tasks_on_node() or 1
+
+
+def slurm_tasks_on_node() -> int | None:
+    """Tasks SLURM placed on this node (``SLURM_STEP_TASKS_PER_NODE`` at ``SLURM_NODEID``), or None.
+
+    SLURM writes the counts compressed: ``"2(x3),1"`` is 2, 2, 2, 1 tasks on nodes 0..3.
+    """
+    text = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "")
+    counts: list[int] = []
+    for part in filter(None, text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part)
+        if match is None:
+            return None
+        counts += [int(match[1])] * int(match[2] or 1)
+    node = os.environ.get("SLURM_NODEID", "0")
+    return counts[int(node)] if node.isdigit() and int(node) < len(counts) else None
 
 
 def cores_per_rank(local_size: int) -> int:
-    """CPU cores this rank may use: its affinity mask, shared out if it is not bound.
+    """CPU cores this rank may use, as SLURM allocated them, else as its affinity mask allows.
 
-    Two ranks on two cores each get one thread, so they do not fight over cores.
+    In order: ``SLURM_CPUS_PER_TASK``; else the CPUs SLURM gave this node
+    (``SLURM_CPUS_ON_NODE``) divided by the ranks on it (``local_size``); else the affinity
+    mask, shared out among the node's ranks when it is the whole machine (an unbound rank).
+    Never more than the mask: a rank bound to one core gets one thread whatever SLURM says.
+    SLURM's ``task/none`` plugin leaves the mask whole, so without this a rank given one CPU
+    would still size TensorFlow for every core of the node.
     """
-    mine = len(os.sched_getaffinity(0))
-    if mine >= (os.cpu_count() or mine) and local_size > 1:
-        mine //= local_size
-    return max(1, mine)
+    mask = len(os.sched_getaffinity(0))
+    allocated = _slurm_cores(local_size)
+    if allocated:
+        return max(1, min(allocated, mask))
+    if mask >= (os.cpu_count() or mask) and local_size > 1:
+        mask //= local_size
+    return max(1, mask)
+
+
+def _slurm_cores(local_size: int) -> int | None:
+    """Cores per rank from SLURM's allocation, or None outside a SLURM job."""
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if per_task.isdigit() and int(per_task) > 0:
+        return int(per_task)
+    on_node = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    if on_node.isdigit() and int(on_node) > 0:
+        return max(1, int(on_node) // max(1, local_size))
+    return None
 
 
 def set_thread_env(threads: int) -> None:
@@ -101,15 +135,70 @@ def set_mpi_env() -> None:
     os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
 
 
-def init_horovod(threads: int | None = None) -> Context:
+@dataclasses.dataclass(frozen=True)
+class AllreduceConfig:
+    """The ``allreduce`` section of a training config: how gradients cross the network.
+
+    ``fp16`` sends gradients as float16 (half the bytes; Horovod's ``Compression.fp16``,
+    summed in float16 and cast back). ``fusion_threshold_mb`` is Horovod's fusion buffer
+    (MiB): the gradients ready in one cycle travel in as few allreduces of at most this size
+    as possible; 0 sends every tensor on its own. ``cycle_time_ms`` is how often Horovod's
+    background thread looks for ready tensors. None leaves Horovod's own setting
+    (``HOROVOD_FUSION_THRESHOLD``, ``HOROVOD_CYCLE_TIME`` if exported, else 128 MiB and 1 ms).
+    """
+
+    fp16: bool = False
+    fusion_threshold_mb: Optional[float] = None
+    cycle_time_ms: Optional[float] = None
+
+    def __post_init__(self):
+        from cosmotrain.config import ConfigError
+
+        if self.fusion_threshold_mb is not None and not self.fusion_threshold_mb >= 0:
+            raise ConfigError(f"allreduce.fusion_threshold_mb must be >= 0 (0 = no fusion), got "
+                              f"{self.fusion_threshold_mb}")
+        if self.cycle_time_ms is not None and not self.cycle_time_ms > 0:
+            raise ConfigError(f"allreduce.cycle_time_ms must be > 0, got {self.cycle_time_ms}")
+
+    @property
+    def compression(self) -> str:
+        """What ``distributed_tape`` sends: "fp16" or "none"."""
+        return "fp16" if self.fp16 else "none"
+
+
+# Horovod 0.28.1's own settings when neither the config nor the environment sets them.
+HOROVOD_FUSION_THRESHOLD_MB = 128.0
+HOROVOD_CYCLE_TIME_MS = 1.0
+
+
+def set_horovod_env(allreduce: AllreduceConfig) -> None:
+    """Export the config's fusion threshold and cycle time; Horovod reads them in ``hvd.init``."""
+    if allreduce.fusion_threshold_mb is not None:
+        os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(allreduce.fusion_threshold_mb * 2 ** 20))
+    if allreduce.cycle_time_ms is not None:
+        os.environ["HOROVOD_CYCLE_TIME"] = repr(float(allreduce.cycle_time_ms))
+
+
+def horovod_settings() -> dict:
+    """The fusion threshold (MiB) and cycle time (ms) Horovod runs with in this process."""
+    threshold = os.environ.get("HOROVOD_FUSION_THRESHOLD")
+    cycle = os.environ.get("HOROVOD_CYCLE_TIME")
+    return {"fusion_threshold_mb": int(threshold) / 2 ** 20 if threshold else HOROVOD_FUSION_THRESHOLD_MB,
+            "cycle_time_ms": float(cycle) if cycle else HOROVOD_CYCLE_TIME_MS}
+
+
+def init_horovod(threads: int | None = None, allreduce: AllreduceConfig | None = None) -> Context:
     """Start Horovod, pin one GPU per local rank, size TensorFlow's thread pools.
 
     ``threads`` defaults to the cores this rank really has (see ``cores_per_rank``).
+    ``allreduce`` sets Horovod's fusion threshold and cycle time: Horovod reads them from
+    the environment once, in ``hvd.init``, so they are exported here, just before.
     """
     global _ctx, _hvd
     threads = threads or cores_per_rank(env_local_size())
     set_thread_env(threads)
     set_mpi_env()
+    set_horovod_env(allreduce or AllreduceConfig())
     install_abort_hook()
     import horovod.tensorflow as hvd
     import tensorflow as tf
@@ -346,16 +435,18 @@ def configure_tensorflow() -> None:
 
 # ---------------------------------------------------------------- training collectives
 
-def distributed_tape(tape: Any, name: str) -> Any:
+def distributed_tape(tape: Any, name: str, compression: str = "none") -> Any:
     """Wrap a GradientTape so gradients are averaged over ranks.
 
     ``name`` identifies the network (one per tape). Horovod 0.28.1's tape takes no name
     argument: it names each allreduce after its gradient tensor, which is unique within a
     step function, and step functions run one after another, so tapes never collide.
+    ``compression="fp16"`` sends the gradients as float16 (``AllreduceConfig.fp16``).
     """
     if _hvd is None:
         return tape
-    return _hvd.DistributedGradientTape(tape, op=_hvd.Average)
+    kind = {"none": _hvd.Compression.none, "fp16": _hvd.Compression.fp16}[compression]
+    return _hvd.DistributedGradientTape(tape, op=_hvd.Average, compression=kind)
 
 
 def broadcast_variables(variables: list, root: int = 0) -> None:

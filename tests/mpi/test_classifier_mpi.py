@@ -192,3 +192,28 @@ def test_training_runs_under_horovodrun_with_gloo(reference, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 rank(s) (horovod-gloo" in out.stdout + out.stderr
     assert len((tmp_path / "gloo" / "history.csv").read_text().splitlines()) == 2
+
+
+def test_fp16_gradients_and_no_fusion_train_in_step_and_change_the_numbers_slightly(reference, tmp_path):
+    """allreduce.fp16 really sends float16 (the weights differ from fp32's), every rank still agrees."""
+    data, run, _ = reference
+    out = tmp_path / "fp16"
+    res = train_cli(data, out, "--set", "allreduce.fp16=true", "--set", "allreduce.fusion_threshold_mb=0")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights_identical_across_ranks"] is True and metrics["epochs"] == 6
+    fp16, fp32 = checkpoint_tensors(out), checkpoint_tensors(run)
+    kernel = next(k for k in fp32 if k.startswith("model/") and "kernel" in k)
+    assert not np.array_equal(fp16[kernel], fp32[kernel])
+    np.testing.assert_allclose(fp16[kernel], fp32[kernel], atol=0.05 * np.abs(fp32[kernel]).max())
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    assert abs(metrics["final"]["val_accuracy"] - final["val_accuracy"]) < 0.1
+
+
+def test_a_bad_allreduce_setting_is_one_line_on_every_rank_before_any_work(reference, tmp_path):
+    data, _, _ = reference
+    res = train_cli(data, tmp_path / "bad", "--set", "allreduce.fusion_threshold_mb=-1")
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]
+    assert res.returncode == 2 and len(errors) == 2, res.stderr
+    assert all("allreduce.fusion_threshold_mb must be >= 0" in e for e in errors)
+    assert not (tmp_path / "bad").exists()

@@ -22,6 +22,9 @@ BENCHMARKS = {
     "write": "write",
     "cmb-scaling": "cmb_scaling",
     "gan-quality": "gan_quality",
+    "allreduce": "allreduce",
+    "scaling-model": "scaling_model",
+    "peers": "peers",
 }
 
 

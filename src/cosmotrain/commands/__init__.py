@@ -47,8 +47,8 @@ def add_batch_argument(parser: argparse.ArgumentParser, default: int, items: str
 def train_command(name: str, summary: str, description: str, dataset: str) -> Command:
     """``cosmotrain train NAME``: --config/--set, --data (a ``dataset`` folder), --out, --resume, --overwrite.
 
-    Runs ``cosmotrain.train.NAME``: its ``CONFIG`` resolved (``rundir.resolve_config``), then its
-    ``train``, after the runtime (Horovod, logging) is up.
+    Runs ``cosmotrain.train.NAME``: its ``CONFIG`` resolved (``rundir.resolve_config``), the runtime
+    (Horovod with the config's ``allreduce`` settings, logging) started, then its ``train``.
     """
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments(parser)
@@ -61,10 +61,13 @@ def train_command(name: str, summary: str, description: str, dataset: str) -> Co
     def run(args: argparse.Namespace) -> int:
         from cosmotrain import dist, logs, rundir
 
-        dist.init_horovod()
-        logs.setup(args.verbose)
+        # The config comes first: its allreduce section must reach Horovod before it starts.
+        # Loading it loads TensorFlow, so the thread counts are exported before that.
+        dist.set_thread_env(dist.cores_per_rank(dist.env_local_size()))
         trainer = importlib.import_module(f"cosmotrain.train.{name}")
         cfg = rundir.resolve_config(trainer.CONFIG, args.config, args.overrides, args.data, args.out, args.resume)
+        dist.init_horovod(allreduce=cfg.allreduce)
+        logs.setup(args.verbose)
         return trainer.train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
 
     return Command("train", name, summary, add_arguments, run, description=description)

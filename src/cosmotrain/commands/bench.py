@@ -16,7 +16,13 @@ TARGETS = """benchmarks (target on this 2-core machine):
   sample-scaling  P5 GAN sampling 2 ranks / 1 rank, samples/s                 >= 1.9
   write           P6 per-rank HDF5 writes / raw NumPy writes, throughput      >= 0.9
   cmb-scaling     P7 CMB patch simulation 2 ranks / 1 rank, patches/s         >= 1.9
-  gan-quality     worst-bin C_ell error / sample-variance floor after training <= 1.2"""
+  gan-quality     worst-bin C_ell error / sample-variance floor after training <= 1.2
+  allreduce       link alpha, beta from Horovod allreduces on the cluster; 1/beta / link rate  >= 0.9
+  scaling-model   P8 predicted / measured weak-scaling efficiency, 2 and 4 nodes   0.9-1.1
+  peers           P9 cosmotrain / plain Keras fit (classifier; GAN), samples/s     >= 1.0
+allreduce and scaling-model start a SLURM cluster of network namespaces on this machine
+(scripts/cluster/, needs root) and shape its links with tc."""
+CLUSTER_BENCHMARKS = ("allreduce", "scaling-model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +32,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="gan-quality only: override a key of configs/gan_tiny.yaml, e.g. "
                              "train.spectrum_weight=0 for the adversarial losses alone (repeatable)")
+    parser.add_argument("--nodes", type=_counts, metavar="N[,N...]",
+                        help="allreduce, scaling-model: node counts (default 2; 2,4)")
+    parser.add_argument("--link-mbit", type=_counts, metavar="MBIT[,MBIT...]",
+                        help="allreduce, scaling-model: link bandwidths, Mbit/s (default unshaped; 50,200,1000)")
     parser.epilog = TARGETS
+
+
+def _counts(text: str) -> list[int]:
+    """ "2,4" -> [2, 4]: positive whole numbers."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every number must be >= 1")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
     if args.overrides and args.name != "gan-quality":
         raise UserError(f"--set applies to the gan-quality benchmark only, not to '{args.name}'; drop it")
+    if (args.nodes or args.link_mbit) and args.name not in CLUSTER_BENCHMARKS:
+        raise UserError(f"--nodes and --link-mbit apply to {' and '.join(CLUSTER_BENCHMARKS)} only, not to "
+                        f"'{args.name}'; drop them")
     try:
         module = importlib.import_module(f"cosmotrain.bench.{BENCHMARKS[args.name]}")
     except ModuleNotFoundError as err:

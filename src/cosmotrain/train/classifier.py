@@ -26,7 +26,7 @@ import tensorflow as tf
 from cosmotrain import config, dist, logs, rundir
 from cosmotrain.checkpoints import Checkpointer, TrainState, newest
 from cosmotrain.config import ConfigError
-from cosmotrain.data import epochs, feed
+from cosmotrain.data import epochs, feed, staging
 from cosmotrain.data.augment import random_d4
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.errors import UserError
@@ -75,12 +75,19 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """The ``data`` section: the dataset folder (``--data`` sets it) and its splits."""
+    """The ``data`` section: the dataset folder (``--data`` sets it), its splits, node-local staging.
+
+    ``stage_dir`` (e.g. ``$TMPDIR`` or ``/dev/shm``; environment variables are expanded):
+    before training, each node copies the shards its ranks will read there, once per node,
+    checked against the manifest's sha256, and training reads the copies
+    (``data.staging``). Empty: read the dataset where it is.
+    """
 
     path: str = ""
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    stage_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +99,7 @@ class ClassifierConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    allreduce: dist.AllreduceConfig = dataclasses.field(default_factory=dist.AllreduceConfig)
 
 
 CONFIG = ClassifierConfig  # what `cosmotrain train classifier` reads
@@ -126,7 +134,23 @@ def open_data(cfg: ClassifierConfig) -> TrainData:
     dropped = train.n - ctx.size * steps * cfg.train.batch_size
     log.info("data: %d train / %d val images of %s; %d steps per epoch, %d samples per epoch unused",
              train.n, val.n, "x".join(map(str, image_shape)), steps, dropped)
+    if cfg.data.stage_dir:
+        train, val = _staged(cfg, train, val)
     return TrainData(train, val, image_shape, names, steps, warnings)
+
+
+def _staged(cfg: ClassifierConfig, train: ShardSet, val: ShardSet) -> tuple[ShardSet, ShardSet]:
+    """The splits again, from node-local copies of the shards each node's ranks read (``data.stage_dir``).
+
+    A rank reads its slices of the training split in every epoch and its share of the
+    validation split (``rank_share``).
+    """
+    size, seed = dist.context().size, cfg.train.seed
+    reads = {train.split: lambda r: [run for e in range(cfg.train.epochs)
+                                     for run in epochs.epoch_runs(train.n, r, size, seed, e)],
+             val.split: lambda r: [dist.split_range(val.n, r, size)]}
+    root = staging.stage(cfg.data.path, cfg.data.stage_dir, reads)
+    return ShardSet(root, train.split, kind="galaxies"), ShardSet(root, val.split, kind="galaxies")
 
 
 def _missing_class_warnings(train: ShardSet, names: list) -> list[str]:
@@ -151,6 +175,7 @@ class ClassifierTrainer:
     def __init__(self, cfg: ClassifierConfig, image_shape: tuple, n_classes: int, steps_per_epoch: int):
         ctx = dist.context()
         self.global_batch = cfg.train.batch_size * ctx.size
+        self.compression = cfg.allreduce.compression
         self.model = build_classifier(cfg.model, image_shape, n_classes)
         self.schedule = LearningRate(cfg.optimizer, self.global_batch, steps_per_epoch, cfg.train.epochs)
         self.optimizer = make_optimizer(cfg.optimizer, self.schedule)
@@ -176,7 +201,7 @@ class ClassifierTrainer:
             per_sample = tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
             loss = tf.reduce_mean(per_sample)
         # Horovod averages the gradients over ranks (allreduce) before they are applied.
-        tape = dist.distributed_tape(tape, "classifier")
+        tape = dist.distributed_tape(tape, "classifier", self.compression)
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         # BatchNorm's moving statistics: each rank saw its own batch, so they are averaged too.

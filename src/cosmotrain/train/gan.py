@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from cosmotrain import config, dist, logs, rundir
 from cosmotrain.checkpoints import Checkpointer, TrainState, newest, read_state
-from cosmotrain.data import epochs, feed
+from cosmotrain.data import epochs, feed, staging
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.errors import UserError
 from cosmotrain.models.generator import Transform
@@ -86,6 +86,11 @@ def open_data(cfg: GanConfig) -> TrainData:
     monitors.check_config(cfg.monitor, train.n, ranks)
     log.info("data: %d training patches of %dx%d at %.3g'/pixel; %d steps per epoch", train.n, size, size,
              attrs["reso_arcmin"], steps)
+    if cfg.data.stage_dir:  # node-local copies of the shards each node's ranks read, every epoch
+        n_epochs = -(-cfg.train.steps // steps)
+        reads = {train.split: lambda r: [run for e in range(n_epochs)
+                                         for run in epochs.epoch_runs(train.n, r, ranks, cfg.train.seed, e)]}
+        train = ShardSet(staging.stage(cfg.data.path, cfg.data.stage_dir, reads), train.split, kind="cmb")
     return TrainData(train, attrs, steps)
 
 

@@ -5,6 +5,7 @@ import dataclasses
 from typing import ClassVar
 
 from cosmotrain.config import ConfigError
+from cosmotrain.dist import AllreduceConfig
 from cosmotrain.models.dcgan import ModelConfig
 from cosmotrain.science.monitors import MonitorConfig
 from cosmotrain.train.schedule import OptimizerConfig
@@ -59,11 +60,16 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """The ``data`` section: the CMB dataset (``--data`` sets it) and the μK → network map."""
+    """The ``data`` section: the CMB dataset (``--data`` sets it), the μK → network map, staging.
+
+    ``stage_dir``: node-local copies of the shards each node's ranks read (``data.staging``;
+    see the classifier's ``data`` section); empty = read the dataset where it is.
+    """
 
     path: str = ""
     train_split: str = "train"
     scale_sigmas: float = 5.0      # network unit = scale_sigmas x the training pixel σ (tanh: ±5σ)
+    stage_dir: str = ""
 
     def __post_init__(self):
         if not self.scale_sigmas > 0:
@@ -80,4 +86,5 @@ class GanConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
+    allreduce: AllreduceConfig = dataclasses.field(default_factory=AllreduceConfig)
     dataset_maker: ClassVar[str] = "cosmotrain data cmb"  # named when --data is missing

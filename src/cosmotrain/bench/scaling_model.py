@@ -1,0 +1,216 @@
+"""P8 `bench scaling-model`: the scaling model's predicted efficiency ÷ the measured one, across nodes.
+
+On the multi-node cluster of ``scripts/cluster`` (started here; one single-threaded rank per
+node), for the classifier and the GAN (tiny configs, per-rank batch 32, the real trainers'
+steps on in-memory batches) and for each link bandwidth (``--link-mbit``, default 50, 200,
+1000 Mbit/s) and node count (``--nodes``, default 2 and 4):
+
+1. unshaped, no communication: one rank alone, and n independent ranks at once (``srun
+   --mpi=none``): the compute time of a step, t₁, and how much slower it gets when n ranks
+   share this machine's cores, c(n) (1 on a real cluster; up to n/cores here);
+2. links shaped: one launch of n ranks times Horovod allreduces of 4 KB–64 MB and fits the
+   links' α and β (``bench allreduce``), then times both trainers' steps, t(n);
+3. predicts t(n) from t₁, c(n), α, β, the models' gradient tensors and Horovod's fusion
+   threshold (``perfmodel``), and compares efficiencies E = t₁/t(n). Each point also shows
+   ``comm_alone_ms``, the step's allreduces timed alone (same tensors, same rounds): beside
+   the predicted ``comm_ms`` it tells a wrong α–β or fusion model from communication that
+   overlaps the backward pass or fights the compute for the cores.
+
+Each point's ``ratio`` = predicted ÷ measured efficiency; the headline ``ratio`` is the one
+farthest from 1 (goal: within 0.9–1.1). ``variants`` repeat one point with fp16 gradients and
+with fusion off (``allreduce.fp16``, ``allreduce.fusion_threshold_mb=0``), measured and predicted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import statistics
+from pathlib import Path
+
+from cosmotrain import dist, perfmodel
+from cosmotrain.bench import allreduce
+from cosmotrain.scaling_report import classifier_rounds, gan_rounds
+
+TARGET = (0.9, 1.1)
+BATCH = 32
+MODELS = ("classifier", "gan")
+WORKER = "import sys; from cosmotrain.bench.scaling_model import worker; worker(sys.argv[1])"
+
+
+# ---------------------------------------------------------------- one rank (srun)
+
+def worker(spec: str) -> None:
+    """One rank: (the allreduce sweep and) both trainers' step times; rank 0 prints them as JSON."""
+    from cosmotrain.bench.step import quiet_logs
+
+    spec = json.loads(spec)
+    if spec["alone"]:  # srun --mpi=none: forget the job step, so MPI starts as a one-rank job of its own
+        for name in [k for k in os.environ if k.startswith(("SLURM_", "PMIX_", "PMI_", "OMPI_"))]:
+            del os.environ[name]
+    settings = dist.AllreduceConfig(**spec["allreduce"])
+    ctx = dist.init_horovod(threads=1, allreduce=settings)
+    quiet_logs()
+    out = {"host": socket.gethostname(), "ranks": ctx.size, "horovod": dist.horovod_settings()}
+    if spec["sweep"]:
+        out["sweep"] = allreduce.sweep(spec["sizes"], spec["seconds_per_size"])
+    scratch = Path(spec["scratch"])
+    out["classifier"] = classifier_steps(settings, scratch, spec["steps"], spec["rounds"])
+    out["gan"] = gan_steps(settings, spec["steps"], spec["rounds"])
+    if not spec["alone"]:
+        for model in MODELS:
+            out[model]["comm_s"] = rounds_alone(out[model]["rounds"], settings.fp16, spec["steps"])
+    if ctx.is_root:
+        print(json.dumps(out), flush=True)
+
+
+def classifier_steps(settings, scratch: Path, steps: int, rounds: int) -> dict:
+    """The classifier trainer's median seconds per step, and the bytes it allreduces per step."""
+    from cosmotrain.bench.step import bench_config, memory_batches, prepared_run, time_trainer_steps
+
+    cfg = dataclasses.replace(bench_config(BATCH), allreduce=settings)
+    run = prepared_run(cfg, scratch / "data", scratch / f"run-{socket.gethostname()}-{os.getpid()}")
+    batches = memory_batches(steps, BATCH, seed=1 + dist.context().rank)
+    time_trainer_steps(run, batches[:5])  # trace, first-step broadcast, Horovod's negotiation
+    seconds = statistics.median(time_trainer_steps(run, batches, r + 1)[0] for r in range(rounds))
+    return {"step_s": seconds, "rounds": classifier_rounds(run.trainer.model)}
+
+
+def gan_steps(settings, steps: int, rounds: int) -> dict:
+    """The GAN trainer's median seconds per step (D's round, then G's), and the bytes of each round."""
+    import numpy as np
+    import tensorflow as tf
+
+    from cosmotrain import config
+    from cosmotrain.models.dcgan import moving_statistics
+    from cosmotrain.models.generator import Transform
+    from cosmotrain.train.gan_config import GanConfig
+    from cosmotrain.train.gan_step import GanTrainer
+
+    plain = ["train.spectrum_weight=0", "train.variance_weight=0", "train.scatter_weight=0", f"train.batch_size={BATCH}"]
+    cfg = dataclasses.replace(config.load(GanConfig, config.shipped("gan_tiny.yaml"), plain), allreduce=settings)
+    trainer = GanTrainer(cfg, Transform(0.0, 500.0), steps, None)
+    rng = np.random.default_rng(dist.context().rank)
+    size = cfg.model.image_size
+    real = [tf.constant(rng.normal(0, 100, (BATCH, size, size)).astype(np.float32)) for _ in range(steps)]
+    go = tf.constant(False)
+    trainer.train_step(real[0], tf.constant(0, tf.int64), go)
+    trainer.after_first_step()
+    times = []
+    for r in range(rounds + 1):
+        dist.barrier()
+        clock = _Clock()
+        for i, batch in enumerate(real):
+            trainer.train_step(batch, tf.constant(1 + r * steps + i, tf.int64), go)
+        dist.barrier()
+        times.append(clock.elapsed() / steps)
+    stats = moving_statistics(trainer.generator) + moving_statistics(trainer.discriminator)
+    return {"step_s": statistics.median(times[1:]),
+            "rounds": gan_rounds(trainer.generator, trainer.discriminator, stats)}
+
+
+def rounds_alone(rounds: list, fp16: bool, reps: int) -> float:
+    """Median seconds of a step's allreduce rounds alone: tensors of the gradients' sizes, issued
+    together in one ``tf.function`` per round as the step issues them, rounds one after another.
+
+    The step minus its compute should take this long if communication does not overlap it.
+    """
+    import tensorflow as tf
+
+    dtype = tf.float16 if fp16 else tf.float32
+    tensors = [[tf.zeros([max(1, b // 4)], dtype) for b in r] for r in rounds]
+    calls = [tf.function(lambda xs, i=i: [dist.allreduce_mean(x, name=f"round{i}_{j}") for j, x in enumerate(xs)],
+                         autograph=False) for i in range(len(rounds))]
+    times = []
+    for _ in range(reps + 1):
+        clock = _Clock()
+        for call, xs in zip(calls, tensors):
+            call(xs)
+        times.append(clock.elapsed())
+    return statistics.median(times[1:])
+
+
+class _Clock:
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self._start = self._now()
+
+    def elapsed(self) -> float:
+        return self._now() - self._start
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def run(args) -> dict:
+    from cosmotrain.bench.cluster import cluster
+    from cosmotrain.bench.step import write_bench_dataset
+
+    nodes = sorted(args.nodes or ([2] if args.quick else [2, 4]))
+    mbits = args.link_mbit or ([200] if args.quick else [50, 200, 1000])
+    size = dict(steps=10, rounds=2, sizes=allreduce.SIZES[:6], seconds_per_size=0.3) if args.quick else \
+        dict(steps=30, rounds=5, sizes=allreduce.SIZES, seconds_per_size=2.0)
+    with cluster(max(nodes)) as running, running.scratch() as tmp:
+        write_bench_dataset(Path(tmp) / "data", n_train=4 * BATCH)
+
+        def launch(n: int, sweep: bool, mpi: bool = True, **allreduce_settings) -> list[dict]:
+            spec = {**size, "sizes": list(size["sizes"]), "scratch": tmp, "sweep": sweep, "alone": not mpi,
+                    "allreduce": allreduce_settings}
+            return running.srun(n, WORKER, json.dumps(spec), mpi=mpi)
+
+        try:
+            running.shape(0)
+            alone = {n: launch(n, False, mpi=False) for n in sorted({1, *nodes})}
+            points, variants = measure_points(running, launch, alone, nodes, mbits, quick=args.quick)
+        finally:
+            running.shape(0)
+    worst = max(points, key=lambda p: abs(math.log(p["ratio"])))
+    return {"ratio": worst["ratio"], "target": list(TARGET), "points": points, "variants": variants,
+            "one_rank_step_ms": {m: round(1e3 * alone[1][0][m]["step_s"], 3) for m in MODELS},
+            "contention": {str(n): contention(alone, n) for n in alone}, "per_rank_batch": BATCH,
+            "threads_per_rank": 1, "machine_cores": os.cpu_count()}
+
+
+def contention(alone: dict, n: int) -> dict:
+    """c(n) per model: mean step time of n ranks running at once, without talking, ÷ one rank's."""
+    return {m: round(statistics.mean(r[m]["step_s"] for r in alone[n]) / alone[1][0][m]["step_s"], 4)
+            for m in MODELS}
+
+
+def measure_points(running, launch, alone: dict, nodes: list, mbits: list, quick: bool) -> tuple[list, list]:
+    """Measured and predicted points for every bandwidth × node count, and the fp16/fusion variants."""
+    points, variants = [], []
+    for mbit in mbits:
+        running.shape(mbit)
+        for n in nodes:
+            measured = launch(n, True)[0]
+            link = perfmodel.fit_link(measured["sweep"]["sizes"], measured["sweep"]["seconds"], n)
+            points += [point(m, n, mbit, measured, link, alone) for m in MODELS]
+            if not quick and n == nodes[0] and mbit == mbits[len(mbits) // 2]:
+                for name, settings in (("fp16", {"fp16": True}), ("no-fusion", {"fusion_threshold_mb": 0})):
+                    other = launch(n, False, **settings)[0]
+                    variants += [{**point(m, n, mbit, other, link, alone, fp16=settings.get("fp16", False)),
+                                  "variant": name, "baseline_measured_step_ms": round(1e3 * measured[m]["step_s"], 3)}
+                                 for m in MODELS]
+    return points, variants
+
+
+def point(model: str, n: int, mbit: int, measured: dict, link: perfmodel.Link, alone: dict,
+          fp16: bool = False) -> dict:
+    """One model × nodes × bandwidth: predicted and measured efficiency and their ratio."""
+    one = alone[1][0][model]["step_s"]
+    work = perfmodel.Workload(model, one, tuple(tuple(r) for r in measured[model]["rounds"]))
+    horovod = perfmodel.Horovod(measured["horovod"]["fusion_threshold_mb"], fp16)
+    c = contention(alone, n)[model]
+    predicted = perfmodel.step_seconds(work, n, link, horovod, c)
+    took = measured[model]["step_s"]
+    return {"model": model, "nodes": n, "link_mbit": mbit, "predicted_efficiency": round(one / predicted, 4),
+            "measured_efficiency": round(one / took, 4), "ratio": round(took / predicted, 4),
+            "predicted_step_ms": round(1e3 * predicted, 3), "measured_step_ms": round(1e3 * took, 3),
+            "contention": c, "comm_ms": round(1e3 * perfmodel.comm_seconds(work, n, link, horovod), 3),
+            "comm_alone_ms": round(1e3 * measured[model].get("comm_s", math.nan), 3),
+            "gradient_mb": round(work.gradient_bytes / perfmodel.MB, 3), "alpha_us": round(link.alpha * 1e6, 2),
+            "fitted_mbit_per_s": round(link.mbit_per_s, 1)}
