@@ -121,7 +121,7 @@ def _synthetic(plan: dict) -> tuple[dict | None, dict]:
     """Every rank renders its blocks of galaxies; rank 0 gets them all, in id order (None elsewhere)."""
     cfg = plan["cfg"].dataset
     start, stop = dist.share(plan["n"], galaxies.BLOCK)
-    with logs.progress(total=stop - start, desc="rendering galaxies", unit="gal") as bar:
+    with logs.progress(total=stop - start, desc="rendering galaxies", unit="galaxy") as bar:
         mine = galaxies.synthetic_galaxies(start, stop, cfg.seed, cfg.image_size, progress=bar.update)
     parts = dist.gather_object(mine)
     if parts is None:
@@ -134,7 +134,7 @@ def _galaxy_zoo(plan: dict) -> tuple[dict | None, dict]:
     """Every rank decodes its share of the selected JPEGs; rank 0 keeps the readable ones (None elsewhere)."""
     cfg = plan["cfg"]
     start, stop = dist.share(len(plan["ids"]))
-    with logs.progress(total=stop - start, desc="decoding JPEGs", unit="img") as bar:
+    with logs.progress(total=stop - start, desc="decoding JPEGs", unit="image") as bar:
         mine = galaxy_zoo.load_galaxies(plan["ids"][start:stop], plan["image_dir"], cfg.galaxy_zoo.crop,
                                         cfg.dataset.image_size, progress=bar.update)
     parts = dist.gather_object(mine)
