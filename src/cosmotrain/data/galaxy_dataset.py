@@ -16,7 +16,6 @@ import numpy as np
 from cosmotrain import config, dist, logs, rundir
 from cosmotrain.config import ConfigError
 from cosmotrain.data import galaxies, galaxy_zoo, shards
-from cosmotrain.files import save_image
 from cosmotrain.plots import images
 
 SPLITS = ("train", "val", "test")
@@ -170,8 +169,9 @@ def _write(plan: dict, fields: dict, extra: dict) -> None:
                          samples_per_shard=cfg.dataset.samples_per_shard,
                          extra={**extra, "class_counts": counts})
     train = splits["train"]
-    sheet = images.galaxy_sheet(train["images"], train["labels"], per_class=10)
-    save_image(sheet, Path(plan["out"]) / "preview.png")
+    title = f"{plan['out']} ({plan['source']}): the train split"
+    rundir.write_figure(Path(plan["out"]) / "preview.png", images.galaxy_preview, train["images"], train["labels"],
+                        list(galaxies.CLASS_NAMES), title, dpi=100)
     for name, c in counts.items():
         log.info("%-5s %6d galaxies: %d round, %d edge-on, %d spiral", name, sum(c), *c)
 
