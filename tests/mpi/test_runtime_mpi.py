@@ -66,6 +66,21 @@ def test_a_failing_rank_ends_a_gloo_job_quickly(tmp_path):
     assert time.monotonic() - start < 30
 
 
+def test_a_command_that_needs_mpi_says_so_in_one_line_under_gloo(tmp_path):
+    out = subprocess.run([str(BIN / "horovodrun"), "-np", "2", "--gloo", "-H", "localhost:2", str(BIN / "cosmotrain"),
+                          "data", "galaxies", "--synthetic", "60", "--out", str(tmp_path / "gal")],
+                         capture_output=True, text=True, timeout=120, env=mpi_env())
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all(line.endswith(
+        "error: this command runs on MPI ranks, and horovodrun --gloo starts none; launch it with mpirun -np N, "
+        "srun --mpi=pmix, or horovodrun without --gloo") for line in errors), text
+    assert "Exit code: 2" in text  # horovodrun's own report of the first rank to exit
+    assert "src/cosmotrain/" not in text and "cosmotrain/dist.py" not in text  # no traceback through our code
+    assert not (tmp_path / "gal").exists()
+
+
 USER_ERROR = """
 from cosmotrain import dist
 from cosmotrain.errors import UserError

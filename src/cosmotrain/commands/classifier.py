@@ -55,7 +55,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    train_command("classifier", "train the galaxy classifier (Horovod data-parallel)", TRAIN_HELP, "galaxies"),
+    train_command("classifier", "train the galaxy classifier (Horovod data-parallel)", TRAIN_HELP, "galaxies",
+                  "train.epochs=30"),
     Command("evaluate", "classifier", "evaluate a classifier run on the test split", add_evaluate_arguments,
             run_evaluate, description=EVAL_HELP),
 ]

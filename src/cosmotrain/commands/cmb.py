@@ -32,7 +32,7 @@ examples:
 
 
 def add_cmb_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    add_config_arguments(parser, "cmb_tiny", "maps.n_maps=200")
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in DIR")
 
