@@ -82,8 +82,7 @@ def test_gan_losses_show_d_outputs_balanced_lines_and_the_goals(tmp_path):
              "ks_over_floor": 1.1 if s % 20 == 0 else ""} for s in range(10, 50, 10)]
     figure = training.gan_losses(write_history(tmp_path / "history.csv", columns, rows), "runs/gan", 1.2, 1.5, 20)
     losses, outputs, scores = figure.axes
-    assert {"$D(x)$ on real patches (healthy 0.6–0.8)", "$D(G(z))$ on generated (healthy 0.2–0.4)"} <= set(
-        legend_labels(outputs))
+    assert {"$D(x)$: D's mean output on real patches", "$D(G(z))$: on generated patches"} <= set(legend_labels(outputs))
     balanced = {line.get_label(): line.get_ydata()[0] for line in losses.get_lines() if "balanced" in line.get_label()}
     assert balanced == {"$J_D = 2\\ln 2$ (balanced)": pytest.approx(2 * np.log(2)),
                         "$J_G = \\ln 2$ (balanced)": pytest.approx(np.log(2))}

@@ -38,7 +38,7 @@ def real_and_generated(real: np.ndarray, gen: np.ndarray, reso_arcmin: float, ti
     k = max(1, min(len(real), len(gen), 6))
     limit = float(np.percentile(np.abs(real), 99.5)) if real.size else 1.0
     side = real.shape[1] * reso_arcmin / 60.0 if real.size else 1.0
-    figure, axes = plt.subplots(2, k, figsize=(2.1 * k + 1.0, 4.9), squeeze=False)
+    figure, axes = plt.subplots(2, k, figsize=(1.9 * k + 1.4, 4.6), squeeze=False, layout="constrained")
     for row, (name, patches) in enumerate((("training patches", real), ("generated", gen))):
         for i in range(k):
             ax = axes[row, i]
@@ -51,7 +51,7 @@ def real_and_generated(real: np.ndarray, gen: np.ndarray, reso_arcmin: float, ti
                 ax.set_yticklabels([])
             if row == 0:
                 ax.set_xticklabels([])
-    figure.colorbar(image, ax=axes, shrink=0.8, label=r"$T$  [$\mu$K$_{\rm CMB}$]")
+    figure.colorbar(image, ax=axes, shrink=0.9, label=r"$T$  [$\mu$K$_{\rm CMB}$]")
     figure.suptitle(f"{title}\n{real.shape[1]}×{real.shape[2]} pixels of {reso_arcmin:g}′ ({side:.1f}° a side), "
                     f"one colour scale", fontsize=10)
     return figure
@@ -76,14 +76,13 @@ def misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, nam
         heading = f"no misclassified galaxies of {len(labels)}; the {len(shown)} least confident correct ones"
     cols = max(1, min(8, len(shown)))
     rows = max(1, -(-len(shown) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows + 0.6), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), shown):
         ax.imshow(images[i])
         ax.set_title(f"true {names[labels[i]]}\npred {names[preds[i]]} {confidence[i]:.2f}", fontsize=7)
     fig.suptitle(f"{heading}\n{title}", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
