@@ -11,9 +11,24 @@
 #                        set, else $COSMOTRAIN_ROOT/work)
 #   COSMOTRAIN_CONFIG    the stage's YAML (default: the stage's configs/*.yaml in the checkout)
 #   COSMOTRAIN_CONTAINER_RUNTIME  apptainer or singularity (default: whichever is on PATH)
+#   COSMOTRAIN_MODULES   environment modules ct_setup loads first, e.g. "apptainer", or
+#                        "openmpi/4.1 cuda/12.2" when running from a virtualenv (default: none)
+#   COSMOTRAIN_PROGRESS  progress in the job log: log (default here: one line a minute,
+#                        COSMOTRAIN_PROGRESS_SECONDS), off, or bar (carriage returns)
 # Arguments given to the job script (sbatch jobs/x.sbatch --set a.b=c) go to cosmotrain.
+#
+# Interconnect (set in the submitting shell or below; sbatch passes them on, and apptainer
+# passes the environment into the container). The images carry Open MPI 4.1 with UCX and
+# libfabric (OFI), libibverbs and its providers (ibverbs-providers) and, in the GPU image, NCCL.
+#   InfiniBand (verbs):   export OMPI_MCA_pml=ucx UCX_NET_DEVICES=mlx5_0:1
+#   Slingshot / EFA (OFI): export OMPI_MCA_pml=cm OMPI_MCA_mtl=ofi FI_PROVIDER=cxi   (efa on AWS)
+#   NCCL (GPU allreduce):  export NCCL_IB_HCA=mlx5 NCCL_SOCKET_IFNAME=ib0 NCCL_DEBUG=INFO
+#     NCCL_DEBUG=INFO prints, once per rank, which transport NCCL chose ("NET/IB" is InfiniBand,
+#     "NET/Socket" a fallback to TCP); on Slingshot/EFA NCCL needs the site's aws-ofi-nccl plugin.
+#   TCP only (no fabric):  export OMPI_MCA_btl=self,vader,tcp OMPI_MCA_pml=ob1 NCCL_IB_DISABLE=1
+# docs/cluster.md#the-interconnect explains how to check what is used.
 
-ct_log() { printf 'cosmotrain-job %s: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+ct_log() { printf 'cosmotrain-job %s: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*" >&2; }
 ct_die() { printf 'cosmotrain-job: error: %s\n' "$*" >&2; exit 1; }
 
 COSMOTRAIN_ROOT=${COSMOTRAIN_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
@@ -21,6 +36,8 @@ COSMOTRAIN_WORK=${COSMOTRAIN_WORK:-${SCRATCH:+$SCRATCH/cosmotrain}}
 COSMOTRAIN_WORK=${COSMOTRAIN_WORK:-$COSMOTRAIN_ROOT/work}
 COSMOTRAIN_VENV=${COSMOTRAIN_VENV:-$COSMOTRAIN_ROOT/.venv}
 COSMOTRAIN_LAUNCHER=${COSMOTRAIN_LAUNCHER:-srun}
+# A job log is a file: progress as one dated line a minute, never carriage-return bars.
+export COSMOTRAIN_PROGRESS=${COSMOTRAIN_PROGRESS:-log}
 # Where each stage reads and writes; every one can be overridden on its own.
 COSMOTRAIN_GALAXIES=${COSMOTRAIN_GALAXIES:-$COSMOTRAIN_WORK/data/galaxies}
 COSMOTRAIN_CMB=${COSMOTRAIN_CMB:-$COSMOTRAIN_WORK/data/cmb}
@@ -35,6 +52,7 @@ CT_EXIT_REQUEUE=75
 # CT_EXEC: the command prefix that runs `cosmotrain` on a rank (container or virtualenv).
 ct_setup() {
   [ -n "${SLURM_JOB_ID:-}" ] || ct_die "not inside a SLURM job: submit with sbatch $0"
+  ct_modules
   case $COSMOTRAIN_LAUNCHER in
     srun|mpirun) ;;
     *) ct_die "COSMOTRAIN_LAUNCHER=$COSMOTRAIN_LAUNCHER: use srun or mpirun" ;;
@@ -56,6 +74,25 @@ ct_setup() {
     ct_log "virtualenv: $COSMOTRAIN_VENV"
   fi
   ct_check_gpus
+}
+
+# COSMOTRAIN_MODULES: `module load` them (Lmod or Environment Modules) before anything else.
+ct_modules() {
+  [ -n "${COSMOTRAIN_MODULES:-}" ] || return 0
+  if ! type module >/dev/null 2>&1; then
+    # Batch shells are not login shells: load the site's module setup first.
+    for init in /etc/profile.d/lmod.sh /etc/profile.d/modules.sh /usr/share/lmod/lmod/init/bash; do
+      # shellcheck disable=SC1090
+      if [ -f "$init" ]; then set +u; source "$init"; set -u; break; fi
+    done
+  fi
+  type module >/dev/null 2>&1 \
+    || ct_die "COSMOTRAIN_MODULES=$COSMOTRAIN_MODULES but this shell has no 'module' command; unset it, or load the modules in the job script"
+  ct_log "module load $COSMOTRAIN_MODULES"
+  set +u  # module scripts read unset variables
+  # shellcheck disable=SC2086  # a list of module names
+  module load $COSMOTRAIN_MODULES || { set -u; ct_die "module load $COSMOTRAIN_MODULES failed (module avail lists the names)"; }
+  set -u
 }
 
 ct_gpus_per_node() {

@@ -54,14 +54,14 @@ stage "2/3 training the galaxy classifier on $RANKS MPI ranks"
 
 stage "3/3 evaluating on the held-out test split (plain, then with D4 test-time augmentation)"
 cosmotrain evaluate classifier --run "$DEMO/classifier"
-cosmotrain evaluate classifier --run "$DEMO/classifier" --tta --out "$DEMO/classifier/eval-tta"
+cosmotrain evaluate classifier --run "$DEMO/classifier" --tta  # eval/metrics_tta.json, beside the plain one
 
 classifier_summary=$(python - "$DEMO" <<'PY'
 import json, sys
 from pathlib import Path
 demo = Path(sys.argv[1])
 plain = json.loads((demo / "classifier/eval/metrics.json").read_text())
-tta = json.loads((demo / "classifier/eval-tta/metrics.json").read_text())
+tta = json.loads((demo / "classifier/eval/metrics_tta.json").read_text())
 run = json.loads((demo / "classifier/metrics.json").read_text())
 print(json.dumps({
     "test_accuracy": plain["accuracy"], "test_accuracy_tta": tta["accuracy"], "n_test": plain["n"],

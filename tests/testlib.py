@@ -44,3 +44,14 @@ def mean_ring_powers(patches, matrix):
     from cosmotrain.science import rings
 
     return rings.patch_ring_powers(patches, matrix).mean(axis=0)
+
+
+def tensorboard_scalars(logdir: Path) -> dict:
+    """{tag: {step: value}} of the TensorBoard scalars in ``logdir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+            for tag in events.Tags()["tensors"]}

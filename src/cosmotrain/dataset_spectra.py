@@ -1,9 +1,8 @@
 """`cosmotrain spectra`: the flat-sky band powers of a CMB dataset's patches, against what they should be.
 
 ``measure_spectra`` shares the patches out over the ranks, adds their band powers (mean and
-scatter) over ranks, and compares them with ``dataset_theory``: the input C_ℓ through the
-beam, the pixel windows and the nearest-pixel projection (``data.sky.patch_model``), seen
-through the apodised estimator (``science.spectra.theory_band_powers``). ``spectra_report``
+scatter) over ranks, and compares them with ``data.theory.dataset_theory``: the input C_ℓ through the
+beam, the pixel windows and the nearest-pixel projection, seen through the apodised estimator. ``spectra_report``
 also writes the JSON and, optionally, the plot (rank 0).
 """
 from __future__ import annotations
@@ -14,13 +13,13 @@ import numpy as np
 
 from cosmotrain import dist, logs, rundir
 from cosmotrain.data.cmb import KIND
-from cosmotrain.data.cmb_spectrum import read_dataset_spectrum
 from cosmotrain.data.reader import ShardSet
-from cosmotrain.data.sky import map_spectrum, patch_model, valid_lmax
+from cosmotrain.data.sky import valid_lmax
+from cosmotrain.data.theory import dataset_theory
 from cosmotrain.errors import UserError
 from cosmotrain.plots import spectra as spectra_plots
 from cosmotrain.science import spectra
-from cosmotrain.science.spectra import beam_window, pixel_window, theory_band_powers
+from cosmotrain.science.spectra import beam_window, pixel_window
 
 
 def spectra_report(dataset: str, out: str, plot: str | None = None, **options) -> dict:
@@ -37,15 +36,6 @@ def spectra_report(dataset: str, out: str, plot: str | None = None, **options) -
     logs.get("cmb").info("wrote %s (%d patches, %d bins)%s", out, result["n_patches"], len(result["ell"]),
                          f" and {plot}" if plot else "")
     return result
-
-
-def dataset_theory(root: str | os.PathLike, attrs: dict, binning, transfer: np.ndarray | None = None) -> np.ndarray:
-    """Expected band powers (μK², float64 [nbins]) of a dataset's patches (``patch_model``)."""
-    cl = read_dataset_spectrum(root)
-    nside, lmax = int(attrs["nside"]), int(attrs["lmax"])
-    map_cl = map_spectrum(cl, nside, lmax, float(attrs["fwhm_arcmin"]), bool(attrs.get("pixwin", False)))
-    coherent, white = patch_model(map_cl, nside, float(attrs.get("noise_uk_arcmin", 0.0)))
-    return theory_band_powers(coherent, binning, transfer, white_var=white)
 
 
 def dataset_transfer(attrs: dict, lmax: int) -> np.ndarray:

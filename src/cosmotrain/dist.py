@@ -223,14 +223,20 @@ def _configure_tensorflow(tf: Any, threads: int, local_rank: int) -> None:
 
 
 def init_mpi(threads: int | None = None) -> Context:
-    """Start plain MPI through mpi4py (no TensorFlow); works as a single process too."""
+    """Start plain MPI through mpi4py (no TensorFlow); works as a single process too.
+
+    Under ``horovodrun --gloo`` there is no MPI job to join: a ``UserError`` says how to launch.
+    """
     global _ctx, _comm
+    if _launched_by_gloo():
+        from cosmotrain.errors import UserError
+
+        raise UserError("this command runs on MPI ranks, and horovodrun --gloo starts none; launch it with mpirun "
+                        "-np N, srun --mpi=pmix, or horovodrun without --gloo")
     threads = threads or cores_per_rank(env_local_size())
     set_thread_env(threads)
     set_mpi_env()
     install_abort_hook()
-    if _launched_by_gloo():
-        raise RuntimeError("this command uses MPI, not Gloo; launch it with mpirun or srun --mpi=pmix")
     from mpi4py import MPI
 
     _comm = MPI.COMM_WORLD

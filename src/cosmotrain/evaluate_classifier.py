@@ -1,13 +1,18 @@
 """`cosmotrain evaluate classifier`: a trained classifier on a held-out split, with optional D4 test-time augmentation.
 
-``evaluate_classifier(run)`` loads the run's best (or latest) checkpoint
+``evaluate_classifier(run)`` loads the run's best (or latest, or any) checkpoint
 (``inference.load_classifier``), predicts the test split and writes, under ``RUN/eval/``
 (rank 0, each file atomically):
 
 * ``metrics.json``: accuracy, loss, per-class precision/recall/F1/support, macro F1, the
-  confusion matrix (rows: true class, columns: predicted), and warnings;
-* ``confusion_matrix.png``, ``curves.png`` (loss and accuracy per epoch from
-  ``history.csv``), ``misclassified.png`` (a grid of wrongly classified galaxies).
+  confusion matrix (rows: true class, columns: predicted), which checkpoint (path, sha256,
+  epoch), split and dataset, and warnings;
+* ``confusion_matrix.png``, ``misclassified.png`` (a grid of wrongly classified galaxies),
+  and ``curves.png`` (loss, accuracy and learning rate per epoch from ``history.csv``).
+
+With test-time augmentation the evaluation files are ``metrics_tta.json``,
+``confusion_matrix_tta.png`` and ``misclassified_tta.png``, beside the plain ones. An
+evaluation already there is replaced only with ``overwrite``.
 
 Under several ranks each rank predicts a contiguous part of the split and rank 0 gathers.
 """
@@ -58,16 +63,22 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, names: list[st
 # ---------------------------------------------------------------- the command
 
 def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "best", data: str | None = None,
-                        split: str | None = None, out: str | Path | None = None) -> dict | None:
-    """Evaluate ``run_dir`` and write ``out`` (default ``RUN/eval/``); returns the metrics on rank 0."""
+                        split: str | None = None, out: str | Path | None = None, overwrite: bool = False) -> dict | None:
+    """Evaluate ``run_dir`` and write ``out`` (default ``RUN/eval/``); returns the metrics on rank 0.
+
+    ``which`` is "best", "latest" or a checkpoint path. Raises ``UserError`` before any
+    prediction when the run is not a classifier run or ``out`` already holds this kind of
+    evaluation (plain or TTA) and ``overwrite`` is not given.
+    """
     run = RunDir(run_dir)
-    if not run.config.is_file():
-        raise UserError(f"{run} is not a classifier run (no config.yaml); pass the --out of 'train classifier'")
+    classifier = load_classifier(run.path, which)
     saved = run.saved_config()
     root = data or saved.get("data", {}).get("path", "")
     split = split or saved.get("data", {}).get("test_split", "test")
+    out = Path(out) if out else run.eval
+    suffix = "_tta" if tta else ""
+    dist.root_computes(_check_out, out / f"metrics{suffix}.json", overwrite)
     test = ShardSet(root, split, kind="galaxies")
-    classifier = load_classifier(run.path, which)
     names = list(test.attrs.get("class_names", classifier.class_names))
     if names != classifier.class_names:
         raise UserError(f"{root} has the classes {names}, the classifier {classifier.class_names}; evaluate it on a "
@@ -76,12 +87,34 @@ def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "be
     if pixels is None:
         return None
     metrics = _metrics(labels, probs, names, run, test, classifier, tta)
-    out = Path(out) if out else run.eval
-    metrics["plots"] = _plots(out, metrics, pixels, labels, probs, names, run.history)
-    rundir.write_json(out / "metrics.json", metrics)
+    title = _title(run, test, which, classifier, tta)
+    metrics["plots"] = _plots(out, suffix, metrics, title, pixels, labels, probs, names, run)
+    rundir.write_json(out / f"metrics{suffix}.json", metrics)
     log.info("test accuracy %.4f on %d %s images (%s checkpoint, epoch %s%s); outputs in %s", metrics["accuracy"],
              metrics["n"], split, which, classifier.state.epoch, ", D4 TTA" if tta else "", out)
     return metrics
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    """Refuse to replace the evaluation in ``path`` (a metrics file) unless ``overwrite``."""
+    if overwrite or not path.exists():
+        return
+    try:
+        before = json.loads(path.read_text())
+        what = (f"of {Path(before['checkpoint']).name} (epoch {before['epoch']}) on the {before['split']} split, "
+                f"accuracy {before['accuracy']:.4f}")
+    except (ValueError, KeyError, TypeError):
+        what = "of an unknown checkpoint"
+    raise UserError(f"{path.parent} already holds an evaluation {what} ({path.name}); pass --overwrite to replace "
+                    f"it, or --out DIR to keep both")
+
+
+def _title(run: RunDir, test: ShardSet, which: str, classifier: TrainedClassifier, tta: bool) -> str:
+    """What was evaluated, for the figures: run, split, checkpoint, test-time augmentation."""
+    chosen = which if which in ("best", "latest") else "given"
+    augment = "D4 test-time augmentation (8 views)" if tta else "no test-time augmentation"
+    return (f"{run}: {test.split} split of {test.root.name}, {chosen} checkpoint {Path(classifier.checkpoint).name} "
+            f"(epoch {classifier.state.epoch}), {augment}")
 
 
 def _predict_split(classifier: TrainedClassifier, test: ShardSet, tta: bool):
@@ -101,8 +134,8 @@ def _metrics(labels, probs, names, run: RunDir, test: ShardSet, classifier: Trai
     out = classification_metrics(labels, preds, names)
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     out["loss"] = float(-np.log(picked).mean()) if len(labels) else float("nan")
-    out.update(tta=tta, checkpoint=classifier.checkpoint, epoch=classifier.state.epoch, split=test.split,
-               dataset=str(test.root), warnings=_warnings(run, out))
+    out.update(tta=tta, checkpoint=classifier.checkpoint, checkpoint_sha256=classifier.sha256,
+               epoch=classifier.state.epoch, split=test.split, dataset=str(test.root), warnings=_warnings(run, out))
     for text in out["warnings"]:
         log.warning(text)
     return out
@@ -118,12 +151,13 @@ def _warnings(run: RunDir, metrics: dict) -> list[str]:
     return found
 
 
-def _plots(out: Path, metrics: dict, pixels, labels, probs, names, history: Path) -> dict:
-    """The three evaluation figures (rank 0); returns {name: path} of those written."""
-    figures = {"confusion_matrix": (classification.confusion, np.array(metrics["confusion_matrix"]), names),
-               "curves": (training.classifier_curves, history),
-               "misclassified": (images.misclassified, pixels, labels.astype(np.int64), probs, names)}
-    if not history.is_file():
-        figures.pop("curves")
+def _plots(out: Path, suffix: str, metrics: dict, title: str, pixels, labels, probs, names, run: RunDir) -> dict:
+    """The evaluation figures (rank 0); returns {name: path} of those written."""
+    figures = {f"confusion_matrix{suffix}": (classification.confusion, np.array(metrics["confusion_matrix"]), names,
+                                             title),
+               f"misclassified{suffix}": (images.misclassified, pixels, labels.astype(np.int64), probs, names, title)}
+    if run.history.is_file():
+        summary = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+        figures["curves"] = (training.classifier_curves, run.history, str(run), summary.get("best_epoch"))
     written = {name: rundir.write_figure(out / f"{name}.png", *draw) for name, draw in figures.items()}
     return {name: str(path) for name, path in written.items() if path is not None}

@@ -42,7 +42,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it (``os.umask`` would, for an instant, in every thread)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): the portable way
     os.umask(mask)
     return mask
 
@@ -67,14 +75,6 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> None:
             figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)
-
-
-def save_image(pixels, path: str | os.PathLike) -> None:
-    """Save a uint8 array [H, W, 3] as a PNG file, atomically."""
-    from PIL import Image
-
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def sha256(path: str | os.PathLike) -> str:

@@ -87,8 +87,9 @@ def _checkpoint(run: str | Path, checkpoint: str, kind: str, made_by: str) -> tu
     state = checkpoints.read_state(path)
     found = state.signature.get("kind")
     if found != kind:
-        raise CheckpointError(f"{path} is not a {KINDS[kind]} checkpoint (it holds a {found!r}); pass a run made "
-                              f"by '{made_by}'")
+        what = f"a {KINDS[found]} run" if found in KINDS else f"a run of another kind ({found!r})"
+        raise CheckpointError(f"{run} is {what}, not a {KINDS[kind]} run ({Path(path).name} holds a {found!r} "
+                              f"model); pass a run made by '{made_by}'")
     return path, state
 
 

@@ -39,7 +39,8 @@ def predict_classifier(run: str, checkpoint: str, images: str, split: str, out: 
         identity={"model_sha256": classifier.sha256, "tta": tta,
                   "images": {"manifest_sha256": sha256(data.root / MANIFEST), "split": split}},
         attrs={"probabilities": {"class_names": json.dumps(names)}, "predicted": {"class_names": json.dumps(names)}})
-    extra = {"model": {"run": str(Path(run).resolve()), "checkpoint": checkpoint, "sha256": classifier.sha256},
+    extra = {"model": {"run": str(Path(run).resolve()), "checkpoint": str(Path(classifier.checkpoint).resolve()),
+                       "requested": checkpoint, "sha256": classifier.sha256, "epoch": classifier.state.epoch},
              "images": {"path": str(data.root.resolve()), "split": split}, "class_names": names,
              "config": {"predict": {"batch": batch}, "run": RunDir(run).saved_config()}}
     manifest = sampleset.produce(out, spec, _predictions(data, classifier, tta), overwrite=overwrite, extra=extra,

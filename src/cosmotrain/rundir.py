@@ -229,20 +229,26 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
 
 
 class Board:
-    """TensorBoard scalars, written by rank 0 (a no-op elsewhere); one event file per process start."""
+    """TensorBoard scalars, written by rank 0 (a no-op elsewhere); one event file per process start.
 
-    def __init__(self, logdir: str | Path):
+    ``tags`` maps a history column to its TensorBoard tag, grouped by what it describes
+    (``train/``, ``val/``, ``monitor/``); columns without a tag, and empty cells, are not written.
+    """
+
+    def __init__(self, logdir: str | Path, tags: dict[str, str]):
         import tensorflow as tf
 
-        self._tf = tf
+        self._tf, self.tags = tf, dict(tags)
         self.writer = tf.summary.create_file_writer(str(logdir)) if dist.context().is_root else None
 
-    def scalars(self, step: int, values: dict) -> None:
+    def scalars(self, step: int, row: dict) -> None:
+        """Write the tagged cells of one history ``row`` at ``step``."""
         if self.writer is None:
             return
         with self.writer.as_default(step=step):
-            for name, value in values.items():
-                self._tf.summary.scalar(name, value)
+            for column, value in row.items():
+                if column in self.tags and value != "":
+                    self._tf.summary.scalar(self.tags[column], value)
         self.writer.flush()
 
     def close(self) -> None:

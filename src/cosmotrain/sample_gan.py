@@ -25,11 +25,23 @@ def sample_gan(run: str, checkpoint: str, n: int, out: str, batch: int = 64, see
         "gan-samples", n, batch, {"patches": ("float32", generator.image_size)},
         identity={"model_sha256": generator.sha256, "seed": seed, "latent_dim": generator.latent_dim,
                   "latents": LATENTS},
-        attrs={"patches": {"units": "uK_CMB"}})
-    extra = {"seed": seed, "model": {"run": str(Path(run).resolve()), "checkpoint": checkpoint,
-                                     "sha256": generator.sha256},
+        attrs={"patches": _patch_attrs(generator.info["dataset"])})
+    extra = {"seed": seed, "model": {"run": str(Path(run).resolve()), "checkpoint": str(Path(generator.checkpoint)
+                                                                                         .resolve()),
+                                     "requested": checkpoint, "sha256": generator.sha256,
+                                     "step": generator.info["step"]},
+             "dataset": generator.info["dataset"],
              "config": {"sampling": {"n": n, "batch": batch, "seed": seed}, "run": RunDir(run).saved_config()}}
     compute = sampleset.gan_compute(generator, generator.latent_dim, seed)
     manifest = sampleset.produce(out, spec, compute, overwrite=overwrite, extra=extra, desc="sampling")
     sampleset.report(out, manifest, "patches")
     return manifest
+
+
+def _patch_attrs(dataset: dict) -> dict:
+    """The ``patches`` attributes: units, and the pixel size and beam of the training patches (when the run knows them)."""
+    attrs = {"units": "uK_CMB"}
+    for key in ("reso_arcmin", "fwhm_arcmin", "nside", "lmax"):
+        if key in dataset:
+            attrs[key] = dataset[key]
+    return attrs

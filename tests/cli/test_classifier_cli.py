@@ -1,11 +1,12 @@
 """`cosmotrain train classifier` / `evaluate classifier` end to end, as a user runs them (one process)."""
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 
-from testlib import REPO, run_cli
+from testlib import REPO, run_cli, tensorboard_scalars
 from cosmotrain.data import reader, shards
 
 CLASSES = ["round", "edge-on", "spiral"]
@@ -60,6 +61,15 @@ def test_training_writes_config_history_checkpoints_and_logs(trained):
     assert summary["epochs"] == 2 and summary["global_step"] == 48 and summary["warnings"] == []
 
 
+def test_tensorboard_groups_training_and_validation(trained):
+    _, run = trained
+    board = tensorboard_scalars(run / "tensorboard")
+    assert set(board) == {"train/loss", "train/accuracy", "train/learning_rate", "train/samples_per_second",
+                          "train/epoch_seconds", "val/loss", "val/accuracy"}
+    last = (run / "history.csv").read_text().splitlines()[-1].split(",")
+    assert board["val/loss"][2] == pytest.approx(float(last[5])) and board["train/loss"][2] == pytest.approx(float(last[3]))
+
+
 def test_evaluation_agrees_with_a_direct_computation_on_the_test_set(trained):
     data, run = trained
     out = run_cli("evaluate", "classifier", "--run", run)
@@ -88,13 +98,59 @@ def test_evaluation_agrees_with_a_direct_computation_on_the_test_set(trained):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_tta_evaluation_averages_the_d4_transforms(trained):
+def test_tta_evaluation_averages_the_d4_transforms_and_keeps_the_plain_one(trained):
     _, run = trained
+    plain = (run / "eval" / "metrics.json").read_bytes()
     out = run_cli("evaluate", "classifier", "--run", run, "--tta", "--checkpoint", "latest")
     assert out.returncode == 0, out.stderr
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics = json.loads((run / "eval" / "metrics_tta.json").read_text())
     assert metrics["tta"] is True and metrics["n"] == 96 and metrics["checkpoint"].endswith("ckpt-48")
     assert "D4 TTA" in out.stderr
+    assert (run / "eval" / "metrics.json").read_bytes() == plain  # beside the plain evaluation, not over it
+    for name in ("confusion_matrix_tta", "misclassified_tta"):
+        assert (run / "eval" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_evaluation_is_replaced_only_with_overwrite(trained):
+    _, run = trained
+    before = (run / "eval" / "metrics.json").read_bytes()
+    out = run_cli("evaluate", "classifier", "--run", run)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"cosmotrain: error: {run}/eval already holds an evaluation of ckpt-48 (epoch 2) on the test split, "
+        f"accuracy {json.loads(before)['accuracy']:.4f} (metrics.json); pass --overwrite to replace it, or "
+        f"--out DIR to keep both"]
+    assert (run / "eval" / "metrics.json").read_bytes() == before
+    out = run_cli("evaluate", "classifier", "--run", run, "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run / "eval" / "metrics.json").read_text())["accuracy"] == json.loads(before)["accuracy"]
+
+
+def test_any_checkpoint_path_can_be_evaluated(trained, tmp_path):
+    _, run = trained
+    out = run_cli("evaluate", "classifier", "--run", run, "--checkpoint", run / "checkpoints" / "ckpt-24",
+                  "--out", tmp_path / "epoch1")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "epoch1" / "metrics.json").read_text())
+    assert metrics["checkpoint"] == str(run / "checkpoints" / "ckpt-24") and metrics["epoch"] == 1
+
+
+def test_every_output_is_readable_by_collaborators(trained, tmp_path):
+    """Files follow the umask, like any program's: 0644 under the usual 022 (not mkstemp's 0600)."""
+    data, run = trained
+    mask = os.umask(0o022)
+    os.umask(mask)
+    written = [p for p in run.rglob("*") if p.is_file() and "tensorboard" not in p.parts]
+    assert any(p.suffix == ".png" for p in written) and any(p.name == "config.yaml" for p in written)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in written}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes
+    old = os.umask(0o027)  # a group-only site: the evaluation follows it too
+    try:
+        out = run_cli("evaluate", "classifier", "--run", run, "--out", tmp_path / "group")
+    finally:
+        os.umask(old)
+    assert out.returncode == 0, out.stderr
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "group").iterdir()} == {"0o640"}
 
 
 def test_a_run_directory_is_not_overwritten_by_accident(trained):

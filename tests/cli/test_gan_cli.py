@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testlib import BIN, REPO, mpi_env, run_cli
+from testlib import BIN, REPO, mpi_env, run_cli, tensorboard_scalars
 from cosmotrain.data import shards
 
 # configs/gan_tiny.yaml made smaller still: 32x32 patches, narrow networks, 6 steps.
@@ -68,6 +68,18 @@ def test_training_writes_history_checkpoints_metrics_and_plots(trained):
     assert plots == {"samples.png", "spectra.png", "pixel_pdf.png", "minkowski.png", "losses.png"}
     assert all((run / "plots" / p).stat().st_size > 10_000 for p in plots)
     assert "monitor at step 3" in out.stderr and "C_ell error/floor worst" in out.stderr
+
+
+def test_tensorboard_groups_the_scalars_and_names_each_bin_by_its_ell(trained):
+    _, run, _ = trained
+    board = tensorboard_scalars(run / "tensorboard")
+    assert {tag.split("/")[0] for tag in board} == {"train", "monitor"}
+    assert {"train/discriminator_loss", "train/generator_loss", "train/D(x)", "train/D(G(z))", "train/learning_rate",
+            "monitor/score", "monitor/cl_error_over_floor_worst_bin", "monitor/ks_over_floor"} <= set(board)
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    for ell, ratio in zip(final["ell"], final["cl_ratio"]):
+        assert board[f"monitor/cl_error_over_floor_by_bin/ell_{ell:04.0f}"][6] == pytest.approx(ratio)
+    assert board["monitor/score"][6] == pytest.approx(final["score"])
 
 
 def test_load_generator_gives_uK_patches_and_the_checkpoint_hash(trained):

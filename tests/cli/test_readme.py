@@ -80,7 +80,7 @@ def walked(tmp_path_factory):
 def test_the_walkthrough_runs_and_writes_what_it_says(walked):
     work, out = walked
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
-    metrics = json.loads((work / "runs/clf/eval/metrics.json").read_text())
+    metrics = json.loads((work / "runs/clf/eval/metrics_tta.json").read_text())
     assert metrics["tta"] is True and metrics["n"] == int(TINY["N_GALAXIES"]) // 10
     assert (work / "data/galaxies/preview.png").is_file()
     assert json.loads((work / "predictions/test/manifest.json").read_text())

@@ -4,6 +4,7 @@ Real runs: a GAN trained for a few steps on a small simulated CMB dataset and a 
 trained for one epoch on a small galaxies dataset, both made with the real commands.
 """
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -80,11 +81,16 @@ def test_gan_samples_are_the_same_on_one_and_two_ranks_with_a_checked_manifest(g
         with h5py.File(out / "samples.h5", "r") as h5:
             sets[np_] = h5["patches"][:]
             assert h5["patches"].attrs["units"] == "uK_CMB"
+            assert h5["patches"].attrs["reso_arcmin"] == 8.0  # the pixel size travels with the patches
     np.testing.assert_array_equal(sets[1], sets[2])
     assert sets[2].shape == (300, 32, 32) and np.isfinite(sets[2]).all()
     manifest = verify(tmp_path / "np2")  # every part's sha256 matches
     assert manifest["identity"]["seed"] == 4 and manifest["n"] == 300 and len(manifest["parts"]) == 2
-    assert len(manifest["model"]["sha256"]) == 64 and manifest["model"]["checkpoint"] == "best"
+    from cosmotrain.checkpoints import newest
+
+    best = newest(run.resolve() / "checkpoints" / "best")  # the resolved checkpoint, not the word "best"
+    assert manifest["model"]["checkpoint"] == best and manifest["model"]["requested"] == "best"
+    assert len(manifest["model"]["sha256"]) == 64 and manifest["dataset"]["reso_arcmin"] == 8.0
     assert manifest["config"]["run"]["monitor"]["group_size"] == 16 and "tensorflow-cpu" in manifest["versions"]
 
 
@@ -95,7 +101,22 @@ def test_a_checkpoint_of_another_model_or_a_missing_one_is_refused(gan_run, clas
         done = run_cli("sample", "gan", *args, "--n", "10", "--out", tmp_path / "set")
         assert done.returncode == 2 and len(error_lines(done)) == 1, done.stderr
         assert not (tmp_path / "set").exists()
-    assert "is not a GAN checkpoint" in done.stderr or "not found" in done.stderr
+        assert "is a classifier run, not a GAN run" in done.stderr or "not found" in done.stderr
+
+
+def test_a_run_of_the_other_model_is_named_as_such(gan_run, classifier_run, tmp_path):
+    _, clf = classifier_run
+    _, gan = gan_run
+    from cosmotrain.checkpoints import newest
+
+    best = Path(newest(gan / "checkpoints" / "best")).name
+    done = run_cli("evaluate", "classifier", "--run", gan)
+    assert done.returncode == 2 and error_lines(done) == [
+        f"cosmotrain: error: {gan} is a GAN run, not a classifier run ({best} holds a 'cmb-dcgan' model); pass a "
+        f"run made by 'cosmotrain train classifier'"]
+    assert not (gan / "eval").exists()
+    done = run_cli("sample", "gan", "--run", clf, "--n", "10", "--out", tmp_path / "set")
+    assert done.returncode == 2 and "is a classifier run, not a GAN run" in error_lines(done)[0]
 
 
 # ---------------------------------------------------------------- predict classifier
@@ -151,6 +172,7 @@ def test_predictions_carry_the_ids_and_do_not_depend_on_the_rank_count(classifie
     manifest = json.loads((predictions[2] / "manifest.json").read_text())
     assert manifest["kind"] == "classifier-predictions" and len(manifest["parts"]) == 2
     assert manifest["images"]["split"] == "test" and manifest["class_names"] == names
+    assert manifest["model"]["checkpoint"].endswith("/checkpoints/best/ckpt-4") and manifest["model"]["epoch"] == 1
 
 
 def test_a_rerun_leaves_a_complete_set_alone_and_another_command_is_refused(classifier_run, predictions):

@@ -159,3 +159,39 @@ def test_container_scripts_pass_shellcheck():
     scripts = sorted(str(p.relative_to(REPO)) for p in (REPO / "scripts/container").glob("*.sh"))
     res = subprocess.run(["shellcheck", "-x", *scripts], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+
+
+def runtime_packages(dockerfile: str) -> set:
+    """The Debian packages the last stage of a Dockerfile installs."""
+    last = (REPO / dockerfile).read_text().replace("\\\n", " ").rsplit("\nFROM ", 1)[1]
+    installs = re.findall(r"apt-get install ([^&]+)", last)
+    return {word.strip('"') for text in installs for word in text.split() if not word.startswith("-")}
+
+
+@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile", "docker/Dockerfile.cpu"])
+def test_images_carry_the_infiniband_drivers(dockerfile):
+    """libibverbs alone finds no device: without its providers Open MPI, UCX and NCCL fall back to TCP."""
+    packages = runtime_packages(dockerfile)
+    assert {"libopenmpi3", "ibverbs-providers"} <= packages, packages
+
+
+SETUP_READ = """
+import json
+from distutils.core import run_setup
+dist = run_setup("setup.py", stop_after="init")
+print(json.dumps({"install": dist.install_requires, "extras": dist.extras_require}))
+"""
+
+
+def test_tensorflow_is_an_extra_for_cpu_or_gpu_pinned_like_the_lock_files():
+    """`pip install .` on a GPU node must not pull the CPU build: TensorFlow comes from [cpu] or [gpu]."""
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", SETUP_READ], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    meta = json.loads(res.stdout.strip().splitlines()[-1])
+    assert not [r for r in meta["install"] if r.startswith("tensorflow")], meta["install"]
+    assert meta["extras"]["cpu"] == [f"tensorflow-cpu=={pins('requirements/cpu.lock')['tensorflow-cpu']}"]
+    assert meta["extras"]["gpu"] == [f"tensorflow[and-cuda]=={pins('requirements/gpu.lock')['tensorflow[and-cuda]']}"]
+    horovod = pins("requirements/horovod.lock")["horovod"]
+    assert f"horovod=={horovod}" in meta["install"]

@@ -145,6 +145,8 @@ def test_a_run_stopped_after_an_epoch_and_resumed_equals_the_uninterrupted_run(r
     out = train_cli(data, tmp_path / "run", "--resume")  # TINY says 6 epochs: 4 more
     assert out.returncode == 0, out.stderr
     assert "resumed from" in out.stderr
+    changed = [line for line in out.stderr.splitlines() if "resuming with changed settings" in line]
+    assert len(changed) == 1 and "[0/2] WARNING resuming with changed settings (train.epochs 2 -> 6)" in changed[0]
     assert_same_weights(ref, tmp_path / "run")
     rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]

@@ -98,6 +98,8 @@ def test_a_resumed_two_rank_run_ends_bit_identical(data, tmp_path):
                      timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr
+    changed = [line for line in second.stderr.splitlines() if "resuming with changed settings" in line]
+    assert len(changed) == 1 and "[0/2] WARNING resuming with changed settings (train.steps 4 -> 8)" in changed[0]
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((tmp_path / "split" / "metrics.json").read_text())
     assert a["weights_identical_across_ranks"] and b["weights_identical_across_ranks"]

@@ -1,5 +1,6 @@
 """The runtime under real Open MPI ranks: slicing agrees across ranks, failures end the job."""
 import json
+import re
 import subprocess
 import sys
 import time
@@ -65,6 +66,21 @@ def test_a_failing_rank_ends_a_gloo_job_quickly(tmp_path):
     assert time.monotonic() - start < 30
 
 
+def test_a_command_that_needs_mpi_says_so_in_one_line_under_gloo(tmp_path):
+    out = subprocess.run([str(BIN / "horovodrun"), "-np", "2", "--gloo", "-H", "localhost:2", str(BIN / "cosmotrain"),
+                          "data", "galaxies", "--synthetic", "60", "--out", str(tmp_path / "gal")],
+                         capture_output=True, text=True, timeout=120, env=mpi_env())
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all(line.endswith(
+        "error: this command runs on MPI ranks, and horovodrun --gloo starts none; launch it with mpirun -np N, "
+        "srun --mpi=pmix, or horovodrun without --gloo") for line in errors), text
+    assert "Exit code: 2" in text  # horovodrun's own report of the first rank to exit
+    assert "src/cosmotrain/" not in text and "cosmotrain/dist.py" not in text  # no traceback through our code
+    assert not (tmp_path / "gal").exists()
+
+
 USER_ERROR = """
 from cosmotrain import dist
 from cosmotrain.errors import UserError
@@ -108,18 +124,28 @@ from cosmotrain import dist, logs
 ctx = dist.init_mpi()
 log = logs.setup()
 log.info("hello from rank %d", ctx.rank)
-log.warning("careful on rank %d", ctx.rank)
-for _ in logs.progress(range(3), desc="bar-rank-%d" % ctx.rank, mininterval=0):
+log.warning("the same warning on every rank")
+logs.rank_warning(log, "rank %d's own warning", ctx.rank)
+for _ in logs.progress(range(3), desc="loop-rank-%d" % ctx.rank, unit="step"):
     pass
 """
+DATED = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \[[01]/2\] (INFO|WARNING) ")
 
 
-def test_info_and_progress_bars_come_from_rank_zero_only():
-    out = run_mpi_python(LOGGING, np_=2, timeout=60)
+def test_rank_zero_logs_info_progress_and_shared_warnings_once_with_date_and_time():
+    out = run_mpi_python(LOGGING, np_=2, timeout=60, env=mpi_env(COSMOTRAIN_PROGRESS_SECONDS="0"))
     assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines and all(DATED.match(line) for line in lines), out.stderr
     assert "hello from rank 0" in out.stderr and "hello from rank 1" not in out.stderr
-    assert "[1/2] WARNING careful on rank 1" in out.stderr and "[0/2] WARNING careful on rank 0" in out.stderr
-    assert "bar-rank-0" in out.stderr and "bar-rank-1" not in out.stderr
+    shared = [l for l in lines if "the same warning on every rank" in l]
+    assert len(shared) == 1 and "[0/2] WARNING" in shared[0]
+    for rank in (0, 1):
+        assert sum(f"[{rank}/2] WARNING rank {rank}'s own warning" in l for l in lines) == 1
+    # Not a terminal: the loop is reported in plain lines (no carriage return), by rank 0 only.
+    assert "\r" not in out.stderr
+    assert any("INFO loop-rank-0: 100% (3/3 steps), " in l for l in lines), out.stderr
+    assert "loop-rank-1" not in out.stderr
 
 
 ROOT_CHECK = """

@@ -125,3 +125,41 @@ def test_outputs_default_to_scratch_then_the_checkout():
     assert res.stdout.strip() == "/scratch/me/cosmotrain/runs/classifier"
     res = env_sh('echo "$COSMOTRAIN_SAMPLES"')
     assert res.stdout.strip() == f"{REPO}/work/samples/gan"
+
+
+GPU_STAGES = {"train_classifier", "train_gan", "sample_gan", "predict_classifier"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_site_settings_are_commented_placeholders_sbatch_ignores(script):
+    placeholders = re.findall(r"^##SBATCH (--[\w-]+)=", script.read_text(), re.M)
+    expected = {"--account", "--partition", "--constraint", "--qos"}
+    if script.stem in GPU_STAGES:
+        expected |= {"--gpus-per-task", "--gpu-bind"}
+        assert "##SBATCH --gpus-per-task=1" in script.read_text()
+    assert set(placeholders) == expected
+    active = {line.split("=")[0] for line in sbatch_lines(script)}
+    assert not active & {"--account", "--partition", "--constraint", "--qos"}, "a site value is hard-coded"
+
+
+def test_job_logs_get_progress_lines_and_dated_messages():
+    res = env_sh('echo "$COSMOTRAIN_PROGRESS"; ct_log hello')
+    assert res.stdout.strip() == "log"
+    assert re.fullmatch(r"cosmotrain-job \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}: hello\n", res.stderr)
+    assert env_sh('echo "$COSMOTRAIN_PROGRESS"', COSMOTRAIN_PROGRESS="off").stdout.strip() == "off"
+
+
+def test_modules_are_loaded_first_when_asked():
+    fake = 'module() { echo "fake module $*" >&2; }; '
+    res = env_sh(fake + "ct_setup", COSMOTRAIN_MODULES="apptainer openmpi/4.1")
+    assert res.returncode == 0, res.stderr
+    assert "fake module load apptainer openmpi/4.1" in res.stderr
+    assert "fake module" not in env_sh(fake + "ct_setup").stderr  # nothing asked, nothing loaded
+
+
+def test_modules_without_a_module_command_is_one_clear_line():
+    res = env_sh("ct_setup", COSMOTRAIN_MODULES="apptainer")
+    assert res.returncode == 1
+    assert res.stderr.splitlines()[-1] == ("cosmotrain-job: error: COSMOTRAIN_MODULES=apptainer but this shell has no "
+                                           "'module' command; unset it, or load the modules in the job script")
+

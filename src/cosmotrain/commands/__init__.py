@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+from pathlib import Path
 from typing import Callable
 
 
@@ -25,12 +26,38 @@ class Command:
     description: str = ""
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """The ``--config FILE`` and repeated ``--set a.b=c`` options every configured command takes."""
-    parser.add_argument("--config", default=default, metavar="FILE",
-                        help=f"YAML config (default: {default or 'built-in defaults'})")
+def add_config_arguments(parser: argparse.ArgumentParser, shipped: str, example: str,
+                         default: str = "built-in defaults") -> None:
+    """The ``--config FILE`` and repeated ``--set a.b=c`` options every configured command takes.
+
+    ``shipped`` names a shipped config of this command (``gan_tiny``) and ``example`` an
+    override it accepts (``train.steps=2000``), both shown in its help.
+    """
+    parser.add_argument("--config", metavar="FILE", type=config_file,
+                        help=f"YAML config file, or the name of one cosmotrain ships, e.g. {shipped} (configs/; "
+                             f"default: {default})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+                        help=f"override one config value, e.g. --set {example} (repeatable)")
+
+
+def config_file(value: str) -> str:
+    """``--config``: a YAML file, or the name of a config cosmotrain ships (``gan_tiny``, ``gan_tiny.yaml``,
+    ``configs/gan_tiny.yaml``).
+
+    A file that exists is used as it is. Otherwise a shipped config of that name is: inside a
+    container, or anywhere outside the checkout, ``--config gan_tiny`` finds the one in the
+    package (``config.shipped``). Anything else is passed on, for the loader to name.
+    """
+    path = Path(value)
+    if path.exists() or path.parent not in (Path("."), Path("configs")):
+        return value
+    from cosmotrain import config
+
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    try:
+        return str(config.shipped(name))
+    except config.ConfigError:
+        return value
 
 
 def add_split_argument(parser: argparse.ArgumentParser, default: str, of: str) -> None:
@@ -44,14 +71,16 @@ def add_batch_argument(parser: argparse.ArgumentParser, default: int, items: str
                         help=f"{items} per batch (default {default})")
 
 
-def train_command(name: str, summary: str, description: str, dataset: str) -> Command:
-    """``cosmotrain train NAME``: --config/--set, --data (a ``dataset`` folder), --out, --resume, --overwrite.
+def train_command(name: str, summary: str, description: str, dataset: str, example: str) -> Command:
+    """``cosmotrain train NAME``: --config/--set (``example``: an override it takes), --data (a ``dataset``
+    folder), --out, --resume, --overwrite.
 
     Runs ``cosmotrain.train.NAME``: its ``CONFIG`` resolved (``rundir.resolve_config``), the runtime
     (Horovod with the config's ``allreduce`` settings, logging) started, then its ``train``.
     """
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser)
+        add_config_arguments(parser, f"{name}_tiny", example, "the run's config.yaml on --resume, else built-in "
+                                                              "defaults")
         parser.add_argument("--data", metavar="DATASET", help=f"{dataset} dataset folder (default on --resume: "
                                                               f"the run's)")
         parser.add_argument("--out", required=True, metavar="RUN", help="run directory for checkpoints and logs")

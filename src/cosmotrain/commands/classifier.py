@@ -17,19 +17,29 @@ examples:
 
 EVAL_HELP = """Evaluate a trained classifier run on its dataset's test split.
 
-Writes RUN/eval/metrics.json (accuracy, per-class precision/recall/F1, confusion matrix),
-RUN/eval/confusion_matrix.png, RUN/eval/curves.png (loss and accuracy per epoch) and
-RUN/eval/misclassified.png. --tta averages the predictions over the 8 rotations/flips (D4)."""
+Writes RUN/eval/metrics.json (accuracy, per-class precision/recall/F1, confusion matrix,
+the checkpoint, split and dataset), RUN/eval/confusion_matrix.png, RUN/eval/misclassified.png
+and RUN/eval/curves.png (loss, accuracy and learning rate per epoch). --tta averages the
+predictions over the 8 rotations/flips (D4) and writes metrics_tta.json,
+confusion_matrix_tta.png and misclassified_tta.png beside the plain ones. An evaluation
+already there is replaced only with --overwrite.
+
+examples:
+  cosmotrain evaluate classifier --run runs/clf
+  mpirun -np 2 cosmotrain evaluate classifier --run runs/clf --tta
+  cosmotrain evaluate classifier --run runs/clf --checkpoint runs/clf/checkpoints/ckpt-74 --out runs/clf/eval-74"""
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN", help="a run directory made by 'train classifier'")
     parser.add_argument("--tta", action="store_true", help="average predictions over the 8 D4 transforms")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint to evaluate (default: best by validation loss)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                        help="which checkpoint to evaluate: best (lowest validation loss, the default), latest, or "
+                             "a checkpoint prefix such as RUN/checkpoints/ckpt-500")
     parser.add_argument("--data", metavar="DATASET", help="evaluate on this dataset instead of the run's")
     parser.add_argument("--split", default=None, help="split to evaluate (default: the config's test split)")
     parser.add_argument("--out", default=None, metavar="DIR", help="where the outputs go (default: RUN/eval)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an evaluation of the same kind in DIR")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -39,12 +49,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     logs.setup(args.verbose)
     from cosmotrain.evaluate_classifier import evaluate_classifier
 
-    evaluate_classifier(args.run, tta=args.tta, which=args.checkpoint, data=args.data, split=args.split, out=args.out)
+    evaluate_classifier(args.run, tta=args.tta, which=args.checkpoint, data=args.data, split=args.split, out=args.out,
+                        overwrite=args.overwrite)
     return 0
 
 
 COMMANDS = [
-    train_command("classifier", "train the galaxy classifier (Horovod data-parallel)", TRAIN_HELP, "galaxies"),
+    train_command("classifier", "train the galaxy classifier (Horovod data-parallel)", TRAIN_HELP, "galaxies",
+                  "train.epochs=30"),
     Command("evaluate", "classifier", "evaluate a classifier run on the test split", add_evaluate_arguments,
             run_evaluate, description=EVAL_HELP),
 ]

@@ -21,7 +21,8 @@ With --camb, compute it with CAMB for the Planck 2018 best fit (needs the option
 pip install 'cosmotrain[camb]'); without, copy the table shipped with cosmotrain (the same
 computation, done once)."""
 
-SPECTRA_HELP = """Measure the flat-sky TT power spectrum of a CMB patch dataset and compare it to theory.
+SPECTRA_HELP = """Measure the flat-sky TT power spectrum of one split of a CMB patch dataset (the train split
+unless --split says otherwise) and compare it to theory.
 
 Writes FILE.json with ell (bin centres), edges, mean and std (C_ℓ in μK² over the patches),
 theory (the expected mean), n_patches, and valid (bins where the theory is trusted).
@@ -32,7 +33,7 @@ examples:
 
 
 def add_cmb_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    add_config_arguments(parser, "cmb_tiny", "maps.n_maps=200")
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in DIR")
 

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--galaxy-zoo", metavar="KAGGLE_DIR", help="ingest the Kaggle Galaxy Zoo files in KAGGLE_DIR")
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace what DIR already holds")
-    add_config_arguments(parser)
+    add_config_arguments(parser, "galaxies", "galaxy_zoo.threshold=0.8")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,5 +20,6 @@ examples:
 
 
 COMMANDS = [
-    train_command("gan", "train the CMB DCGAN (Horovod data-parallel) with science monitors", TRAIN_HELP, "CMB"),
+    train_command("gan", "train the CMB DCGAN (Horovod data-parallel) with science monitors", TRAIN_HELP, "CMB",
+                  "train.steps=8000"),
 ]

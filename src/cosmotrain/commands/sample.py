@@ -51,7 +51,8 @@ examples:
 def add_gan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN", help="a run directory made by 'train gan'")
     parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
-                        help="which generator weights (default: best)")
+                        help="which generator weights: best (lowest monitor score, the default), latest, or a "
+                             "checkpoint prefix such as RUN/checkpoints/ckpt-2000")
     parser.add_argument("--n", type=int, required=True, metavar="N", help="number of samples")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder of the sample set")
     add_batch_argument(parser, 64, "samples")
@@ -74,8 +75,9 @@ def run_gan(args: argparse.Namespace) -> int:
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN", help="a run directory made by 'train classifier'")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which weights (default: best by validation loss)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                        help="which weights: best (lowest validation loss, the default), latest, or a checkpoint "
+                             "prefix such as RUN/checkpoints/ckpt-500")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (D4) of each image")
     parser.add_argument("--images", required=True, metavar="DATASET", help="a galaxies dataset folder")
     add_split_argument(parser, "test", "DATASET")

@@ -16,7 +16,6 @@ import numpy as np
 from cosmotrain import config, dist, logs, rundir
 from cosmotrain.config import ConfigError
 from cosmotrain.data import galaxies, galaxy_zoo, shards
-from cosmotrain.files import save_image
 from cosmotrain.plots import images
 
 SPLITS = ("train", "val", "test")
@@ -121,7 +120,7 @@ def _synthetic(plan: dict) -> tuple[dict | None, dict]:
     """Every rank renders its blocks of galaxies; rank 0 gets them all, in id order (None elsewhere)."""
     cfg = plan["cfg"].dataset
     start, stop = dist.share(plan["n"], galaxies.BLOCK)
-    with logs.progress(total=stop - start, desc="rendering galaxies", unit="gal") as bar:
+    with logs.progress(total=stop - start, desc="rendering galaxies", unit="galaxy") as bar:
         mine = galaxies.synthetic_galaxies(start, stop, cfg.seed, cfg.image_size, progress=bar.update)
     parts = dist.gather_object(mine)
     if parts is None:
@@ -134,7 +133,7 @@ def _galaxy_zoo(plan: dict) -> tuple[dict | None, dict]:
     """Every rank decodes its share of the selected JPEGs; rank 0 keeps the readable ones (None elsewhere)."""
     cfg = plan["cfg"]
     start, stop = dist.share(len(plan["ids"]))
-    with logs.progress(total=stop - start, desc="decoding JPEGs", unit="img") as bar:
+    with logs.progress(total=stop - start, desc="decoding JPEGs", unit="image") as bar:
         mine = galaxy_zoo.load_galaxies(plan["ids"][start:stop], plan["image_dir"], cfg.galaxy_zoo.crop,
                                         cfg.dataset.image_size, progress=bar.update)
     parts = dist.gather_object(mine)
@@ -170,8 +169,9 @@ def _write(plan: dict, fields: dict, extra: dict) -> None:
                          samples_per_shard=cfg.dataset.samples_per_shard,
                          extra={**extra, "class_counts": counts})
     train = splits["train"]
-    sheet = images.galaxy_sheet(train["images"], train["labels"], per_class=10)
-    save_image(sheet, Path(plan["out"]) / "preview.png")
+    title = f"{plan['out']} ({plan['source']}): the train split"
+    rundir.write_figure(Path(plan["out"]) / "preview.png", images.galaxy_preview, train["images"], train["labels"],
+                        list(galaxies.CLASS_NAMES), title, dpi=100)
     for name, c in counts.items():
         log.info("%-5s %6d galaxies: %d round, %d edge-on, %d spiral", name, sum(c), *c)
 

@@ -1,7 +1,6 @@
 """Pictures of the images themselves: CMB patches, generated next to real, galaxies.
 
-Each function returns a matplotlib figure (or, ``galaxy_sheet``, an image array); saving
-is the caller's (``rundir.write_figure``).
+Each function returns a matplotlib figure; saving is the caller's (``rundir.write_figure``).
 """
 from __future__ import annotations
 
@@ -32,32 +31,37 @@ def cmb_patches(patches: np.ndarray, centers: np.ndarray, reso_arcmin: float):
     return fig
 
 
-def real_and_generated(real: np.ndarray, gen: np.ndarray, reso_arcmin: float):
-    """Real patches above generated ones (float [k, H, W] μK each), on one symmetric colour scale."""
+def real_and_generated(real: np.ndarray, gen: np.ndarray, reso_arcmin: float, title: str):
+    """Real patches above generated ones (float [k, H, W] μK each), on one symmetric colour scale, axes in degrees."""
     import matplotlib.pyplot as plt
 
     k = max(1, min(len(real), len(gen), 6))
     limit = float(np.percentile(np.abs(real), 99.5)) if real.size else 1.0
     side = real.shape[1] * reso_arcmin / 60.0 if real.size else 1.0
-    figure, axes = plt.subplots(2, k, figsize=(2.1 * k + 0.8, 4.6), squeeze=False)
-    for row, (name, patches) in enumerate((("real", real), ("generated", gen))):
+    figure, axes = plt.subplots(2, k, figsize=(1.9 * k + 1.4, 4.6), squeeze=False, layout="constrained")
+    for row, (name, patches) in enumerate((("training patches", real), ("generated", gen))):
         for i in range(k):
             ax = axes[row, i]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.tick_params(labelsize=7)
             if i < len(patches):
                 image = ax.imshow(patches[i], cmap="RdBu_r", vmin=-limit, vmax=limit, extent=(0, side, 0, side))
             if i == 0:
-                ax.set_ylabel(name)
-    figure.colorbar(image, ax=axes, shrink=0.8, label="T [μK]")
-    figure.suptitle(f"CMB patches, {side:.1f}° a side (same colour scale)")
+                ax.set_ylabel(f"{name}\n[deg]", fontsize=9)
+            else:
+                ax.set_yticklabels([])
+            if row == 0:
+                ax.set_xticklabels([])
+    figure.colorbar(image, ax=axes, shrink=0.9, label=r"$T$  [$\mu$K$_{\rm CMB}$]")
+    figure.suptitle(f"{title}\n{real.shape[1]}×{real.shape[2]} pixels of {reso_arcmin:g}′ ({side:.1f}° a side), "
+                    f"one colour scale", fontsize=10)
     return figure
 
 
-def misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, names: list[str]):
-    """Up to ``MAX_SHOWN`` wrongly classified galaxies, most confident mistakes first.
+def misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, names: list[str], title: str):
+    """Up to ``MAX_SHOWN`` wrongly classified galaxies (uint8 [N, H, W, 3]), most confident mistakes first.
 
-    With no mistakes, the least confident correct predictions are shown instead.
+    With no mistakes, the least confident correct predictions are shown instead. ``title``
+    names the run, split, checkpoint and augmentation.
     """
     import matplotlib.pyplot as plt
 
@@ -66,28 +70,40 @@ def misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, nam
     wrong = np.flatnonzero(preds != labels)
     if len(wrong):
         shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MAX_SHOWN]
-        title = f"{len(wrong)} misclassified of {len(labels)} (most confident mistakes first)"
+        heading = f"{len(wrong)} misclassified of {len(labels)} (most confident mistakes first; pred = probability)"
     else:
         shown = np.argsort(confidence, kind="stable")[:MAX_SHOWN // 2]
-        title = f"no misclassified galaxies of {len(labels)}; the {len(shown)} least confident correct ones"
+        heading = f"no misclassified galaxies of {len(labels)}; the {len(shown)} least confident correct ones"
     cols = max(1, min(8, len(shown)))
     rows = max(1, -(-len(shown) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows + 0.6), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), shown):
         ax.imshow(images[i])
         ax.set_title(f"true {names[labels[i]]}\npred {names[preds[i]]} {confidence[i]:.2f}", fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"{heading}\n{title}", fontsize=9)
     return fig
 
 
-def galaxy_sheet(images: np.ndarray, labels: np.ndarray, per_class: int = 8, gap: int = 2) -> np.ndarray:
-    """A contact sheet (uint8 [3*(H+gap), per_class*(W+gap), 3]): one row per class, first examples."""
+def galaxy_preview(images: np.ndarray, labels: np.ndarray, names: list[str], title: str, per_class: int = 10):
+    """The first ``per_class`` galaxies (uint8 [N, H, W, 3]) of each class, one labelled row per class."""
+    import matplotlib.pyplot as plt
+
     h, w = images.shape[1:3]
-    sheet = np.full((3 * (h + gap), per_class * (w + gap), 3), 255, np.uint8)
-    for c in range(3):
-        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
-            sheet[c * (h + gap):c * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = images[i]
-    return sheet
+    fig, axes = plt.subplots(len(names), per_class, figsize=(1.05 * per_class + 1.0, 1.15 * len(names) + 0.6),
+                             squeeze=False)
+    for c, name in enumerate(names):
+        members = np.flatnonzero(labels == c)
+        for j, ax in enumerate(axes[c]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(members):
+                ax.imshow(images[members[j]])
+        axes[c, 0].set_ylabel(f"{name} ({c})\n{len(members)} images", fontsize=9, rotation=0, ha="right",
+                              va="center")
+    fig.suptitle(f"{title}\n{h}×{w} RGB images, first {per_class} of each class", fontsize=9)
+    fig.subplots_adjust(wspace=0.04, hspace=0.06, left=0.16)
+    return fig

@@ -43,6 +43,9 @@ log = logs.get("train")
 FIELDS = ("images", "labels")
 HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s",
                    "seconds")
+BOARD_TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "lr": "train/learning_rate",
+              "samples_per_s": "train/samples_per_second", "seconds": "train/epoch_seconds",
+              "val_loss": "val/loss", "val_accuracy": "val/accuracy"}  # history column -> TensorBoard tag
 EVAL_BATCH = 256
 AUGMENT_STREAM = 2  # rng_key stream of the D4 augmentation (dropout layers use 1000+)
 
@@ -292,6 +295,9 @@ def _start(cfg: ClassifierConfig, run: RunDir, ckpt: Checkpointer, trainer: Clas
         raise UserError(f"{run} has no checkpoint to resume from; start the run afresh with --overwrite "
                         f"instead of --resume")
     rundir.report_changed_settings(run, cfg)
+    if any(run.eval.glob("metrics*.json")):
+        logs.root_warning(log, "%s evaluates the run as it was before this resume; when training ends, evaluate it "
+                          "again: cosmotrain evaluate classifier --run %s --overwrite", run.eval, run)
     state = ckpt.restore(path)
     if state.batch and state.size != ctx.size:
         logs.root_warning(log, "checkpoint %s was taken mid-epoch on %d ranks, this job has %d: epoch %d restarts "
@@ -314,7 +320,7 @@ class Loop:
         self.cfg, self.run_dir, self.data, self.trainer, self.ckpt, self.state = cfg, run, data, trainer, ckpt, state
         self.history = History(run.history, HISTORY_COLUMNS)
         self.history.resume(state.epoch)
-        self.board = Board(run.tensorboard)
+        self.board = Board(run.tensorboard, BOARD_TAGS)
         self.stopped_early = False
 
     def execute(self, signal: RequeueSignal | None = None) -> int:
@@ -406,7 +412,7 @@ class Loop:
         # The row goes first: a kill between the two leaves a checkpoint older than the row,
         # and resuming from it drops the row again (History.resume).
         self.history.append(row)
-        self.board.scalars(state.epoch, {k: v for k, v in row.items() if k not in ("epoch", "step")})
+        self.board.scalars(state.epoch, row)
         self.ckpt.save(state, best=improved)
         log.info("epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.0f samples/s | lr %.3g%s",
                  state.epoch, self.cfg.train.epochs, row["loss"], row["accuracy"], row["val_loss"],

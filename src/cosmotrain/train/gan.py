@@ -32,6 +32,7 @@ from cosmotrain import config, dist, logs, rundir
 from cosmotrain.checkpoints import Checkpointer, TrainState, newest, read_state
 from cosmotrain.data import epochs, feed, staging
 from cosmotrain.data.reader import ShardSet
+from cosmotrain.data.theory import dataset_theory
 from cosmotrain.errors import UserError
 from cosmotrain.models.generator import Transform
 from cosmotrain.plots import images, pixels, spectra, training
@@ -50,6 +51,12 @@ log = logs.get("train")
 CONFIG = GanConfig  # what `cosmotrain train gan` reads
 
 LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "g_spectrum", "lr", "steps_per_s", "seconds")
+BOARD_TAGS = {"d_loss": "train/discriminator_loss", "g_loss": "train/generator_loss", "d_real": "train/D(x)",
+              "d_fake": "train/D(G(z))", "g_spectrum": "train/generator_spectrum_term", "lr": "train/learning_rate",
+              "steps_per_s": "train/steps_per_second", "seconds": "train/seconds", "score": "monitor/score",
+              "cl_error_over_floor": "monitor/cl_error_over_floor_worst_bin", "ks_over_floor": "monitor/ks_over_floor",
+              "ks": "monitor/ks_distance", "variance_ratio": "monitor/pixel_variance_ratio",
+              **{f"mf_{v}_over_floor": f"monitor/minkowski_{v}_over_floor" for v in ("v0", "v1", "v2")}}
 REQUIRED_ATTRS = ("reso_arcmin",)
 AVERAGE = "generator_average"  # checkpoint name of the moving average of G's weights
 SUMMARY_KEYS = ("score", "cl_error_over_floor", "ks_over_floor", "ks", "ks_floor", "variance_ratio",
@@ -190,7 +197,7 @@ class Loop:
         columns = LOSS_COLUMNS + tuple(monitors.scalar_columns(monitor.probe.binning.nbins))
         self.history = History(run.history, columns)
         self.history.resume(state.step, key="step")
-        self.board = Board(run.tensorboard)
+        self.board = Board(run.tensorboard, {**BOARD_TAGS, **_per_bin_tags(monitor.probe.binning.ell)})
         self.last: dict | None = None
         self.window = (time.perf_counter(), state.step)
 
@@ -253,7 +260,7 @@ class Loop:
                 self.state.best, self.state.extra["best_step"] = result["score"], step
                 rundir.write_json(self.run_dir.best_monitor, _without_examples(result))
         self.history.append(row)
-        self.board.scalars(step, {k: v for k, v in row.items() if k not in ("step", "epoch") and v != ""})
+        self.board.scalars(step, row)
         if improved or last or step % t.checkpoint_every == 0:
             self._save(best=improved)
         self.window = (time.perf_counter(), step)
@@ -321,15 +328,35 @@ class Loop:
 
     def _plots(self, final: dict) -> list[Path]:
         """The run's figures from the final monitor ``final`` (rank 0): samples, spectra, PDF, MFs, losses."""
-        reference, folder = self.monitor.reference, self.run_dir.plots
+        reference, folder, cfg = self.monitor.reference, self.run_dir.plots, self.cfg
         gen = np.asarray(final.get("examples_uK", []), dtype=np.float32)
-        figures = {"samples.png": (images.real_and_generated, np.asarray(reference.ref.examples), gen,
-                                   reference.probe.binning.reso_arcmin),
-                   "spectra.png": (spectra.run_spectra, final, self.cfg.monitor.cl_goal),
-                   "pixel_pdf.png": (pixels.pixel_pdf, final), "minkowski.png": (pixels.minkowski, final),
-                   "losses.png": (training.gan_losses, self.run_dir.history)}
+        reso = reference.probe.binning.reso_arcmin
+        title = f"{self.run_dir} at step {final['step']} (final checkpoint) against its {cfg.data.train_split} split"
+        figures = {"samples.png": (images.real_and_generated, np.asarray(reference.ref.examples), gen, reso, title),
+                   "spectra.png": (spectra.run_spectra, final, cfg.monitor.cl_goal, title, self._theory()),
+                   "pixel_pdf.png": (pixels.pixel_pdf, final, title),
+                   "minkowski.png": (pixels.minkowski, final, title, reso),
+                   "losses.png": (training.gan_losses, self.run_dir.history, str(self.run_dir), cfg.monitor.cl_goal,
+                                  cfg.monitor.ks_goal, self.state.extra["best_step"])}
         written = [rundir.write_figure(folder / name, *draw) for name, draw in figures.items()]
         return [path for path in written if path is not None]
+
+    def _theory(self) -> np.ndarray | None:
+        """The training patches' expected band powers in the monitors' bins (rank 0); None without an input C_ℓ."""
+        try:
+            return dataset_theory(self.data.train.root, self.data.attrs, self.monitor.probe.binning)
+        except (UserError, OSError, KeyError, ValueError) as err:
+            log.debug("no theory curve in spectra.png: %s", err)
+            return None
+
+
+def _per_bin_tags(ell) -> dict:
+    """TensorBoard tags of the per-bin history columns, named by the bin's centre ℓ (``.../ell_0250``)."""
+    tags = {}
+    for b, centre in enumerate(ell):
+        tags[f"cl_ratio_{b:02d}"] = f"monitor/cl_error_over_floor_by_bin/ell_{centre:04.0f}"
+        tags[f"cl_rel_error_{b:02d}"] = f"monitor/cl_relative_error_by_bin/ell_{centre:04.0f}"
+    return tags
 
 
 def _summary(result: dict) -> dict:
