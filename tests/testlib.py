@@ -44,3 +44,27 @@ def mean_ring_powers(patches, matrix):
     from cosmotrain.science import rings
 
     return rings.patch_ring_powers(patches, matrix).mean(axis=0)
+
+
+def resign(root: str | Path) -> None:
+    """Rewrite a dataset's manifest so its sha256 and sizes match the shards as they are now:
+    what a dataset made or edited by another tool looks like (the contents are not checked)."""
+    import json
+
+    from cosmotrain.files import sha256
+
+    path = Path(root) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for entry in manifest["splits"].values():
+        for shard in entry["shards"]:
+            shard.update(sha256=sha256(Path(root) / shard["file"]), bytes=(Path(root) / shard["file"]).stat().st_size)
+    path.write_text(json.dumps(manifest))
+
+
+def set_values(root: str | Path, shard: str, field: str, index, value) -> None:
+    """Put ``value`` at ``index`` of dataset ``field`` in ``shard`` of the dataset ``root``, then ``resign`` it."""
+    import h5py
+
+    with h5py.File(Path(root) / shard, "a") as h5:
+        h5[field][index] = value
+    resign(root)

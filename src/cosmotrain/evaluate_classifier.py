@@ -20,7 +20,8 @@ import numpy as np
 
 from cosmotrain import dist, logs, rundir
 from cosmotrain.data.reader import ShardSet
-from cosmotrain.errors import UserError
+from cosmotrain.errors import StorageError, UserError
+from cosmotrain.files import writable_problem
 from cosmotrain.inference import TrainedClassifier, load_classifier
 from cosmotrain.plots import classification, images, training
 from cosmotrain.rundir import RunDir
@@ -67,6 +68,12 @@ def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "be
     root = data or saved.get("data", {}).get("path", "")
     split = split or saved.get("data", {}).get("test_split", "test")
     test = ShardSet(root, split, kind="galaxies")
+    test.require_samples("evaluation (pass --split)")
+    test.check_values(("labels",))
+    out = Path(out) if out else run.eval
+    problem = writable_problem(out)
+    if problem:
+        raise StorageError(f"cannot write the evaluation to {out}: {problem}; pass a writable --out")
     classifier = load_classifier(run.path, which)
     names = list(test.attrs.get("class_names", classifier.class_names))
     if names != classifier.class_names:
@@ -76,7 +83,6 @@ def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "be
     if pixels is None:
         return None
     metrics = _metrics(labels, probs, names, run, test, classifier, tta)
-    out = Path(out) if out else run.eval
     metrics["plots"] = _plots(out, metrics, pixels, labels, probs, names, run.history)
     rundir.write_json(out / "metrics.json", metrics)
     log.info("test accuracy %.4f on %d %s images (%s checkpoint, epoch %s%s); outputs in %s", metrics["accuracy"],

@@ -7,6 +7,7 @@ import pytest
 
 from cosmotrain.data import augment, epochs, h5raw, reader, shards
 from cosmotrain.errors import UserError
+from testlib import resign, set_values
 
 
 def test_round_trip_names_chunks_and_manifest(tiny_galaxies):
@@ -29,9 +30,9 @@ def test_round_trip_names_chunks_and_manifest(tiny_galaxies):
 def test_checksum_mismatch_is_caught(tiny_galaxies):
     with h5py.File(tiny_galaxies / "val-00000-of-00001.h5", "a") as h5:
         h5["labels"][0] = 2
-    reader.ShardSet(tiny_galaxies, "val")  # without verification it opens
-    with pytest.raises(UserError, match="does not match its sha256"):
-        reader.ShardSet(tiny_galaxies, "val", verify=True)
+    reader.ShardSet(tiny_galaxies, "val", verify=False)  # without verification it opens
+    with pytest.raises(UserError, match="shard .*val-00000-of-00001.h5 does not match its sha256"):
+        reader.ShardSet(tiny_galaxies, "val")
 
 
 def _edit_manifest(root, fn):
@@ -54,6 +55,9 @@ def test_missing_unreadable_and_wrong_dtype_files(tiny_galaxies, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         reader.ShardSet(tmp_path / "nowhere")
     (tiny_galaxies / "val-00000-of-00001.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(UserError, match="val-00000-of-00001.h5 is 15 bytes, the manifest says"):
+        reader.ShardSet(tiny_galaxies, "val")
+    resign(tiny_galaxies)
     with pytest.raises(UserError, match="cannot read HDF5 file"):
         reader.ShardSet(tiny_galaxies, "val")
     path = tiny_galaxies / "train-00001-of-00003.h5"
@@ -61,18 +65,25 @@ def test_missing_unreadable_and_wrong_dtype_files(tiny_galaxies, tmp_path):
         data = h5["images"][:].astype(np.float32)
         del h5["images"]
         h5["images"] = data
-    with pytest.raises(UserError, match="'images' has dtype float32, expected uint8"):
+    resign(tiny_galaxies)
+    with pytest.raises(UserError, match="'images' has dtype float32, expected uint8; remake the dataset with "
+                                        "'cosmotrain data galaxies'"):
         reader.ShardSet(tiny_galaxies, "train")
     path.unlink()
     with pytest.raises(UserError, match="is missing"):
         reader.ShardSet(tiny_galaxies, "train")
 
 
-def test_nan_in_float_data_is_rejected_on_read(tmp_path):
+def test_nan_in_float_data_is_rejected_on_write_and_on_read(tmp_path):
     patches = np.ones((10, 4, 4), np.float32)
     patches[7, 1, 2] = np.nan
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2))}},
-                         {}, config={}, seed=1)
+    with pytest.raises(UserError, match="'patches' of sample 7 is nan, not finite"):
+        shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2))}},
+                             {}, config={}, seed=1)
+    assert not (tmp_path / "cmb").exists()
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": np.ones((10, 4, 4), np.float32),
+                                                             "centers": np.zeros((10, 2))}}, {}, config={}, seed=1)
+    set_values(tmp_path / "cmb", "train-00000-of-00001.h5", "patches", (7, 1, 2), np.nan)  # made elsewhere
     s = reader.ShardSet(tmp_path / "cmb", "train")
     s.read(0, 5)
     with pytest.raises(UserError, match="sample 7 .* NaN or inf"):
@@ -148,9 +159,9 @@ def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
 
 def test_nan_in_a_shuffled_batch_names_its_sample(tmp_path):
     patches = np.ones((200, 4, 4), np.float32)
-    patches[133, 0, 3] = np.inf
     shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((200, 2))}},
                          {}, config={}, seed=1, samples_per_shard=70)
+    set_values(tmp_path / "cmb", "train-00002-of-00003.h5", "patches", (0, 0, 3), np.inf)  # sample 133
     s = reader.ShardSet(tmp_path / "cmb", "train")
     with pytest.raises(UserError, match="sample 133 .* NaN or inf"):
         list(epochs.rank_batches(s, 0, 1, 10, seed=0, epoch=0, window=40))

@@ -158,14 +158,24 @@ def test_run_dir_rules(tmp_path):
     rundir.claim(run, resume=False, overwrite=False)
     (run / "config.yaml").write_text("x: 1\n")
     (run / "notes.txt").write_text("mine")
+    rundir.claim(run, resume=False, overwrite=False)  # stopped before its first checkpoint: nothing to lose
+    assert not (run / "config.yaml").exists() and (run / "notes.txt").read_text() == "mine"
+    (run / "config.yaml").write_text("x: 1\n")
+    rundir.claim(run, resume=True, overwrite=False)  # nothing to resume: starts from scratch
+    assert not (run / "config.yaml").exists()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
+    (run / "metrics.json").write_text("{}")
     with pytest.raises(UserError, match="already holds a run.*--resume.*--overwrite"):
         rundir.claim(run, resume=False, overwrite=False)
-    with pytest.raises(UserError, match="no checkpoint to resume"):
-        rundir.claim(run, resume=True, overwrite=False)
     with pytest.raises(UserError, match="contradict"):
         rundir.claim(run, resume=True, overwrite=True)
-    rundir.claim(run, resume=False, overwrite=True)
-    assert not (run / "config.yaml").exists() and (run / "notes.txt").read_text() == "mine"
+    assert rundir.claim(run, resume=True, overwrite=False).has_checkpoint()
+    replaced = rundir.claim(run, resume=False, overwrite=True)
+    assert not (run / "metrics.json").exists() and (run / "notes.txt").read_text() == "mine"
+    assert (run / ".replaced" / "metrics.json").exists()  # kept until the new run's first checkpoint
+    replaced.drop_replaced()
+    assert not (run / ".replaced").exists()
 
 
 def test_in_step_d4_augmentation_matches_the_numpy_convention():

@@ -8,6 +8,7 @@ from cosmotrain.config import ConfigError
 from cosmotrain.models.dcgan import ModelConfig
 from cosmotrain.science.monitors import MonitorConfig
 from cosmotrain.train.schedule import OptimizerConfig
+from cosmotrain.watchdog import RuntimeConfig
 
 
 def _adam() -> OptimizerConfig:
@@ -80,4 +81,5 @@ class GanConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     dataset_maker: ClassVar[str] = "cosmotrain data cmb"  # named when --data is missing
