@@ -106,11 +106,11 @@ def test_a_run_directory_is_not_overwritten_by_accident(trained):
     assert (run / "config.yaml").stat().st_mtime_ns == before
 
 
-def test_resume_without_a_checkpoint_is_an_error(trained, tmp_path):
-    data, _ = trained
+def test_resume_without_a_checkpoint_starts_from_scratch_and_says_so(trained, tmp_path):
+    data, _ = trained  # what a requeued job does when it was stopped before its first checkpoint
     out = train(data, tmp_path / "empty", "--resume")
-    assert out.returncode == 2 and "no checkpoint to resume from" in out.stderr
-    assert not (tmp_path / "empty" / "config.yaml").exists()
+    assert out.returncode == 0 and "has no checkpoint yet; starting from scratch" in out.stderr
+    assert (tmp_path / "empty" / "metrics.json").exists()
 
 
 def test_a_batch_larger_than_the_rank_slice_fails_before_training(trained, tmp_path):
