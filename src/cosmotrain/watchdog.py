@@ -203,9 +203,9 @@ class Watchdog:
             return None
         silent = [r for r in range(self.size) if self._silent(r, now)]
         if silent:
-            return self._message(silent, now, "not responding")
+            return self._message(silent, now, "silent")
         behind = min(self._step(r) for r in range(self.size))
-        return self._message([r for r in range(self.size) if self._step(r) == behind], now, "no progress")
+        return self._message([r for r in range(self.size) if self._step(r) == behind], now, "stuck")
 
     def _judges_silent(self, now: float) -> bool:
         return all(self._silent(r, now) for r in JUDGES if r < self.size and r != self.rank)
@@ -217,14 +217,17 @@ class Watchdog:
         described = []
         for rank in ranks[:8]:
             seen = self.seen.get(rank)
-            record = seen.record if seen else {}
-            last = now - (seen.moved_at if seen else self.started)
-            where = (f"step {record.get('step')}, {record.get('phase')}, on {record.get('host')} pid "
-                     f"{record.get('pid')}" if record else "never wrote a heartbeat")
-            described.append(f"rank {rank} ({how} for {last:.0f} s; {where})")
+            if seen is None:
+                described.append(f"rank {rank} never wrote a heartbeat")
+                continue
+            record, since = seen.record, now - (seen.beat_at if how == "silent" else seen.moved_at)
+            what = "stopped responding" if how == "silent" else "made no progress for"
+            described.append(f"rank {rank} (host {record.get('host')}, pid {record.get('pid')}) {what} "
+                             f"{since:.0f} s{' ago' if how == 'silent' else ''}, at step {record.get('step')} in "
+                             f"'{record.get('phase')}'")
         more = f" and {len(ranks) - 8} more" if len(ranks) > 8 else ""
-        return (f"stall: no rank has made progress for over {self.timeout:g} s (runtime.stall_timeout); "
-                f"{'; '.join(described)}{more}; ending the job")
+        return (f"stall: no rank has made progress for over {self.timeout:g} s (runtime.stall_timeout): "
+                f"{'; '.join(described)}{more}; ending the job (exit {EXIT_STALLED})")
 
 
 def _end_job(message: str) -> None:

@@ -342,10 +342,10 @@ class Loop:
         start, first, shown = time.perf_counter(), state.batch, 0.0
         try:
             for images, labels in batches:
+                self.watch.progress(state.step, "training")
                 _, stop, nonfinite = trainer.train_step(images, labels, flags[signal.requested])
                 trainer.after_first_step()
                 state.batch, state.step = state.batch + 1, state.step + 1
-                self.watch.progress(state.step, "training")
                 if bool(nonfinite):
                     raise nonfinite_error(f"epoch {epoch + 1}, batch {state.batch} (global step {state.step})",
                                           self._last_checkpoint())

@@ -232,11 +232,11 @@ class Loop:
                                    FIELDS, start_batch=first, augment="patches" if cfg.augment else None,
                                    convert=tf.convert_to_tensor)
             for (real,) in batches:
+                self.watch.progress(state.step, "training")
                 started = time.perf_counter()
                 stop, nonfinite = trainer.train_step(real, tf.constant(state.step, tf.int64), flags[signal.requested])
                 trainer.after_first_step()
                 state.step += 1
-                self.watch.progress(state.step, "training")
                 state.epoch, state.batch = divmod(state.step, self.data.steps_per_epoch)
                 if bool(nonfinite):
                     raise nonfinite_error(f"step {state.step}", self._last_checkpoint())

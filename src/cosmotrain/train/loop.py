@@ -63,6 +63,8 @@ class RequeueSignal:
         return self
 
     def __exit__(self, *exc) -> bool:
+        if self.requested:  # the process is on its way out: a late signal (SLURM signals every
+            return False    # process, not all at once) must not turn exit 75 into death by signal
         for signum, previous in self._previous.items():
             signal.signal(signum, previous or signal.SIG_DFL)
         return False
