@@ -192,12 +192,13 @@ def _prepare(run: RunDir, resume: bool, overwrite: bool) -> None:
             os.rename(run.path / name, run.replaced / name)
         logs.root_warning(log, "--overwrite: the previous run in %s is kept in %s until this run's first "
                           "checkpoint, then deleted", run, run.replaced)
-    elif held:
+    else:
         _remove(run, held)
-        logs.root_warning(log, "%s holds a run that stopped before its first checkpoint; starting %s from scratch",
-                          run, "it" if resume else "this run")
-    elif resume:
-        logs.root_warning(log, "--resume: %s has no checkpoint yet; starting from scratch", run)
+        if resume:
+            logs.root_warning(log, "--resume: %s has no checkpoint yet; starting from scratch", run)
+        elif held:
+            logs.root_warning(log, "%s holds a run that stopped before its first checkpoint; starting this run "
+                              "from scratch", run)
     run.path.mkdir(parents=True, exist_ok=True)
 
 

@@ -104,9 +104,8 @@ def requeue(ckpt: Checkpointer, state: TrainState, local_sums: list[float], wher
     No rank returns before rank 0's checkpoint is on disk.
     """
     why = received or "a stop signal on another rank"
-    if not saved:
-        path = ckpt.save_all(state, local_sums)
-        logs.root_warning(log, "%s: checkpointed %s at %s (global step %d)", why, path, where, state.step)
+    path = ckpt.latest() if saved else ckpt.save_all(state, local_sums)
+    logs.root_warning(log, "%s: checkpointed %s at %s (global step %d)", why, path, where, state.step)
     logs.root_warning(log, "stopping for requeue (exit %d); continue with --resume", dist.EXIT_REQUEUE)
     dist.barrier()
     return dist.EXIT_REQUEUE
