@@ -22,6 +22,7 @@ BENCHMARKS = {
     "write": "write",
     "cmb-scaling": "cmb_scaling",
     "gan-quality": "gan_quality",
+    "integrity": "integrity",
 }
 
 

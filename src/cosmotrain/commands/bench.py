@@ -16,7 +16,8 @@ TARGETS = """benchmarks (target on this 2-core machine):
   sample-scaling  P5 GAN sampling 2 ranks / 1 rank, samples/s                 >= 1.9
   write           P6 per-rank HDF5 writes / raw NumPy writes, throughput      >= 0.9
   cmb-scaling     P7 CMB patch simulation 2 ranks / 1 rank, patches/s         >= 1.9
-  gan-quality     worst-bin C_ell error / sample-variance floor after training <= 1.2"""
+  gan-quality     worst-bin C_ell error / sample-variance floor after training <= 1.2
+  integrity       opening a 6000-galaxy set, checksums cached / unverified, time <= 2"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
