@@ -111,3 +111,32 @@ def test_a_stopped_rank_ends_the_job_within_the_stall_timeout_naming_it(galaxies
                               f"rank 1 (host ") and f"pid {stopped}) stopped responding" in message
     assert "at step " in message and any(f"in '{phase}'" in message for phase in ("training", "validation",
                                                                                    "checkpoint"))
+
+
+STUCK = """
+import sys, time
+from pathlib import Path
+from cosmotrain import dist
+from cosmotrain.watchdog import Watchdog
+ctx = dist.init_mpi()
+with Watchdog(Path(sys.argv[1]), 6) as watch:
+    for step in range(10**6):
+        watch.progress(step, "training")
+        if ctx.rank == 1 and step == 20:
+            watch.progress(step, "reading a shard")
+            time.sleep(3600)  # a read from a hung file system: the process lives, its main thread is stuck
+        dist.barrier()
+        time.sleep(0.01)
+"""
+
+
+def test_a_rank_stuck_in_a_call_ends_the_job_naming_it_and_its_phase(tmp_path):
+    """F13, the other face of a hang: the process is alive but its main thread never returns."""
+    from testlib import run_mpi_python
+
+    out = run_mpi_python(STUCK, np_=2, args=(tmp_path / "heartbeat",), timeout=6 + 30 + 60)
+    assert out.returncode == 3, out.stderr[-3000:]
+    message = one_error_line(out.stderr)
+    assert message.startswith("stall: no rank has made progress for over 6 s (runtime.stall_timeout): ")
+    assert "rank 1 (host " in message and "made no progress for" in message and \
+        "at step 20 in 'reading a shard'" in message
