@@ -83,11 +83,14 @@ def claim_output(out_dir: str | os.PathLike, overwrite: bool, needed_bytes: int 
     ``needed_bytes`` free (an estimate of the dataset's size; 0: not checked here). Every
     refusal is a one-line ``UserError``.
     """
-    out = Path(out_dir)
+    out = real_folder(out_dir)
     if dist.context().is_root:
         tidy(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; choose a folder path for --out")
+    if out.is_dir() and out.stat().st_dev != out.parent.stat().st_dev:
+        raise UserError(f"output {out} is a mount point, and a dataset is renamed into place from beside it; "
+                        f"pass a folder inside it as --out")
     if out.is_dir() and _visible(out) and not overwrite:
         what = "a dataset" if (out / MANIFEST).exists() else "files"
         raise UserError(f"output folder {out} already holds {what}; pick a new --out or pass --overwrite")
@@ -100,6 +103,12 @@ def claim_output(out_dir: str | os.PathLike, overwrite: bool, needed_bytes: int 
         raise StorageError(f"{short}; free space or choose another --out"
                            f"{' (an old dataset there stays until the new one is complete)' if overwrite else ''}")
     return out
+
+
+def real_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a Path; a symbolic link is followed, so the dataset replaces its target, not the link."""
+    out = Path(out_dir)
+    return out.resolve() if out.is_symlink() else out
 
 
 def tidy(out: Path) -> None:
@@ -139,7 +148,7 @@ def write_dataset(out_dir: str | os.PathLike, kind: str, splits: Mapping[str, Ma
     shards and the manifest) are carried over into the new one unless it has its own. A full
     disk or a read-only folder is a one-line ``StorageError``; ``out_dir`` is then unchanged.
     """
-    out = Path(out_dir)
+    out = real_folder(out_dir)
     for split, fields in splits.items():
         check_fields(kind, fields, f"split {split}")
         check_values(kind, fields, f"split {split}")
