@@ -41,7 +41,7 @@ def test_sigterm_on_every_rank_checkpoints_at_a_step_boundary_and_exits_75(galax
     assert f"resumed from {run}/checkpoints/ckpt-{step}" in out.stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_a_single_process_checkpoints_and_exits_75(galaxies, tmp_path, signum):
     """F10 (and SIGUSR1, SLURM's --signal warning) when the job is one process."""
     run = tmp_path / "run"
