@@ -29,6 +29,7 @@ def validate_dataset(root: str | Path) -> int:
     shards = [(split, shard) for split, entry in manifest["splits"].items() for shard in entry["shards"]]
     mine = [shard_problems(root, kind, schema, shard) for split, shard in shards[ctx.rank::ctx.size]]
     gathered = dist.gather_object(mine)
+    damaged = sum(bool(lines) for rank in gathered for lines in rank) if gathered else 0
     problems = sorted(p for rank in gathered for lines in rank for p in lines) if gathered else []
     listed = {shard["file"] for _, shard in shards}
     strays = sorted(p.name for p in root.glob(SHARDS) if p.name not in listed)
@@ -37,7 +38,6 @@ def validate_dataset(root: str | Path) -> int:
     for name in strays:
         logs.result(f"note: {root / name} is not in the manifest (left over from another dataset?); it is not used")
     samples = sum(entry["n"] for entry in manifest["splits"].values())
-    damaged = len({line.split()[1] for line in problems})
     logs.result(f"{root}: {len(shards)} files, {samples} samples in {len(manifest['splits'])} splits: " +
                 (f"{damaged} damaged; restore them or remake the dataset" if problems else "all intact"))
     return int(dist.broadcast_object(1 if problems else 0))
