@@ -109,7 +109,8 @@ def _fail(err: UserError) -> int:
 
     ctx = dist.context()
     if ctx.size > 1:
-        dist.fail(err)
+        dist.fail(err)  # returns only when every rank met the mistake and printed it
+        return 2
     rank = f" [rank {dist.env_rank()}]" if dist.env_rank() else ""
     print(f"cosmotrain{rank}: error: {err}", file=sys.stderr)
     return 2

@@ -82,13 +82,19 @@ def test_dropout_is_the_identity_outside_training():
 
 # ---------------------------------------------------------------- signal, meters, records
 
-def test_sigusr1_is_noted_not_fatal_and_the_old_handler_comes_back():
-    before = signal.getsignal(signal.SIGUSR1)
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_stop_signal_is_noted_not_fatal_and_a_late_one_cannot_kill_the_exit(signum):
+    before = signal.getsignal(signum)
+    with loop.RequeueSignal():
+        pass
+    assert signal.getsignal(signum) == before  # no signal: the old handler comes back
     with loop.RequeueSignal() as sig:
         assert not sig.requested
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert sig.requested
-    assert signal.getsignal(signal.SIGUSR1) == before
+        os.kill(os.getpid(), signum)
+        assert sig.requested and sig.received == signal.Signals(signum).name
+    os.kill(os.getpid(), signum)  # SLURM signals every process, not all at once: a second one on the way out
+    assert sig.requested
+    signal.signal(signum, before)
 
 
 def test_meters_sum_inside_a_tf_function_and_reload():
