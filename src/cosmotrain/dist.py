@@ -49,6 +49,8 @@ class Context:
 _ctx = Context()
 _hvd = None
 _comm = None
+_failures = None  # a communicator of its own on which failing ranks meet (MPI engines)
+FAIL_WAIT = 5.0   # seconds a rank that met a mistake waits for the others to meet it too
 
 
 def context() -> Context:
@@ -208,6 +210,8 @@ def init_horovod(threads: int | None = None, allreduce: AllreduceConfig | None =
     _configure_tensorflow(tf, threads, hvd.local_rank())
     engine = "horovod-gloo" if hvd.gloo_enabled() else "horovod-mpi"
     _ctx = Context(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), engine, threads)
+    if engine == "horovod-mpi" and _ctx.size > 1:
+        _meet_failures()
     return _ctx
 
 
@@ -242,7 +246,17 @@ def init_mpi(threads: int | None = None) -> Context:
     _comm = MPI.COMM_WORLD
     local = _comm.Split_type(MPI.COMM_TYPE_SHARED)
     _ctx = Context(_comm.Get_rank(), _comm.Get_size(), local.Get_rank(), local.Get_size(), "mpi", threads)
+    if _ctx.size > 1:
+        _meet_failures()
     return _ctx
+
+
+def _meet_failures() -> None:
+    """The communicator on which ranks that met a mistake wait for each other (``fail``); collective."""
+    global _failures
+    from mpi4py import MPI  # under Horovod, MPI is already initialised: this only binds to it
+
+    _failures = MPI.COMM_WORLD.Dup()
 
 
 def _launched_by_gloo() -> bool:
@@ -276,21 +290,46 @@ def install_abort_hook() -> None:
 
 def _on_uncaught(kind, err, tb) -> None:
     fail(err, tb)
+    abort(2)  # reached when every rank met the same mistake and printed it
 
 
 def fail(err: BaseException, tb=None) -> None:
-    """Report ``err`` on stderr (one line if it is a UserError) and abort the whole job."""
+    """Report ``err`` on stderr (one line if it is a UserError), then end the whole job.
+
+    A mistake that every rank meets (a bad input found while checking, before any work) is
+    printed by every rank: the ranks wait up to ``FAIL_WAIT`` seconds for each other, and if
+    all arrive this returns on every rank (the caller exits with code 2). Otherwise, and for
+    any other exception, the whole job is aborted at once.
+    """
     from cosmotrain.errors import UserError
 
     kind = type(err)
     rank = _ctx.rank if _ctx.engine != "single" else env_rank()
     if isinstance(err, UserError):
         sys.stderr.write(f"cosmotrain [rank {rank}]: error: {err}\n")
+        sys.stderr.flush()
+        if _everyone_failed(FAIL_WAIT):
+            return
     else:
         sys.__excepthook__(kind, err, tb)
         sys.stderr.write(f"cosmotrain [rank {rank}]: aborting the job after {kind.__name__}\n")
     sys.stderr.flush()
     abort(2 if isinstance(err, UserError) else 1)
+
+
+def _everyone_failed(wait: float) -> bool:
+    """True when every rank reaches this point within ``wait`` seconds (MPI engines only).
+
+    A blocking barrier in a thread of its own, waited for with a timeout: Open MPI's
+    non-blocking barrier, polled beside Horovod's background thread, can crash.
+    """
+    if _failures is None:
+        return False
+    import threading
+
+    met = threading.Event()
+    threading.Thread(target=lambda: (_failures.Barrier(), met.set()), name="failure-barrier", daemon=True).start()
+    return met.wait(wait)
 
 
 def abort(code: int = 1) -> None:

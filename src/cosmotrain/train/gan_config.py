@@ -9,6 +9,7 @@ from cosmotrain.dist import AllreduceConfig
 from cosmotrain.models.dcgan import ModelConfig
 from cosmotrain.science.monitors import MonitorConfig
 from cosmotrain.train.schedule import OptimizerConfig
+from cosmotrain.watchdog import RuntimeConfig
 
 
 def _adam() -> OptimizerConfig:
@@ -87,4 +88,5 @@ class GanConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
     allreduce: AllreduceConfig = dataclasses.field(default_factory=AllreduceConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     dataset_maker: ClassVar[str] = "cosmotrain data cmb"  # named when --data is missing
