@@ -107,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(err: UserError) -> int:
     """One line on stderr; a multi-rank job is aborted so no rank waits for the others."""
-    from cosmotrain import dist
+    from cosmotrain import dist, placement
 
     ctx = dist.context()
     if ctx.size > 1:
         dist.fail(err)  # returns only when every rank met the mistake and printed it
         return 2
-    rank = f" [rank {dist.env_rank()}]" if dist.env_rank() else ""
+    rank = f" [rank {placement.env_rank()}]" if placement.env_rank() else ""
     print(f"cosmotrain{rank}: error: {err}", file=sys.stderr)
     return 2
 

@@ -93,18 +93,11 @@ class RunDir:
                "eval", "heartbeat")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.config = self.path / "config.yaml"
-        self.history = self.path / "history.csv"
-        self.metrics = self.path / "metrics.json"
-        self.checkpoints = self.path / "checkpoints"
-        self.best_checkpoints = self.checkpoints / "best"
-        self.tensorboard = self.path / "tensorboard"
-        self.plots = self.path / "plots"
-        self.monitors = self.path / "monitors"
-        self.best_monitor = self.monitors / "best.json"
-        self.eval = self.path / "eval"
-        self.heartbeat = self.path / "heartbeat"
+        self.path = p = Path(path)
+        self.config, self.history, self.metrics = p / "config.yaml", p / "history.csv", p / "metrics.json"
+        self.checkpoints, self.tensorboard, self.plots = p / "checkpoints", p / "tensorboard", p / "plots"
+        self.monitors, self.eval, self.heartbeat = p / "monitors", p / "eval", p / "heartbeat"
+        self.best_checkpoints, self.best_monitor = self.checkpoints / "best", self.monitors / "best.json"
         self.replaced = self.path / ".replaced"
 
     def __str__(self) -> str:

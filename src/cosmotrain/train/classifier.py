@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain import config, dist, logs, rundir
+from cosmotrain import config, dist, logs, placement, rundir
 from cosmotrain.checkpoints import Checkpointer, TrainState, newest, space_needed, variable_bytes
 from cosmotrain.config import ConfigError
 from cosmotrain.data import epochs, feed, staging
@@ -157,7 +157,7 @@ def _staged(cfg: ClassifierConfig, train: ShardSet, val: ShardSet) -> tuple[Shar
     size, seed = dist.context().size, cfg.train.seed
     reads = {train.split: lambda r: [run for e in range(cfg.train.epochs)
                                      for run in epochs.epoch_runs(train.n, r, size, seed, e)],
-             val.split: lambda r: [dist.split_range(val.n, r, size)]}
+             val.split: lambda r: [placement.split_range(val.n, r, size)]}
     root = staging.stage(cfg.data.path, cfg.data.stage_dir, reads)
     return ShardSet(root, train.split, kind="galaxies"), ShardSet(root, val.split, kind="galaxies")
 
