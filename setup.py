@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.11,<3.12",
     install_requires=[
         "tensorflow-cpu==2.15.1", "numpy<2", "h5py", "healpy", "mpi4py", "PyYAML",
-        "tqdm", "matplotlib", "scipy", "pillow", "horovod==0.28.1",
+        "tqdm", "matplotlib", "scipy", "pillow", "horovod==0.28.1", "ducc0",
     ],
     extras_require={"camb": ["camb"], "dev": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": ["cosmotrain=cosmotrain.cli:main"]},

@@ -25,7 +25,7 @@ def sample_gan(run: str, checkpoint: str, n: int, out: str, batch: int = 64, see
         "gan-samples", n, batch, {"patches": ("float32", generator.image_size)},
         identity={"model_sha256": generator.sha256, "seed": seed, "latent_dim": generator.latent_dim,
                   "latents": LATENTS},
-        attrs={"patches": {"units": "uK_CMB"}})
+        attrs={"patches": {"units": "uK_CMB", **_pixel_size(generator)}})
     extra = {"seed": seed, "model": {"run": str(Path(run).resolve()), "checkpoint": checkpoint,
                                      "sha256": generator.sha256},
              "config": {"sampling": {"n": n, "batch": batch, "seed": seed}, "run": RunDir(run).saved_config()}}
@@ -33,3 +33,9 @@ def sample_gan(run: str, checkpoint: str, n: int, out: str, batch: int = 64, see
     manifest = sampleset.produce(out, spec, compute, overwrite=overwrite, extra=extra, desc="sampling")
     sampleset.report(out, manifest, "patches")
     return manifest
+
+
+def _pixel_size(generator) -> dict:
+    """``{"reso_arcmin": ...}`` of the training patches (what `validate samples` checks), if the run knows it."""
+    reso = generator.info.get("dataset", {}).get("reso_arcmin")
+    return {} if reso is None else {"reso_arcmin": float(reso)}

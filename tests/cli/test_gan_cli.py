@@ -28,7 +28,7 @@ def toy_cmb(root: Path, side: int = 32, n: int = 128, attrs: dict | None = None)
     patches = (100 * field / field.std()).astype(np.float32)
     attrs = attrs if attrs is not None else {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0,
                                              "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
                          config={}, seed=0, samples_per_shard=50)
     return root
 

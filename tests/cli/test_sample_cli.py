@@ -54,7 +54,7 @@ def gan_run(tmp_path_factory):
 
     def split(n):
         return {"patches": reference.gaussian_patches(cl, n, (32, 32), 8.0, rng, pad=2).astype(np.float32),
-                "centers": np.zeros((n, 2))}
+                "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}
     shards.write_dataset(root / "cmb", "cmb", {"train": split(160), "test": split(64)},
                          {"reso_arcmin": 8.0, "lmax": 2999, "units": "uK_CMB"}, config={}, seed=8)
     done = run_cli("train", "gan", "--data", root / "cmb", "--out", root / "run", "--set", "train.steps=4",

@@ -26,7 +26,7 @@ def toy_cmb(root: Path, n: int = 128) -> Path:
     patches = np.fft.irfft2(white * np.exp(-k / 0.01), s=(32, 32))
     patches = (100 * patches / patches.std()).astype(np.float32)
     attrs = {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0, "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
                          config={}, seed=0, samples_per_shard=50)
     return root
 

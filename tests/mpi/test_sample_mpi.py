@@ -212,7 +212,7 @@ def gaussian_reference(tmp_path_factory):
     cl = 1e3 * ((ell + 10.0) / 100.0) ** -2.5
     patches = reference.gaussian_patches(cl, 400, (SIDE, SIDE), RESO, np.random.default_rng(8), pad=PAD)
     shards.write_dataset(root, "cmb", {"test": {"patches": patches.astype(np.float32),
-                                                "centers": np.zeros((400, 2))}},
+                                                "centers": np.zeros((400, 2)), "sky": np.zeros(400, np.int32)}},
                          {"reso_arcmin": RESO, "lmax": 2999, "units": "uK_CMB"}, config={}, seed=8)
     return root
 

@@ -50,7 +50,7 @@ def write_cmb(root, side=32, n=64, attrs=None):
     patches = rng.normal(0, 100, (n, side, side)).astype(np.float32)
     attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0} \
         if attrs is None else attrs
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
                          config={}, seed=0)
     return root
 
@@ -145,7 +145,7 @@ def test_the_monitors_real_patches_are_drawn_one_by_one_from_the_whole_split(tmp
     n, block = 2048, 64
     patches = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 4, 4)).copy()
     attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0}
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
                          config={}, seed=0, samples_per_shard=700)
     split = reader.ShardSet(tmp_path / "cmb", "train", kind="cmb")
     drawn = gan_monitor.real_patches(split, 512, seed=2024)

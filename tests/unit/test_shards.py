@@ -71,7 +71,7 @@ def test_missing_unreadable_and_wrong_dtype_files(tiny_galaxies, tmp_path):
 def test_nan_in_float_data_is_rejected_on_read(tmp_path):
     patches = np.ones((10, 4, 4), np.float32)
     patches[7, 1, 2] = np.nan
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2))}},
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2)), "sky": np.zeros(10, np.int32)}},
                          {}, config={}, seed=1)
     s = reader.ShardSet(tmp_path / "cmb", "train")
     s.read(0, 5)
@@ -93,7 +93,7 @@ def test_existing_output_is_refused_unless_overwrite(tiny_galaxies):
     assert {p.name: p.stat().st_mtime_ns for p in tiny_galaxies.iterdir()} == before
     shards.claim_output(tiny_galaxies, overwrite=True)
     shards.write_dataset(tiny_galaxies, "cmb", {"train": {"patches": np.zeros((3, 2, 2), np.float32),
-                                                          "centers": np.zeros((3, 2))}}, {}, config={}, seed=0)
+                                                          "centers": np.zeros((3, 2)), "sky": np.zeros(3, np.int32)}}, {}, config={}, seed=0)
     assert sorted(p.name for p in tiny_galaxies.glob("*.h5")) == ["train-00000-of-00001.h5"]
 
 
@@ -149,7 +149,7 @@ def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
 def test_nan_in_a_shuffled_batch_names_its_sample(tmp_path):
     patches = np.ones((200, 4, 4), np.float32)
     patches[133, 0, 3] = np.inf
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((200, 2))}},
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((200, 2)), "sky": np.zeros(200, np.int32)}},
                          {}, config={}, seed=1, samples_per_shard=70)
     s = reader.ShardSet(tmp_path / "cmb", "train")
     with pytest.raises(UserError, match="sample 133 .* NaN or inf"):

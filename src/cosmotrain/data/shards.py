@@ -43,6 +43,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "cmb": {
         "patches": Field("float32", (None, None)),
         "centers": Field("float64", (2,)),
+        "sky": Field("int32", ()),  # the simulated sky each patch was cut from (one split per sky)
     },
 }
 
