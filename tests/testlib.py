@@ -44,3 +44,16 @@ def mean_ring_powers(patches, matrix):
     from cosmotrain.science import rings
 
     return rings.patch_ring_powers(patches, matrix).mean(axis=0)
+
+
+def cmb_fields(patches, sky: int = 0) -> dict:
+    """The fields of a CMB split for the shard writer: ``patches`` float32 [n, H, W], all from sky ``sky``."""
+    import numpy as np
+
+    n = len(patches)
+    return {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.full(n, sky, np.int32)}
+
+
+def cmb_splits(patches, n_val: int) -> dict:
+    """A training split and a validation split (the monitors' reference: the last ``n_val`` patches, sky 1)."""
+    return {"train": cmb_fields(patches[:-n_val], 0), "val": cmb_fields(patches[-n_val:], 1)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testlib import BIN, REPO, mpi_env, run_cli
+from testlib import BIN, REPO, cmb_splits, mpi_env, run_cli
 from cosmotrain.data import shards
 
 # configs/gan_tiny.yaml made smaller still: 32x32 patches, narrow networks, 6 steps.
@@ -24,12 +24,11 @@ def toy_cmb(root: Path, side: int = 32, n: int = 128, attrs: dict | None = None)
     """``n`` smooth Gaussian patches of ~100 μK rms (8' pixels), written through the shard writer."""
     rng = np.random.default_rng(0)
     k = np.fft.rfftfreq(side)[None, :] ** 2 + np.fft.fftfreq(side)[:, None] ** 2
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n, side, side))) * np.exp(-k / 0.01), s=(side, side))
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n + 40, side, side))) * np.exp(-k / 0.01), s=(side, side))
     patches = (100 * field / field.std()).astype(np.float32)
     attrs = attrs if attrs is not None else {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0,
                                              "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
-                         config={}, seed=0, samples_per_shard=50)
+    shards.write_dataset(root, "cmb", cmb_splits(patches, 40), attrs, config={}, seed=0, samples_per_shard=50)
     return root
 
 

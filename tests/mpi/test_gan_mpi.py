@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testlib import run_cli, run_mpi_python
+from testlib import cmb_splits, run_cli, run_mpi_python
 from cosmotrain.data import shards
 
 pytestmark = pytest.mark.mpi
@@ -22,12 +22,11 @@ def toy_cmb(root: Path, n: int = 128) -> Path:
     """``n`` smooth Gaussian patches (32x32, 8'), written through the real shard writer."""
     rng = np.random.default_rng(0)
     k = np.fft.rfftfreq(32)[None, :] ** 2 + np.fft.fftfreq(32)[:, None] ** 2
-    white = np.fft.rfft2(rng.standard_normal((n, 32, 32)))
+    white = np.fft.rfft2(rng.standard_normal((n + 40, 32, 32)))
     patches = np.fft.irfft2(white * np.exp(-k / 0.01), s=(32, 32))
     patches = (100 * patches / patches.std()).astype(np.float32)
     attrs = {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0, "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
-                         config={}, seed=0, samples_per_shard=50)
+    shards.write_dataset(root, "cmb", cmb_splits(patches, 40), attrs, config={}, seed=0, samples_per_shard=50)
     return root
 
 

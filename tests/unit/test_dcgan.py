@@ -73,6 +73,13 @@ def test_a_dataset_without_a_pixel_size_is_refused(tmp_path):
         gan.open_data(gan_config(data))
 
 
+def test_a_dataset_without_a_validation_split_is_refused_with_the_fix(tmp_path):
+    data = write_cmb(tmp_path / "cmb", side=64)
+    with pytest.raises(UserError, match=r"no 'val' split .*make the dataset with splits.val > 0") as info:
+        gan.open_data(gan_config(data))
+    assert "\n" not in str(info.value)
+
+
 def test_a_galaxy_dataset_is_refused(tiny_galaxies):
     with pytest.raises(UserError, match="'galaxies' dataset"):
         gan.open_data(gan_config(tiny_galaxies))
