@@ -1,6 +1,6 @@
 """`cosmotrain bench gan-quality`: how close does a CPU-trained DCGAN get to the CMB patches?
 
-Makes the tiny CMB dataset (``configs/cmb_tiny.yaml``: 3072 training patches of 64x64 at
+Makes the tiny CMB dataset (``configs/cmb_tiny.yaml``: 2880 training patches of 64x64 at
 4'), trains ``configs/gan_tiny.yaml`` on 2 MPI ranks (one thread each) for a fixed number
 of steps chosen to fit the time budget, and scores its final checkpoint like the final
 monitor on 40 fresh sets of N latents (``fresh_latent_sets``):

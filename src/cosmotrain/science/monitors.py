@@ -258,10 +258,10 @@ def error_over_floor(gen_mean, gen_var, n_gen: float, ref_mean, real_var, n_ref:
     Two-sided in the scatter: the generator's per-patch variance enters as
     v_gen + (v_gen − v_real)²/v_gen, which is v_real for real patches (to first order in the
     noise of v_gen) and grows both when they scatter too much (→ 2 v_gen) and too little
-    (→ v_real²/v_gen: a collapsed generator is no longer rewarded with a small error).
+    (→ v_real²/v_gen: a collapsed generator is no longer rewarded with a small error; the
+    divisor is kept above 10⁻³ v_real, so a generator without any scatter scores finitely).
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spread = np.where(gen_var > 0, gen_var + (gen_var - real_var) ** 2 / gen_var, np.inf)
+    spread = gen_var + (gen_var - real_var) ** 2 / np.maximum(gen_var, 1e-3 * real_var + 1e-300)
     error2 = (gen_mean - ref_mean) ** 2 - gen_var / n_gen + spread / m
     floor2 = real_var / m + real_var / n_ref
     with np.errstate(divide="ignore", invalid="ignore"):
