@@ -80,6 +80,18 @@ def test_a_dataset_without_a_validation_split_is_refused_with_the_fix(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_dataset_made_before_splits_went_by_sky_is_refused_with_the_fix(tmp_path):
+    import h5py
+
+    data = write_cmb(tmp_path / "cmb", side=64)
+    for shard in data.glob("*.h5"):
+        with h5py.File(shard, "r+") as h5:
+            del h5["sky"]
+    with pytest.raises(UserError, match="lacks dataset 'sky'; regenerate the dataset") as info:
+        gan.open_data(gan_config(data))
+    assert "\n" not in str(info.value)
+
+
 def test_a_galaxy_dataset_is_refused(tiny_galaxies):
     with pytest.raises(UserError, match="'galaxies' dataset"):
         gan.open_data(gan_config(tiny_galaxies))
