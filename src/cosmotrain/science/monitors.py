@@ -34,7 +34,7 @@ import numpy as np
 
 from cosmotrain.errors import UserError
 from cosmotrain.files import plain_json
-from cosmotrain.science import spectra, stats
+from cosmotrain.science import rings, spectra, stats
 
 FUNCTIONALS = ("v0", "v1", "v2")
 
@@ -226,7 +226,8 @@ def build_reference(reference: np.ndarray, pool: np.ndarray, reso_arcmin: float,
     held = probe.measure(pool)
     ks_floor = _ks_floor(held.pixels.reshape(len(pool), -1), ref.pixels, cfg)
     n_modes = probe.binning.n_modes
-    valid = (n_modes >= cfg.min_modes) & (ref.cl > 0) & np.isfinite(ref.cl)
+    significant = ref.cl >= rings.SIGNIFICANT * np.max(ref.cl)  # like the spectrum term and the filter: 1e-6
+    valid = (n_modes >= cfg.min_modes) & (ref.cl > 0) & np.isfinite(ref.cl) & significant
     if not valid.any():
         raise UserError(f"no ℓ bin of these {probe.shape[0]}x{probe.shape[1]} patches has >= "
                         f"monitor.min_modes={cfg.min_modes} modes and positive power; lower monitor.min_modes")

@@ -216,11 +216,12 @@ def d4(blocks: np.ndarray) -> np.ndarray:
     return np.concatenate([t.reshape(len(blocks), -1) for t in every]).astype(np.float32)
 
 
-def nearest_distances(blocks: np.ndarray, candidates: np.ndarray, chunk: int = 512) -> np.ndarray:
+def nearest_distances(blocks: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """RMS distance per block (in units of the patches' rms) from each of ``blocks`` [N, s, s] to its nearest
-    row of ``candidates`` [M, s·s]: float64 [N]."""
+    row of ``candidates`` [M, s·s]: float64 [N]. Exhaustive: N·M·s² multiply-adds."""
     a = blocks.reshape(len(blocks), -1).astype(np.float32)
     c2 = (candidates.astype(np.float64) ** 2).sum(axis=1)
+    chunk = int(np.clip(2**24 // max(len(candidates), 1), 8, 512))  # <= 128 MB of distances at a time
     out = np.empty(len(a))
     for i in range(0, len(a), chunk):
         block = a[i:i + chunk]
