@@ -28,7 +28,8 @@ def referee_figure(report: dict):
     _functionals(axes[1, 1:], curves, tests["minkowski"])
     ref = report["reference"]
     verdict = "PASS" if report["pass"] else f"FAIL ({', '.join(report['failed'])})"
-    fig.suptitle(f"referee: {report['samples']['n']} patches of {Path(report['samples']['path']).name} against split "
+    name = "/".join(Path(report["samples"]["path"]).parts[-2:])
+    fig.suptitle(f"referee: {report['samples']['n']} patches of {name} against split "
                  f"'{ref['split']}' of {Path(ref['path']).name} ({ref['n']} patches, skies {ref['skies']}): {verdict}",
                  fontsize=12, color="C2" if report["pass"] else "C3")
     fig.tight_layout()
@@ -43,14 +44,22 @@ def _spectrum(ax, ell, curves, test) -> None:
     ax.plot(ell, dl_from_cl(ell, ref), color=REAL, label="reference mean")
     ax.plot(ell, dl_from_cl(ell, ref * np.asarray(test["ratio"])), "--", color=GEN, label="samples mean")
     ax.set(yscale="log", xlabel=r"multipole $\ell$", ylabel=r"$D_\ell = \ell(\ell+1)C_\ell/2\pi$ [μK$^2$]",
-           title=f"band powers: χ² p = {test['p_value']:.2g}")
+           title=f"band powers: χ² {_p(test)}")
     ax.legend(fontsize=8)
 
 
 def _ratio(ax, ell, test, ylabel: str, title: str) -> None:
+    ratio = np.asarray(test["ratio"])
     ax.axhline(1.0, color=REAL, lw=0.8)
-    ax.errorbar(ell, test["ratio"], yerr=test["ratio_sigma"], fmt="o", ms=3, color=GEN, capsize=2)
-    ax.set(xlabel=r"multipole $\ell$", ylabel=ylabel, title=f"{title}: p = {test['p_value']:.2g}")
+    ax.errorbar(ell, ratio, yerr=test["ratio_sigma"], fmt="o", ms=3, color=GEN, capsize=2)
+    if ratio.max() / max(ratio.min(), 1e-300) > 3:  # far off somewhere: a log scale keeps the rest readable
+        ax.set_yscale("log")
+    ax.set(xlabel=r"multipole $\ell$", ylabel=ylabel, title=f"{title}: {_p(test)}")
+
+
+def _p(test: dict) -> str:
+    """'p = 0.042', or 'p < 1e-15' where double precision ran out."""
+    return f"p = {test['p_value']:.2g}" if test["p_value"] >= 1e-15 else "p < 1e-15"
 
 
 def _table(ax, report: dict) -> None:
@@ -71,7 +80,7 @@ def _pdf(ax, curves, test) -> None:
                                         ("samples", test["samples"], GEN, "--")):
         ax.plot(centres, np.asarray(values) / width, style, color=colour, label=name)
     ax.set(yscale="log", xlabel=r"$(T - \bar T_{\rm patch}) / \sigma_{\rm patch}$", ylabel="pixel PDF",
-           title=f"pooled pixel PDF: p = {test['p_value']:.2g}")
+           title=f"pooled pixel PDF: {_p(test)}")
     ax.legend(fontsize=8)
 
 
@@ -84,4 +93,4 @@ def _functionals(axes, curves, test) -> None:
         ax.errorbar(nu, gen[i], yerr=sigma[i], fmt="o--", ms=3, color=GEN, capsize=2, label="samples (±1σ)")
         ax.set(xlabel=r"threshold $\nu$ [patch σ]", ylabel=MF_LABELS[i])
         ax.legend(fontsize=8)
-    axes[0].set_title(f"Minkowski functionals: χ² p = {test['p_value']:.2g}")
+    axes[0].set_title(f"Minkowski functionals: χ² {_p(test)}")
