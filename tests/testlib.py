@@ -98,17 +98,31 @@ def toy_galaxies(n: int, seed: int, size: int = 16, classes=(0, 1, 2)) -> dict:
 
 
 def toy_cmb(root: Path, side: int = 32, n: int = 128, attrs: dict | None = None) -> Path:
-    """``n`` smooth Gaussian patches of ~100 μK rms (8' pixels), written through the shard writer."""
+    """``n`` smooth Gaussian training patches of ~100 μK rms (8' pixels) and 40 of another sky for the
+    monitors' ``val`` split, written through the shard writer."""
     import numpy as np
 
     from cosmotrain.data import shards
 
     rng = np.random.default_rng(0)
     k = np.fft.rfftfreq(side)[None, :] ** 2 + np.fft.fftfreq(side)[:, None] ** 2
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n, side, side))) * np.exp(-k / 0.01), s=(side, side))
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n + 40, side, side))) * np.exp(-k / 0.01),
+                          s=(side, side))
     patches = (100 * field / field.std()).astype(np.float32)
     attrs = attrs if attrs is not None else {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0,
                                              "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
-                         config={}, seed=0, samples_per_shard=50)
+    shards.write_dataset(root, "cmb", cmb_splits(patches, 40), attrs, config={}, seed=0, samples_per_shard=50)
     return root
+
+
+def cmb_fields(patches, sky: int = 0) -> dict:
+    """The fields of a CMB split for the shard writer: ``patches`` float32 [n, H, W], all from sky ``sky``."""
+    import numpy as np
+
+    n = len(patches)
+    return {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.full(n, sky, np.int32)}
+
+
+def cmb_splits(patches, n_val: int) -> dict:
+    """A training split and a validation split (the monitors' reference: the last ``n_val`` patches, sky 1)."""
+    return {"train": cmb_fields(patches[:-n_val], 0), "val": cmb_fields(patches[-n_val:], 1)}

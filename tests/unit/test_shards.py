@@ -8,7 +8,7 @@ import pytest
 
 from cosmotrain.data import augment, epochs, h5raw, reader, shards
 from cosmotrain.errors import UserError
-from testlib import resign, set_values
+from testlib import cmb_fields, resign, set_values
 
 
 def test_round_trip_names_chunks_and_manifest(tiny_galaxies):
@@ -79,11 +79,10 @@ def test_nan_in_float_data_is_rejected_on_write_and_on_read(tmp_path):
     patches = np.ones((10, 4, 4), np.float32)
     patches[7, 1, 2] = np.nan
     with pytest.raises(UserError, match="'patches' of sample 7 is nan, not finite"):
-        shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((10, 2))}},
+        shards.write_dataset(tmp_path / "cmb", "cmb", {"train": cmb_fields(patches)},
                              {}, config={}, seed=1)
     assert not (tmp_path / "cmb").exists()
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": np.ones((10, 4, 4), np.float32),
-                                                             "centers": np.zeros((10, 2))}}, {}, config={}, seed=1)
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": cmb_fields(np.ones((10, 4, 4), np.float32))}, {}, config={}, seed=1)
     set_values(tmp_path / "cmb", "train-00000-of-00001.h5", "patches", (7, 1, 2), np.nan)  # made elsewhere
     s = reader.ShardSet(tmp_path / "cmb", "train")
     s.read(0, 5)
@@ -105,7 +104,7 @@ def test_existing_output_is_refused_unless_overwrite(tiny_galaxies):
     assert {p.name: p.stat().st_mtime_ns for p in tiny_galaxies.iterdir()} == before
     shards.claim_output(tiny_galaxies, overwrite=True)
     shards.write_dataset(tiny_galaxies, "cmb", {"train": {"patches": np.zeros((3, 2, 2), np.float32),
-                                                          "centers": np.zeros((3, 2))}}, {}, config={}, seed=0)
+                                                          "centers": np.zeros((3, 2)), "sky": np.zeros(3, np.int32)}}, {}, config={}, seed=0)
     assert sorted(p.name for p in tiny_galaxies.glob("*.h5")) == ["train-00000-of-00001.h5"]
 
 
@@ -160,7 +159,8 @@ def test_shuffled_batches_hold_every_sample_of_the_slice_once(tiny_galaxies):
 
 def test_nan_in_a_shuffled_batch_names_its_sample(tmp_path):
     patches = np.ones((200, 4, 4), np.float32)
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((200, 2))}},
+    patches[133, 0, 3] = np.inf
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": cmb_fields(patches)},
                          {}, config={}, seed=1, samples_per_shard=70)
     set_values(tmp_path / "cmb", "train-00002-of-00003.h5", "patches", (0, 0, 3), np.inf)  # sample 133
     s = reader.ShardSet(tmp_path / "cmb", "train")

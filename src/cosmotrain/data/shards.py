@@ -63,6 +63,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "cmb": {
         "patches": Field("float32", (None, None)),
         "centers": Field("float64", (2,)),
+        "sky": Field("int32", ()),  # the simulated sky each patch was cut from (one split per sky)
     },
 }
 MAKERS = {"galaxies": "cosmotrain data galaxies", "cmb": "cosmotrain data cmb"}  # named in messages

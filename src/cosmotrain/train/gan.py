@@ -39,8 +39,8 @@ from cosmotrain.plots import images, pixels, spectra, training
 from cosmotrain.rundir import Board, History, RunDir
 from cosmotrain.science import monitors
 from cosmotrain.train.gan_config import GanConfig
-from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, real_rings,
-                                          spectrum_term)
+from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, real_patches,
+                                          real_rings, spectrum_term)
 from cosmotrain.train.gan_step import METERS, GanTrainer
 from cosmotrain.train.loop import RequeueSignal, freeze_garbage, nonfinite_error, requeue
 from cosmotrain.train.randomness import seed_everything
@@ -72,6 +72,7 @@ class TrainData:
     """The opened training split and what training needs to know about it."""
 
     train: ShardSet
+    val: ShardSet
     attrs: dict
     steps_per_epoch: int
 
@@ -91,15 +92,28 @@ def open_data(cfg: GanConfig) -> TrainData:
                         f"for the power spectrum; regenerate it with 'cosmotrain data cmb'")
     ranks = dist.context().size
     steps = epochs.split_steps(train, cfg.train.batch_size, ranks)
-    monitors.check_config(cfg.monitor, train.n, ranks)
-    log.info("data: %d training patches of %dx%d at %.3g'/pixel; %d steps per epoch", train.n, size, size,
-             attrs["reso_arcmin"], steps)
+    val = open_val(cfg)
+    monitors.check_config(cfg.monitor, train.n, val.n, ranks)
+    log.info("data: %d training patches of %dx%d at %.3g'/pixel; %d steps per epoch; monitors against %d patches "
+             "of split '%s'", train.n, size, size, attrs["reso_arcmin"], steps, val.n, cfg.data.val_split)
     if cfg.data.stage_dir:  # node-local copies of the shards each node's ranks read, every epoch
         n_epochs = -(-cfg.train.steps // steps)
         reads = {train.split: lambda r: [run for e in range(n_epochs)
                                          for run in epochs.epoch_runs(train.n, r, ranks, cfg.train.seed, e)]}
         train = ShardSet(staging.stage(cfg.data.path, cfg.data.stage_dir, reads), train.split, kind="cmb")
-    return TrainData(train, attrs, steps)
+    return TrainData(train, val, attrs, steps)
+
+
+def open_val(cfg: GanConfig) -> ShardSet:
+    """The split the monitors score against (skies training never sees); a clear error without one."""
+    from cosmotrain.data.reader import read_manifest
+
+    splits = read_manifest(cfg.data.path)["splits"]
+    if cfg.data.val_split not in splits or cfg.data.val_split == cfg.data.train_split:
+        raise UserError(f"{cfg.data.path} has no '{cfg.data.val_split}' split apart from the training one for the "
+                        f"monitors (splits: {', '.join(splits)}); make the dataset with splits.val > 0 or pass "
+                        f"--set data.val_split=NAME")
+    return ShardSet(cfg.data.path, cfg.data.val_split, kind="cmb")
 
 
 # ---------------------------------------------------------------- the run
@@ -124,7 +138,10 @@ def prepare(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite
     fitted = dist.root_computes(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, fitted, resume)
     measured = real_rings(cfg, real, transform, data.attrs)
-    monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim, calibration_target(cfg, measured))
+    held_out = dist.root_computes(real_patches, data.val, min(cfg.monitor.reference, data.val.n), cfg.monitor.seed,
+                                  share=False)
+    monitor = RunMonitor(cfg.monitor, held_out, real, data.attrs, cfg.model.latent_dim,
+                         calibration_target(cfg, measured))
     trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, measured))
     ckpt = Checkpointer(run.checkpoints, _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints,
                         on_first_save=run.drop_replaced)

@@ -69,6 +69,7 @@ class DataConfig:
 
     path: str = ""
     train_split: str = "train"
+    val_split: str = "val"         # the monitors' reference: skies training never sees
     scale_sigmas: float = 5.0      # network unit = scale_sigmas x the training pixel σ (tanh: ±5σ)
     stage_dir: str = ""
 
