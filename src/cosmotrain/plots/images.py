@@ -39,7 +39,7 @@ def real_and_generated(real: np.ndarray, gen: np.ndarray, reso_arcmin: float, ti
     limit = float(np.percentile(np.abs(real), 99.5)) if real.size else 1.0
     side = real.shape[1] * reso_arcmin / 60.0 if real.size else 1.0
     figure, axes = plt.subplots(2, k, figsize=(1.9 * k + 1.4, 4.6), squeeze=False, layout="constrained")
-    for row, (name, patches) in enumerate((("training patches", real), ("generated", gen))):
+    for row, (name, patches) in enumerate((("held-out skies", real), ("generated", gen))):
         for i in range(k):
             ax = axes[row, i]
             ax.tick_params(labelsize=7)

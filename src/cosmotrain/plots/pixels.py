@@ -15,7 +15,7 @@ def pixel_pdf(result: dict, title: str):
     width = np.diff(edges)
     centres = 0.5 * (edges[1:] + edges[:-1])
     figure, ax = plt.subplots(figsize=(6.5, 4.4))
-    for name, colour, style, label in (("real", REAL, "-", f"training patches ({result['n_reference']})"),
+    for name, colour, style, label in (("real", REAL, "-", f"held-out skies ({result['n_reference']})"),
                                        ("gen", GENERATED, "--", f"generated ({result['n_generated']})")):
         counts = np.asarray(result[f"hist_{name}"])
         density = counts / max(counts.sum(), 1.0) / width
@@ -48,8 +48,8 @@ def minkowski(result: dict, title: str, reso_arcmin: float | None = None):
         scale = per_degree ** i
         real, real_std = (np.asarray(result[k])[i] * scale for k in ("mf_real", "mf_real_std"))
         gen, gen_std = (np.asarray(result[k])[i] * scale for k in ("mf_gen", "mf_gen_std"))
-        ax.fill_between(nu, real - real_std, real + real_std, color=REAL_BAND, label="training patches: ±1σ per patch")
-        ax.plot(nu, real, "-", color=REAL, label="training patches: mean")
+        ax.fill_between(nu, real - real_std, real + real_std, color=REAL_BAND, label="held-out skies: ±1σ per patch")
+        ax.plot(nu, real, "-", color=REAL, label="held-out skies: mean")
         ax.errorbar(nu, gen, gen_std, fmt="o", color=GENERATED, ms=4, capsize=3, label="generated: mean ±1σ")
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.set_xlabel(r"threshold $\nu$  [real pixel $\sigma$]")

@@ -1,4 +1,4 @@
-"""Power spectra: a dataset's band powers against theory, a GAN's against its training patches."""
+"""Power spectra: a dataset's band powers against theory, a GAN's against held-out skies."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +51,7 @@ def run_spectra(result: dict, cl_goal: float, title: str, theory: np.ndarray | N
 
     ``result`` is a monitor's score (``science.monitors.score``): ``ell``, ``cl_real``,
     ``cl_gen`` and their per-patch scatter (C_ℓ, μK²), ``cl_ratio``, ``valid``, ...;
-    ``theory`` the expected band powers of the training patches (C_ℓ, μK², [nbins]) or None;
+    ``theory`` the expected band powers of the dataset's patches (C_ℓ, μK², [nbins]) or None;
     ``title`` names the run, the step and the real patches compared with.
     """
     import matplotlib.pyplot as plt
@@ -60,12 +60,12 @@ def run_spectra(result: dict, cl_goal: float, title: str, theory: np.ndarray | N
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True, height_ratios=(3, 2))
     real, real_std = (dl_from_cl(ell, np.asarray(result[k])) for k in ("cl_real", "cl_real_std"))
     gen, gen_std = (dl_from_cl(ell, np.asarray(result[k])) for k in ("cl_gen", "cl_gen_std"))
-    top.fill_between(ell, real - real_std, real + real_std, color=REAL_BAND, label="training patches: ±1σ per patch")
-    top.plot(ell, real, "-", color=REAL, lw=1.5, label=f"training patches: mean of {result['n_reference']}")
+    top.fill_between(ell, real - real_std, real + real_std, color=REAL_BAND, label="held-out skies: ±1σ per patch")
+    top.plot(ell, real, "-", color=REAL, lw=1.5, label=f"held-out skies: mean of {result['n_reference']}")
     top.errorbar(ell, gen, gen_std, fmt="o", color=GENERATED, ms=4, capsize=3, lw=1,
                  label=f"generated: mean of {result['n_generated']} ±1σ per patch")
     if theory is not None:
-        top.plot(ell, dl_from_cl(ell, theory), "--", color=THEORY, label="theory for the training patches")
+        top.plot(ell, dl_from_cl(ell, theory), "--", color=THEORY, label="theory (beam and pixel window)")
     top.set_yscale("log")
     top.set_ylabel(DL_LABEL)
     top.legend(fontsize=8)

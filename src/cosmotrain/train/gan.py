@@ -372,7 +372,7 @@ class Loop:
         reference, folder, cfg = self.monitor.reference, self.run_dir.plots, self.cfg
         gen = np.asarray(final.get("examples_uK", []), dtype=np.float32)
         reso = reference.probe.binning.reso_arcmin
-        title = f"{self.run_dir} at step {final['step']} (final checkpoint) against its {cfg.data.train_split} split"
+        title = f"{self.run_dir} at step {final['step']} (final checkpoint) against its {cfg.data.val_split} split"
         figures = {"samples.png": (images.real_and_generated, np.asarray(reference.ref.examples), gen, reso, title),
                    "spectra.png": (spectra.run_spectra, final, cfg.monitor.cl_goal, title, self._theory()),
                    "pixel_pdf.png": (pixels.pixel_pdf, final, title),
