@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from cosmotrain import dist, logs
+from cosmotrain.data import checksums
 from cosmotrain.data.reader import read_manifest
 from cosmotrain.data.shards import MANIFEST
 from cosmotrain.errors import UserError
@@ -174,7 +175,7 @@ def _place(source: Path, dest: Path, digest: str, needed: bool, report: NodeRepo
             _link(source.resolve(), dest)
             report.counts["linked"] += 1
         return
-    if copy_there and sha256(dest) == digest:
+    if copy_there and checksums.problem(dest, digest) is None:
         report.counts["reused"] += 1
         return
     report.counts["replaced"] += int(copy_there)
@@ -190,6 +191,7 @@ def _copy(source: Path, dest: Path, digest: str) -> None:
         if sha256(tmp) != digest:
             raise UserError(f"shard {source} does not match its sha256 in the manifest (corrupted or replaced); "
                             f"regenerate the dataset")
+    checksums.remember(dest, digest)  # the reader opening the copy next need not hash it again
 
 
 def _link(source: Path, dest: Path) -> None:
