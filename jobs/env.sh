@@ -148,11 +148,18 @@ ct_check_binds() {
   ct_die "$missing is not visible inside the container: bind it (export $var=$suggest) and resubmit"
 }
 
-# SIGUSR1 (SLURM's --signal=B:USR1@T, or `scancel --signal=USR1 --batch`) is trapped from
-# the start, so it never kills this shell; once the ranks run it is forwarded to them.
-CT_USR1=0
+# Stop signals: SIGUSR1 (SLURM's --signal=B:USR1@T, or `scancel --signal=USR1 --batch`) and
+# SIGTERM (SLURM's time limit and pre-emption, KillWait seconds before SIGKILL) are trapped
+# from the start, so they never kill this shell; once the ranks run they are forwarded.
+CT_STOP=
 CT_PID=
-trap 'CT_USR1=1; ct_log "got SIGUSR1"; if [ -n "$CT_PID" ]; then kill -USR1 "$CT_PID" 2>/dev/null || true; fi' USR1
+ct_on_signal() {
+  CT_STOP=$1
+  ct_log "got SIG$1"
+  if [ -n "$CT_PID" ]; then kill "-$1" "$CT_PID" 2>/dev/null || true; fi
+}
+trap 'ct_on_signal USR1' USR1
+trap 'ct_on_signal TERM' TERM
 
 # ct_launch ARGS...: `cosmotrain ARGS` on every rank of the allocation. Runs in the background
 # so this shell can forward SIGUSR1 to the ranks; sets CT_RC to the launcher's exit code.
@@ -166,6 +173,9 @@ ct_launch() {
   else
     # Open MPI's mpirun reads the allocation from SLURM and forwards USR1 to its processes.
     launcher=(mpirun -np "${SLURM_NTASKS:-1}" --map-by "slot:PE=${SLURM_CPUS_PER_TASK:-1}" --bind-to core)
+    # On SIGTERM mpirun passes it on and SIGKILLs the ranks 1 s later by default: leave them
+    # the time to checkpoint (then mpirun exits 1, not 75; ct_train requeues all the same).
+    export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-120}
     if [ "$(id -u)" = 0 ]; then launcher+=(--allow-run-as-root); fi
   fi
   ct_log "launch: ${launcher[*]} ${CT_EXEC[*]} $*"
@@ -188,8 +198,8 @@ ct_run() {
 }
 
 # ct_train KIND RUN ARGS...: `cosmotrain train KIND --out RUN ARGS` with pre-emption support.
-# Contract with `cosmotrain train`: on SIGUSR1 every rank checkpoints at the next step
-# boundary and exits with 75. Then this job requeues itself; the next start passes --resume.
+# Contract with `cosmotrain train`: on SIGUSR1 or SIGTERM every rank checkpoints at the next
+# step boundary and exits with 75. Then this job requeues itself; the next start passes --resume.
 ct_train() {
   local kind=$1 run=$2
   shift 2
@@ -199,18 +209,19 @@ ct_train() {
     ct_log "resuming from $run/checkpoints (restart ${SLURM_RESTART_COUNT:-0})"
   fi
   ct_output "$run"
-  if [ "$CT_USR1" = 1 ]; then ct_requeue "$run"; fi  # signalled before the ranks started
+  if [ -n "$CT_STOP" ]; then ct_requeue "$run"; fi  # signalled before the ranks started
   ct_launch train "$kind" --out "$run" "$@" "${resume[@]}"
-  # Exit 75: checkpointed. 138 (128 + USR1) after a forwarded USR1: a rank got it before
-  # its handler was installed, so nothing was lost since the last checkpoint. Requeue both.
-  if [ "$CT_RC" = "$CT_EXIT_REQUEUE" ] || { [ "$CT_USR1" = 1 ] && [ "$CT_RC" = 138 ]; }; then
+  # Exit 75: checkpointed. Any other failure after a stop signal (a rank got it before its
+  # handler was installed, or mpirun's own exit code) lost nothing since the last
+  # checkpoint, and a run without one starts afresh on --resume. Requeue all of these.
+  if [ "$CT_RC" = "$CT_EXIT_REQUEUE" ] || { [ -n "$CT_STOP" ] && [ "$CT_RC" != 0 ]; }; then
     ct_requeue "$run"
   fi
   return "$CT_RC"
 }
 
 ct_requeue() {
-  ct_log "requeueing job $SLURM_JOB_ID after SIGUSR1; it resumes from $1/checkpoints"
+  ct_log "requeueing job $SLURM_JOB_ID after SIG${CT_STOP:-USR1}; it resumes from $1/checkpoints"
   scontrol requeue "$SLURM_JOB_ID" \
     || ct_die "scontrol requeue $SLURM_JOB_ID failed (submitted with --no-requeue?); resubmit to resume from $1"
   sleep 60  # SLURM ends this shell as it requeues the job

@@ -4,7 +4,7 @@ It lets the job-script tests run on the real SLURM before (and independently of)
 training code: real ranks (mpi4py under `srun --mpi=pmix` or `mpirun`), real signals,
 real requeue. Each rank appends what it was called with to $COSMOTRAIN_STUB_LOG (JSON lines).
 
-Training contract kept here (the one `cosmotrain train` follows): SIGUSR1 on any rank ->
+Training contract kept here (the one `cosmotrain train` follows): SIGUSR1 or SIGTERM on any rank ->
 every rank stops at the next step boundary, rank 0 checkpoints, all exit with 75;
 `--resume` continues from RUN/checkpoints. The "weights" evolve deterministically per step,
 so an interrupted + resumed run must end with exactly the weights of an uninterrupted one.
@@ -56,6 +56,7 @@ def train(argv: list[str]) -> int:
     steps = int(os.environ.get("COSMOTRAIN_STUB_STEPS", "20"))
     stop = []
     signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     ckpt = run / "checkpoints" / "ckpt.npz"
     if COMM.rank == 0:
         run.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,10 @@ def test_every_stage_script_runs_in_order(slurm, stub, tmp_path):
     assert (work / "predictions/classifier/predictions.json").exists()
 
 
-def test_preempted_training_requeues_and_resumes_to_the_same_weights(slurm, stub, tmp_path):
-    """USR1 to the batch shell -> ranks checkpoint, exit 75 -> requeue -> --resume -> same end."""
+@pytest.mark.parametrize("signal", ["USR1", "TERM"])
+def test_preempted_training_requeues_and_resumes_to_the_same_weights(slurm, stub, tmp_path, signal):
+    """USR1 (--signal) or TERM (time limit, pre-emption) to the batch shell -> ranks checkpoint,
+    exit 75 -> requeue -> --resume -> same end."""
     (tmp_path / "work/data/galaxies").mkdir(parents=True)
     steps = "24"
     run = tmp_path / "work/runs/classifier"
@@ -85,14 +87,14 @@ def test_preempted_training_requeues_and_resumes_to_the_same_weights(slurm, stub
                           env=stub_env(slurm, stub, tmp_path, COSMOTRAIN_STUB_STEPS=steps))
     progress = run / "progress"
     slurm.wait_for(lambda: progress.exists() and int(progress.read_text() or 0) >= 4, what="training steps")
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm.env(), check=True)
+    subprocess.run(["scancel", f"--signal={signal}", "--batch", job_id], env=slurm.env(), check=True)
     rc = slurm.wait(job_id)
     log = slurm.log(tmp_path / "logs", job_id)
 
     assert rc == 0, log
     info = slurm.show(job_id)
     assert (info["JobState"], info["Restarts"]) == ("COMPLETED", "1"), info
-    assert "requeueing job" in log and "resuming from" in log, log
+    assert f"requeueing job {job_id} after SIG{signal}" in log and "resuming from" in log, log
     starts = [c for c in calls(tmp_path / "calls.jsonl") if c["rank"] == 0 and c["argv"][0] == "train"]
     assert [("--resume" in c["argv"], c["restart"]) for c in starts[-2:]] == [(False, 0), (True, 1)]
     straight = np.zeros(4)

@@ -8,7 +8,8 @@ from cosmotrain.commands import Command, train_command
 TRAIN_HELP = """Train the galaxy CNN data-parallel: one process, or N ranks under mpirun, horovodrun or srun.
 
 Writes RUN/config.yaml, RUN/checkpoints/, RUN/history.csv, RUN/tensorboard/, RUN/metrics.json.
-On SIGUSR1 the run checkpoints and exits with code 75; --resume continues it exactly.
+On SIGUSR1 or SIGTERM (SLURM's time limit, pre-emption) the run checkpoints and exits with code 75;
+--resume continues it exactly.
 
 examples:
   cosmotrain train classifier --config configs/classifier_tiny.yaml --data data/galaxies --out runs/clf

@@ -10,8 +10,8 @@ monitor.every steps the generator makes monitor.generated patches and the run lo
 ell bin, the error of their mean C_ell over its sample-variance floor, the pixel KS distance
 over its real-vs-real floor and Minkowski functionals; the lowest score is kept as
 RUN/checkpoints/best. Writes RUN/config.yaml, checkpoints/, history.csv, tensorboard/,
-monitors/, plots/ and metrics.json. On SIGUSR1 the run checkpoints and exits with code 75;
---resume continues it exactly.
+monitors/, plots/ and metrics.json. On SIGUSR1 or SIGTERM (SLURM's time limit, pre-emption)
+the run checkpoints and exits with code 75; --resume continues it exactly.
 
 examples:
   cosmotrain data cmb --config configs/cmb_tiny.yaml --out data/cmb_tiny
