@@ -57,9 +57,8 @@ def test_a_full_disk_is_one_line_before_any_work(name, mount, galaxies, classifi
                     p.suffix in (".h5", ".json", ".png", ".csv")]
 
 
-@pytest.mark.xfail(strict=True, reason="data/cmb.py memmap writer, replaced by G1")
 def test_data_cmb_on_a_disk_with_less_room_than_the_dataset_is_one_line(mount, tmp_path):
-    """F3: the memory-mapped split arrays die with SIGBUS (exit 135, no message) when the disk fills."""
+    """F3: once died with SIGBUS (exit 135, no message) in memory-mapped split arrays; refused first now."""
     disk = mount("4m")
     fill(disk, leave=1 << 20)  # the dataset needs 8 MB
     out = cli("data", "cmb", *CMB_FAST, "--out", disk / "out")

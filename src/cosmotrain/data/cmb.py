@@ -216,11 +216,11 @@ def make_dataset(cfg: CmbConfig, out_dir: str | os.PathLike, overwrite: bool = F
     ordinary write: a full disk is an error, never a crash), so memory stays bounded by one
     sky per rank. Returns the manifest on rank 0, None elsewhere.
     """
-    out = shards.claim_output(out_dir, overwrite)
     spectrum = load_spectrum(cfg.spectrum)
     for text in check_config(cfg, spectrum):
         logs.root_warning(log, text)
     grid = PatchGrid.of(cfg, spectrum)
+    out = shards.claim_output(out_dir, overwrite, needed_bytes=grid.bytes_on_disk())
     start = time.perf_counter()
     writer = rundir.write_with(_SplitWriter, out, cfg, grid)
     try:
@@ -247,6 +247,11 @@ class PatchGrid:
     @property
     def lmax(self) -> int:
         return len(self.map_cl) - 1
+
+    def bytes_on_disk(self) -> int:
+        """Peak disk use of writing the dataset: the staged patches and the shards made from them."""
+        per_patch = self.shape[0] * self.shape[1] * 4 + 2 * 8 + 4  # patches float32, centers, sky
+        return 2 * self.n_total * per_patch
 
     @classmethod
     def of(cls, cfg: CmbConfig, spectrum: Spectrum) -> "PatchGrid":
@@ -318,7 +323,12 @@ class _SplitWriter:
         self.per_map, self.centers = len(grid.centers), grid.centers
         out.parent.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-        self.h5 = h5py.File(self.folder / "patches.h5", "w")
+        try:
+            self.h5 = h5py.File(self.folder / "patches.h5", "w")
+        except OSError as err:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise UserError(f"cannot stage patches in {out.parent} ({err}); free disk space there or choose "
+                            f"another --out") from None
         self.members = {name: np.flatnonzero(self.split == k) for k, name in enumerate(SPLITS)}
         self.patches = {name: self.h5.create_dataset(name, (len(skies) * self.per_map,) + grid.shape, np.float32,
                                                      chunks=(min(64, self.per_map),) + grid.shape)
