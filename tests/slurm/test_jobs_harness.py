@@ -76,10 +76,8 @@ def test_every_stage_script_runs_in_order(slurm, stub, tmp_path):
     assert (work / "predictions/classifier/predictions.json").exists()
 
 
-@pytest.mark.parametrize("signal", ["USR1", "TERM"])
-def test_preempted_training_requeues_and_resumes_to_the_same_weights(slurm, stub, tmp_path, signal):
-    """USR1 (--signal) or TERM (time limit, pre-emption) to the batch shell -> ranks checkpoint,
-    exit 75 -> requeue -> --resume -> same end."""
+def test_preempted_training_requeues_and_resumes_to_the_same_weights(slurm, stub, tmp_path):
+    """USR1 to the batch shell -> ranks checkpoint, exit 75 -> requeue -> --resume -> same end."""
     (tmp_path / "work/data/galaxies").mkdir(parents=True)
     steps = "24"
     run = tmp_path / "work/runs/classifier"
@@ -87,18 +85,39 @@ def test_preempted_training_requeues_and_resumes_to_the_same_weights(slurm, stub
                           env=stub_env(slurm, stub, tmp_path, COSMOTRAIN_STUB_STEPS=steps))
     progress = run / "progress"
     slurm.wait_for(lambda: progress.exists() and int(progress.read_text() or 0) >= 4, what="training steps")
-    subprocess.run(["scancel", f"--signal={signal}", "--batch", job_id], env=slurm.env(), check=True)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm.env(), check=True)
     rc = slurm.wait(job_id)
     log = slurm.log(tmp_path / "logs", job_id)
 
     assert rc == 0, log
     info = slurm.show(job_id)
     assert (info["JobState"], info["Restarts"]) == ("COMPLETED", "1"), info
-    assert f"requeueing job {job_id} after SIG{signal}" in log and "resuming from" in log, log
+    assert f"requeueing job {job_id} after SIGUSR1" in log and "resuming from" in log, log
     starts = [c for c in calls(tmp_path / "calls.jsonl") if c["rank"] == 0 and c["argv"][0] == "train"]
     assert [("--resume" in c["argv"], c["restart"]) for c in starts[-2:]] == [(False, 0), (True, 1)]
     straight = np.zeros(4)
     for step in range(int(steps)):  # the stub's training, uninterrupted
+        straight = 0.9 * straight + np.sin(step + np.arange(4))
+    np.testing.assert_array_equal(np.load(run / "weights.npy"), straight)
+
+
+def test_a_time_limit_requeues_and_resumes_to_the_same_weights(slurm, stub, tmp_path):
+    """The time limit: SIGTERM to every process, SIGKILL KillWait (10 s) later -> checkpoint, requeue,
+    --resume, until the run is done (each 1-minute start moves it on by >= 200 steps)."""
+    (tmp_path / "work/data/galaxies").mkdir(parents=True)
+    steps = 480  # 0.25 s each: 2 minutes, so the 1-minute limit cuts it at least once
+    run = tmp_path / "work/runs/classifier"
+    no_warning = "--signal=B:CONT@1"  # replaces the script's USR1 ten minutes ahead: only the limit itself
+    job_id = slurm.submit("train_classifier", tmp_path / "logs", flags=["--time=1", no_warning],
+                          env=stub_env(slurm, stub, tmp_path, COSMOTRAIN_STUB_STEPS=str(steps)))
+    rc = slurm.wait(job_id, timeout=600)
+    log = slurm.log(tmp_path / "logs", job_id)
+
+    assert rc == 0, log
+    assert int(slurm.show(job_id)["Restarts"]) >= 1, log
+    assert f"requeueing job {job_id} after SIGTERM" in log and "resuming from" in log, log
+    straight = np.zeros(4)
+    for step in range(steps):
         straight = 0.9 * straight + np.sin(step + np.arange(4))
     np.testing.assert_array_equal(np.load(run / "weights.npy"), straight)
 
