@@ -65,7 +65,7 @@ def test_tensorboard_groups_training_and_validation(trained):
     _, run = trained
     board = tensorboard_scalars(run / "tensorboard")
     assert set(board) == {"train/loss", "train/accuracy", "train/learning_rate", "train/samples_per_second",
-                          "train/epoch_seconds", "val/loss", "val/accuracy"}
+                          "train/epoch_seconds", "val/loss", "val/accuracy", "val/vote_rmse"}
     last = (run / "history.csv").read_text().splitlines()[-1].split(",")
     assert board["val/loss"][2] == pytest.approx(float(last[5])) and board["train/loss"][2] == pytest.approx(float(last[3]))
 
