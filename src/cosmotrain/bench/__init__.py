@@ -25,6 +25,7 @@ BENCHMARKS = {
     "allreduce": "allreduce",
     "scaling-model": "scaling_model",
     "peers": "peers",
+    "galaxy-baselines": "galaxy_baselines",
 }
 
 
