@@ -8,7 +8,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: env demo test test-unit test-mpi bench container-test slurm-test cluster-test clean
+.PHONY: env demo test test-unit test-mpi fault-test bench container-test slurm-test cluster-test clean
 
 env:                ## build or reuse the pinned environment (.venv), check Horovod
 	@bash scripts/setup_env.sh
@@ -17,7 +17,10 @@ demo: env           ## end-to-end on built-in data, 2 MPI ranks; writes demo/sum
 	@bash scripts/demo.sh
 
 test: env           ## the test suite: unit, 2-rank MPI, command line
-	$(BIN)/pytest -q -m "not slurm and not container and not cluster" tests
+	$(BIN)/pytest -q -m "not slurm and not container and not cluster and not faults" tests
+
+fault-test: env     ## real faults (kills, signals, a full tmpfs, read-only mounts); needs root for the mounts
+	$(BIN)/pytest -q -m faults tests/faults
 
 bench: env          ## every benchmark; results in bench/results/*.json
 	@for b in pipeline step scaling input sample-scaling write cmb-scaling; do \

@@ -20,6 +20,7 @@ setup(
     python_requires=">=3.11,<3.12",
     install_requires=[
         "numpy<2", "h5py", "healpy", "mpi4py", "PyYAML", "tqdm", "matplotlib", "scipy", "pillow", "horovod==0.28.1",
+        "ducc0",
     ],
     extras_require={"cpu": [f"tensorflow-cpu=={TENSORFLOW}"], "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
                     "camb": ["camb"], "dev": ["pytest", "pytest-timeout"]},

@@ -75,10 +75,10 @@ PY
 merge_summary classifier "$classifier_summary"
 
 # ---- the GAN: a small simulated CMB patch set, the DCGAN on it, its science monitors
-stage "GAN 1/2 simulated CMB patches (configs/cmb_tiny.yaml: 8 skies, 3840 patches of 64x64) on $RANKS ranks"
+stage "GAN 1/3 simulated CMB patches (configs/cmb_tiny.yaml: 10 skies, 4800 patches of 64x64; 6 skies train, 2 val, 2 test) on $RANKS ranks"
 "${MPIRUN[@]}" cosmotrain data cmb --config configs/cmb_tiny.yaml --out "$DEMO/cmb" --overwrite
 
-stage "GAN 2/2 training the CMB DCGAN on $RANKS MPI ranks (configs/gan_tiny.yaml, monitors every 250 steps)"
+stage "GAN 2/3 training the CMB DCGAN on $RANKS MPI ranks (configs/gan_tiny.yaml, monitors every 250 steps)"
 "${MPIRUN[@]}" cosmotrain train gan --config configs/gan_tiny.yaml --data "$DEMO/cmb" --out "$DEMO/gan" --overwrite
 
 gan_summary=$(python - "$DEMO" <<'PY'
@@ -104,6 +104,45 @@ print(f"GAN: final C_ell error/floor {g['cl_error_over_floor']:.2f} (goal {g['go
       f"KS/floor {g['ks_over_floor']:.2f} (goal {g['goals']['ks_over_floor']}); best at step {g['best']['step']}: "
       f"{g['best']['cl_error_over_floor']:.2f} / {g['best']['ks_over_floor']:.2f}; {g['steps']} steps on {g['ranks']} "
       f"ranks in {g['train_seconds']:.0f} s; plots in {g['run']}/plots")
+PY
+
+stage "GAN 3/3 the referee: 4096 fresh patches against the test skies, with and without the calibration filter"
+mkdir -p "$DEMO/referee"
+"${MPIRUN[@]}" cosmotrain sample gan --run "$DEMO/gan" --n 4096 --out "$DEMO/samples" --overwrite
+"${MPIRUN[@]}" cosmotrain validate samples "$DEMO/samples" --reference "$DEMO/cmb" --out "$DEMO/referee/calibrated.json"
+python - "$DEMO" <<'PY'
+import sys
+from pathlib import Path
+import h5py
+from cosmotrain.inference import load_generator
+demo = Path(sys.argv[1])
+generator = load_generator(demo / "gan", checkpoint="best")
+generator.gains = None  # G's own patches, without the calibration filter
+with h5py.File(demo / "referee" / "uncalibrated.h5", "w") as h5:
+    h5.create_dataset("patches", data=generator.sample(4096, seed=0)).attrs["reso_arcmin"] = \
+        generator.info["dataset"]["reso_arcmin"]
+PY
+"${MPIRUN[@]}" cosmotrain validate samples "$DEMO/referee/uncalibrated.h5" --reference "$DEMO/cmb" \
+  --out "$DEMO/referee/uncalibrated.json"
+referee_summary=$(python - "$DEMO" <<'PY'
+import json, sys
+from pathlib import Path
+demo = Path(sys.argv[1])
+out = {}
+for name in ("calibrated", "uncalibrated"):
+    report = json.loads((demo / "referee" / f"{name}.json").read_text())
+    out[name] = {"pass": report["pass"], "failed": report["failed"], "figure": report["figure"],
+                 "p_values": {t: round(v["p_value"], 6) for t, v in report["tests"].items()}}
+print(json.dumps(out))
+PY
+)
+merge_summary referee "$referee_summary"
+python - "$DEMO/summary.json" <<'PY'
+import json, sys
+for name, r in json.load(open(sys.argv[1]))["referee"].items():
+    verdict = "PASS" if r["pass"] else "FAIL (" + ", ".join(r["failed"]) + ")"
+    print(f"referee, GAN samples {'with' if name == 'calibrated' else 'without'} the calibration filter: {verdict}; "
+          f"figure {r['figure']}")
 PY
 
 stage "done in $(( $(date +%s) - t0 ))s"

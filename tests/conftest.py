@@ -3,6 +3,15 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def checksum_cache(tmp_path_factory):
+    """Keep the verified-shard cache of every test (and of the processes tests start) out of ~/.cache."""
+    import os
+
+    os.environ["COSMOTRAIN_CACHE"] = str(tmp_path_factory.mktemp("cosmotrain-cache"))
+    yield
+
+
 @pytest.fixture
 def tiny_galaxies(tmp_path):
     """A small valid galaxies dataset written through the real shard writer."""

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy.special import erfc
 
-from cosmotrain.science.spectra import ARCMIN, Binning, mode_ells
+from cosmotrain.science.spectra import ARCMIN, Binning, correlation_function, mode_ells
 from cosmotrain.science.stats import _derivatives
 
 
@@ -114,3 +114,30 @@ def gaussian_minkowski(thresholds: np.ndarray, gradient_to_sigma: float) -> np.n
     return np.stack([0.5 * erfc(nu / math.sqrt(2.0)),
                      r * gauss / (8.0 * math.sqrt(2.0)),
                      r**2 * nu * gauss / (2.0 * (2.0 * math.pi) ** 1.5)])
+
+
+def gaussian_band_covariance(cl: np.ndarray, binning: Binning, white_var: float = 0.0) -> np.ndarray:
+    """Exact covariance (float64 ``[nbins, nbins]``, μK⁴) of one patch's ``band_powers`` for a Gaussian field.
+
+    The field (spectrum ``cl`` μK² [ℓmax+1], plus white noise ``white_var`` μK² per pixel) is
+    sampled at the patch's pixel centres, so the apodised Fourier coefficients ``y_k`` have
+    covariance ``A = F diag(w) Ξ diag(w) F^H`` and pseudo-covariance ``B = F diag(w) Ξ diag(w) F^T``
+    with ``Ξ`` the pixels' covariance; Isserlis gives ``Cov(|y_k|², |y_k'|²) = |A_kk'|² + |B_kk'|²``.
+    Every mode of the full FFT grid is kept, so bins average over both halves of the plane.
+    """
+    h, w = binning.shape
+    iy, ix = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    lag = np.hypot(iy.ravel()[:, None] - iy.ravel()[None, :], ix.ravel()[:, None] - ix.ravel()[None, :])
+    unique, inverse = np.unique(lag, return_inverse=True)
+    xi = correlation_function(cl, unique * binning.reso_arcmin * ARCMIN)[inverse].reshape(lag.shape)
+    xi[np.diag_indices_from(xi)] += white_var
+    weighted = binning.window.ravel()[:, None] * xi * binning.window.ravel()[None, :]
+    m = weighted.reshape(h, w, h, w)
+    a = np.fft.ifft2(np.fft.fft2(m, axes=(0, 1)), axes=(2, 3)).reshape(h * w, h * w) * (h * w)
+    b = np.fft.fft2(np.fft.fft2(m, axes=(0, 1)), axes=(2, 3)).reshape(h * w, h * w)
+    cov_modes = (np.abs(a) ** 2 + np.abs(b) ** 2) * binning.norm**2
+    full_ell = np.hypot(*np.meshgrid(np.fft.fftfreq(h, binning.reso_arcmin * ARCMIN),
+                                     np.fft.fftfreq(w, binning.reso_arcmin * ARCMIN), indexing="ij")).ravel() * 2 * np.pi
+    member = np.stack([(full_ell >= lo) & (full_ell < hi) for lo, hi in zip(binning.edges[:-1], binning.edges[1:])])
+    weights = member / member.sum(axis=1, keepdims=True)
+    return weights @ cov_modes @ weights.T

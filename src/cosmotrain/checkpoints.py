@@ -29,8 +29,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from typing import Callable, Iterable
+
 from cosmotrain import dist
 from cosmotrain.errors import UserError
+from cosmotrain.files import storage_errors
 from cosmotrain.rundir import RunDir
 
 STATE_KEY = "state/.ATTRIBUTES/VARIABLE_VALUE"
@@ -75,10 +78,15 @@ class Checkpointer:
 
     ``signature`` (JSON-able dict) describes what must match for a restore to make sense.
     Create on every rank; ``save`` writes on rank 0 only (others return at once).
+    ``on_first_save`` is called (rank 0) once the first checkpoint of this process is on disk.
+    A full disk or read-only folder while saving is a one-line ``StorageError``; the
+    checkpoints saved before stay intact and current.
     """
 
-    def __init__(self, directory: str | Path, objects: dict[str, Any], signature: dict, keep: int = 3):
+    def __init__(self, directory: str | Path, objects: dict[str, Any], signature: dict, keep: int = 3,
+                 on_first_save: Callable[[], None] | None = None):
         self.directory = Path(directory)
+        self._on_first_save = on_first_save
         self.signature = json.loads(json.dumps(signature))
         self._state = tf.Variable("", dtype=tf.string, trainable=False, name="train_state")
         self._ckpt = tf.train.Checkpoint(**objects, state=self._state)
@@ -96,9 +104,16 @@ class Checkpointer:
             return None
         state.signature = self.signature
         self._state.assign(state.to_json())
-        path = self._latest.save(checkpoint_number=state.step)
-        if best:
-            self._best.save(checkpoint_number=state.step)
+        last = newest(self.directory)
+        fix = (f"free space or fix the folder, then continue with --resume (from {last}, intact)" if last else
+               "free space or fix the folder, then run again (no checkpoint had been written)")
+        with storage_errors(self.directory / f"ckpt-{state.step}", fix):
+            path = self._latest.save(checkpoint_number=state.step)
+            if best:
+                self._best.save(checkpoint_number=state.step)
+        if self._on_first_save is not None:
+            self._on_first_save()
+            self._on_first_save = None
         return path
 
     def save_all(self, state: TrainState, local_sums: list[float], best: bool = False) -> str | None:
@@ -158,6 +173,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict:
             out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: tree}
+
+
+def variable_bytes(variables: Iterable[Any]) -> int:
+    """Bytes the values of ``variables`` (tf.Variable) take."""
+    return sum(int(v.shape.num_elements()) * v.dtype.size for v in variables)
+
+
+def space_needed(checkpoint_bytes: int, keep: int) -> int:
+    """Bytes a run takes on disk at most: ``keep`` latest checkpoints of ``checkpoint_bytes`` each,
+    the best one and one being written, plus 32 MB for its records (history, TensorBoard, plots)."""
+    return checkpoint_bytes * (keep + 2) + (32 << 20)
 
 
 # ---------------------------------------------------------------- finding checkpoints

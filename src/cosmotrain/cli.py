@@ -12,14 +12,15 @@ import sys
 
 from cosmotrain import __version__
 from cosmotrain.commands import Command
-from cosmotrain.errors import UserError
+from cosmotrain.errors import StorageError, UserError
+from cosmotrain.files import storage_problem
 
 GROUPS = {
     "data": "prepare datasets: synthetic or Galaxy Zoo galaxies, simulated CMB patches",
     "train": "train a model data-parallel (one process, mpirun, horovodrun or srun)",
     "evaluate": "evaluate a trained run on its test split",
     "sample": "generate large sample sets from a trained model across MPI ranks",
-    "validate": "check a sample set's statistics against a reference dataset",
+    "validate": "check a dataset's files, or a sample set's statistics against a reference dataset",
     "predict": "batch inference with a trained classifier across MPI ranks",
     "spectra": "angular power spectra of a CMB patch dataset",
     "bench": "run a benchmark; the last stdout line is one JSON object",
@@ -30,6 +31,7 @@ MODULES = [
     "cosmotrain.commands.bench",
     "cosmotrain.commands.classifier",
     "cosmotrain.commands.cmb",
+    "cosmotrain.commands.dataset",
     "cosmotrain.commands.galaxies",
     "cosmotrain.commands.gan",
     "cosmotrain.commands.sample",
@@ -94,16 +96,24 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except UserError as err:
         return _fail(err)
+    except Exception as err:  # a full disk or read-only folder that no command foresaw: still one line
+        problem = storage_problem(err)
+        if problem is None:
+            raise
+        where = getattr(err, "filename", None) or str(err).strip().splitlines()[0][:200]
+        return _fail(StorageError(f"cannot write {where}: {problem}; free space or choose a writable output, "
+                                  f"then rerun (files written completely before are intact)"))
 
 
 def _fail(err: UserError) -> int:
     """One line on stderr; a multi-rank job is aborted so no rank waits for the others."""
-    from cosmotrain import dist
+    from cosmotrain import dist, placement
 
     ctx = dist.context()
     if ctx.size > 1:
-        dist.fail(err)
-    rank = f" [rank {dist.env_rank()}]" if dist.env_rank() else ""
+        dist.fail(err)  # returns only when every rank met the mistake and printed it
+        return 2
+    rank = f" [rank {placement.env_rank()}]" if placement.env_rank() else ""
     print(f"cosmotrain{rank}: error: {err}", file=sys.stderr)
     return 2
 

@@ -10,7 +10,9 @@ typo fails at once with a message naming the key, before any work starts::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Type, TypeVar
@@ -21,6 +23,9 @@ from cosmotrain.errors import UserError
 from cosmotrain.files import atomic_write_text
 
 T = TypeVar("T")
+
+# A number as people write it: 2e-4, 1E5, +1.5e3, .5 (YAML 1.1 reads the exponent forms as text).
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(UserError):
@@ -43,9 +48,11 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file {p} not found; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_bytes().decode("utf-8-sig")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {p} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
+        raise ConfigError(f"config file {p} is not valid YAML ({_yaml_problem(err)}); fix it") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(data).__name__}")
     return data
@@ -62,7 +69,25 @@ def apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {key} is a value, not a section")
-    node[keys[-1]] = yaml.safe_load(text)
+    node[keys[-1]] = parse_value(dotted.strip(), text)
+
+
+def parse_value(key: str, text: str) -> Any:
+    """The value of ``--set key=text``, read as YAML; malformed YAML or a tag is a ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}={text}: the value is not valid YAML ({_yaml_problem(err)}); write a plain "
+                          f"value such as 3, 0.5, text or [16, 32], quoting the whole option in the shell") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong, in a few words: a refused tag, or the parser's complaint (one line)."""
+    if isinstance(err, yaml.constructor.ConstructorError):
+        return "YAML tags such as !!python/... are not allowed"
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def from_dict(cls: Type[T], raw: dict, where: str = "") -> T:
@@ -110,8 +135,12 @@ def _check_scalar(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     return value
 
 

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 import time
 from typing import Any, Callable, Optional
 
-# Environment variables that hold the rank / local size under each launcher we support.
-_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "SLURM_PROCID", "PMI_RANK")
-_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "HOROVOD_LOCAL_SIZE", "MPI_LOCALNRANKS")
+from cosmotrain.placement import cores_per_rank, env_local_size, env_rank, set_mpi_env, set_thread_env, split_range
 
 # Exit code of a training run that checkpointed on SIGUSR1 and wants to be requeued.
 EXIT_REQUEUE = 75
@@ -49,90 +46,13 @@ class Context:
 _ctx = Context()
 _hvd = None
 _comm = None
+_failures = None  # a communicator of its own on which failing ranks meet (MPI engines)
+FAIL_WAIT = 5.0   # seconds a rank that met a mistake waits for the others to meet it too
 
 
 def context() -> Context:
     """The current process's Context (a single-process one before any init)."""
     return _ctx
-
-
-def env_rank() -> int:
-    """This process's rank as the launcher announced it, before any MPI call."""
-    for var in _RANK_VARS:
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def env_local_size() -> int:
-    """How many ranks share this node, read from the launcher's environment."""
-    for var in _LOCAL_SIZE_VARS:
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return slurm_tasks_on_node() or 1
-
-
-def slurm_tasks_on_node() -> int | None:
-    """Tasks SLURM placed on this node (``SLURM_STEP_TASKS_PER_NODE`` at ``SLURM_NODEID``), or None.
-
-    SLURM writes the counts compressed: ``"2(x3),1"`` is 2, 2, 2, 1 tasks on nodes 0..3.
-    """
-    text = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "")
-    counts: list[int] = []
-    for part in filter(None, text.split(",")):
-        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part)
-        if match is None:
-            return None
-        counts += [int(match[1])] * int(match[2] or 1)
-    node = os.environ.get("SLURM_NODEID", "0")
-    return counts[int(node)] if node.isdigit() and int(node) < len(counts) else None
-
-
-def cores_per_rank(local_size: int) -> int:
-    """CPU cores this rank may use, as SLURM allocated them, else as its affinity mask allows.
-
-    In order: ``SLURM_CPUS_PER_TASK``; else the CPUs SLURM gave this node
-    (``SLURM_CPUS_ON_NODE``) divided by the ranks on it (``local_size``); else the affinity
-    mask, shared out among the node's ranks when it is the whole machine (an unbound rank).
-    Never more than the mask: a rank bound to one core gets one thread whatever SLURM says.
-    SLURM's ``task/none`` plugin leaves the mask whole, so without this a rank given one CPU
-    would still size TensorFlow for every core of the node.
-    """
-    mask = len(os.sched_getaffinity(0))
-    allocated = _slurm_cores(local_size)
-    if allocated:
-        return max(1, min(allocated, mask))
-    if mask >= (os.cpu_count() or mask) and local_size > 1:
-        mask //= local_size
-    return max(1, mask)
-
-
-def _slurm_cores(local_size: int) -> int | None:
-    """Cores per rank from SLURM's allocation, or None outside a SLURM job."""
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if per_task.isdigit() and int(per_task) > 0:
-        return int(per_task)
-    on_node = os.environ.get("SLURM_CPUS_ON_NODE", "")
-    if on_node.isdigit() and int(on_node) > 0:
-        return max(1, int(on_node) // max(1, local_size))
-    return None
-
-
-def set_thread_env(threads: int) -> None:
-    """Set OpenMP/BLAS thread counts; call before numerical libraries load."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
-
-
-def set_mpi_env() -> None:
-    """Open MPI defaults for ranks that share cores; call before MPI starts.
-
-    A rank waiting in a collective yields its core (``sched_yield``) instead of spinning on
-    it, so a waiting rank does not starve its own compute threads, Horovod's background
-    thread or a neighbour on an oversubscribed node (``cosmotrain bench scaling``). Yielding
-    an otherwise idle core costs nothing. Export the variable as 0 to spin.
-    """
-    os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +128,8 @@ def init_horovod(threads: int | None = None, allreduce: AllreduceConfig | None =
     _configure_tensorflow(tf, threads, hvd.local_rank())
     engine = "horovod-gloo" if hvd.gloo_enabled() else "horovod-mpi"
     _ctx = Context(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), engine, threads)
+    if engine == "horovod-mpi" and _ctx.size > 1:
+        _meet_failures()
     return _ctx
 
 
@@ -242,7 +164,17 @@ def init_mpi(threads: int | None = None) -> Context:
     _comm = MPI.COMM_WORLD
     local = _comm.Split_type(MPI.COMM_TYPE_SHARED)
     _ctx = Context(_comm.Get_rank(), _comm.Get_size(), local.Get_rank(), local.Get_size(), "mpi", threads)
+    if _ctx.size > 1:
+        _meet_failures()
     return _ctx
+
+
+def _meet_failures() -> None:
+    """The communicator on which ranks that met a mistake wait for each other (``fail``); collective."""
+    global _failures
+    from mpi4py import MPI  # under Horovod, MPI is already initialised: this only binds to it
+
+    _failures = MPI.COMM_WORLD.Dup()
 
 
 def _launched_by_gloo() -> bool:
@@ -250,17 +182,6 @@ def _launched_by_gloo() -> bool:
 
 
 # ---------------------------------------------------------------- sharing out work
-
-def split_range(n: int, rank: int, size: int, align: int = 1) -> tuple[int, int]:
-    """Part ``rank`` of ``size`` of the items 0..n-1: a contiguous range [start, stop).
-
-    Cut at multiples of ``align`` (whole blocks), in rank order, disjoint, covering all ``n``;
-    the parts' sizes differ by at most one block.
-    """
-    units = -(-n // align)
-    lo, hi = units * rank // size, units * (rank + 1) // size
-    return min(n, lo * align), min(n, hi * align)
-
 
 def share(n: int, align: int = 1) -> tuple[int, int]:
     """This rank's contiguous part [start, stop) of ``n`` items (``split_range``)."""
@@ -276,21 +197,46 @@ def install_abort_hook() -> None:
 
 def _on_uncaught(kind, err, tb) -> None:
     fail(err, tb)
+    abort(2)  # reached when every rank met the same mistake and printed it
 
 
 def fail(err: BaseException, tb=None) -> None:
-    """Report ``err`` on stderr (one line if it is a UserError) and abort the whole job."""
+    """Report ``err`` on stderr (one line if it is a UserError), then end the whole job.
+
+    A mistake that every rank meets (a bad input found while checking, before any work) is
+    printed by every rank: the ranks wait up to ``FAIL_WAIT`` seconds for each other, and if
+    all arrive this returns on every rank (the caller exits with code 2). Otherwise, and for
+    any other exception, the whole job is aborted at once.
+    """
     from cosmotrain.errors import UserError
 
     kind = type(err)
     rank = _ctx.rank if _ctx.engine != "single" else env_rank()
     if isinstance(err, UserError):
         sys.stderr.write(f"cosmotrain [rank {rank}]: error: {err}\n")
+        sys.stderr.flush()
+        if _everyone_failed(FAIL_WAIT):
+            return
     else:
         sys.__excepthook__(kind, err, tb)
         sys.stderr.write(f"cosmotrain [rank {rank}]: aborting the job after {kind.__name__}\n")
     sys.stderr.flush()
     abort(2 if isinstance(err, UserError) else 1)
+
+
+def _everyone_failed(wait: float) -> bool:
+    """True when every rank reaches this point within ``wait`` seconds (MPI engines only).
+
+    A blocking barrier in a thread of its own, waited for with a timeout: Open MPI's
+    non-blocking barrier, polled beside Horovod's background thread, can crash.
+    """
+    if _failures is None:
+        return False
+    import threading
+
+    met = threading.Event()
+    threading.Thread(target=lambda: (_failures.Barrier(), met.set()), name="failure-barrier", daemon=True).start()
+    return met.wait(wait)
 
 
 def abort(code: int = 1) -> None:

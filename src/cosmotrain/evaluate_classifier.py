@@ -26,7 +26,8 @@ import numpy as np
 
 from cosmotrain import dist, logs, rundir
 from cosmotrain.data.reader import ShardSet
-from cosmotrain.errors import UserError
+from cosmotrain.errors import StorageError, UserError
+from cosmotrain.files import writable_problem
 from cosmotrain.inference import TrainedClassifier, load_classifier
 from cosmotrain.plots import classification, images, training
 from cosmotrain.rundir import RunDir
@@ -98,6 +99,11 @@ def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "be
     suffix = "_tta" if tta else ""
     dist.root_computes(_check_out, out / f"metrics{suffix}.json", overwrite)
     test = ShardSet(root, split, kind="galaxies")
+    test.require_samples("evaluation (pass --split)")
+    test.check_values(("labels",))
+    problem = writable_problem(out)
+    if problem:
+        raise StorageError(f"cannot write the evaluation to {out}: {problem}; pass a writable --out")
     names = list(test.attrs.get("class_names", classifier.class_names))
     if names != classifier.class_names:
         raise UserError(f"{root} has the classes {names}, the classifier {classifier.class_names}; evaluate it on a "

@@ -110,9 +110,9 @@ class TrainedClassifier:
 
     def __call__(self, images: np.ndarray, tta: bool = False, batch: int = PREDICT_BATCH) -> np.ndarray:
         images = np.asarray(images)
-        if images.shape[1:] != self.image_shape:
-            raise UserError(f"the classifier takes images of {'x'.join(map(str, self.image_shape))}, got "
-                            f"{'x'.join(map(str, images.shape[1:]))}; resize them as its training set was")
+        problem = image_shape_problem(self.image_shape, tuple(images.shape[1:]))
+        if problem:
+            raise UserError(f"the classifier takes {problem}")
         transforms = range(8) if tta else (0,)
         forward = _compiled(self.model)
         total = np.zeros((len(images), self.model.output_shape[-1]), np.float64)
@@ -121,6 +121,19 @@ class TrainedClassifier:
                 chunk = d4_transform(images[s:s + batch], np.full(len(images[s:s + batch]), k))
                 total[s:s + len(chunk)] += forward(chunk).numpy()
         return (total / len(transforms)).astype(np.float32)
+
+
+def image_shape_problem(expected: tuple, got: tuple) -> str | None:
+    """What differs between the image shape a classifier takes (H, W, 3) and ``got``, and the fix; None if equal."""
+    if got == expected:
+        return None
+    shown = f"images of {'x'.join(map(str, expected))}, got {'x'.join(map(str, got)) or 'scalars'}"
+    if len(got) == 3 and got[2] == 4:
+        return f"{shown}: drop the alpha channel (images[..., :3]) or convert them to RGB"
+    if len(got) != 3 or got[2] != 3:
+        return f"{shown}: give them 3 colour channels (RGB; a grey image repeated 3 times)"
+    return (f"{shown}: resize them to {expected[0]}x{expected[1]} pixels (for a dataset: remake it with --set "
+            f"dataset.image_size={expected[0]}, or train a classifier on images of this size)")
 
 
 _FORWARD = weakref.WeakKeyDictionary()

@@ -16,7 +16,7 @@ from cosmotrain.data.reader import ShardSet
 from cosmotrain.data.shards import MANIFEST
 from cosmotrain.errors import UserError
 from cosmotrain.files import sha256
-from cosmotrain.inference import TrainedClassifier, load_classifier
+from cosmotrain.inference import TrainedClassifier, image_shape_problem, load_classifier
 from cosmotrain.rundir import RunDir
 
 
@@ -25,13 +25,12 @@ def predict_classifier(run: str, checkpoint: str, images: str, split: str, out: 
     """Make (or finish) the prediction set of ``run`` on split ``split`` of ``images`` in ``out``."""
     sampleset.check_counts(1, batch, 0)
     data = ShardSet(images, split, kind="galaxies")
-    if data.n == 0:
-        raise UserError(f"{images} has no images in split '{split}'; pick another --split")
+    data.require_samples("predicting (pick another --split)")
     dist.configure_tensorflow()
     classifier = load_classifier(run, checkpoint)
-    if data.sample_shape("images") != classifier.image_shape:
-        raise UserError(f"{images} holds images of {data.sample_shape('images')}, the classifier takes "
-                        f"{classifier.image_shape}; predict on a dataset made like its training set")
+    problem = image_shape_problem(classifier.image_shape, data.sample_shape("images"))
+    if problem:
+        raise UserError(f"{images}: the classifier takes {problem}")
     names = classifier.class_names
     spec = sampleset.Spec(
         "classifier-predictions", data.n, batch,

@@ -10,6 +10,9 @@ Everything a training run writes goes under one folder (``RunDir``)::
     RUN/plots/              the GAN's figures
     RUN/monitors/best.json  the GAN's best monitor so far
     RUN/eval/               what ``evaluate classifier`` writes
+    RUN/heartbeat/          one file per rank: its step and phase, for the stall watchdog
+    RUN/.replaced/          a finished run that ``--overwrite`` replaces, deleted at the new
+                            run's first checkpoint
 
 Files shared by the whole job are written by rank 0 alone, through ``write_text``,
 ``write_json``, ``write_figure`` and ``write_with``; every other rank skips them. Only
@@ -21,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,9 +34,12 @@ import numpy as np
 from cosmotrain import config, dist, logs
 from cosmotrain.config import ConfigError
 from cosmotrain.errors import UserError
-from cosmotrain.files import atomic_write_json, atomic_write_text, save_figure
+from cosmotrain.files import (atomic_write_json, atomic_write_text, save_figure, space_problem, storage_errors,
+                              writable_problem)
 
 log = logs.get("run")
+
+MIDRUN_FIX = "free space or fix the folder, then continue with --resume (every file written before is intact)"
 
 
 # ---------------------------------------------------------------- rank 0 writes
@@ -40,13 +47,15 @@ log = logs.get("run")
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, on rank 0 only."""
     if dist.context().is_root:
-        atomic_write_text(path, text)
+        with storage_errors(path, MIDRUN_FIX):
+            atomic_write_text(path, text)
 
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically, on rank 0 only."""
     if dist.context().is_root:
-        atomic_write_json(path, data)
+        with storage_errors(path, MIDRUN_FIX):
+            atomic_write_json(path, data)
 
 
 def write_figure(path: str | Path, draw: Callable[..., Any], *args: Any, dpi: int = 110) -> Path | None:
@@ -63,7 +72,8 @@ def write_figure(path: str | Path, draw: Callable[..., Any], *args: Any, dpi: in
     figure = draw(*args)
     if figure is None:
         return None
-    save_figure(figure, path, dpi)
+    with storage_errors(path, MIDRUN_FIX):
+        save_figure(figure, path, dpi)
     return Path(path)
 
 
@@ -80,20 +90,15 @@ class RunDir:
     """The paths of one run directory (nothing is created by naming them)."""
 
     OUTPUTS = ("config.yaml", "history.csv", "metrics.json", "checkpoints", "tensorboard", "plots", "monitors",
-               "eval")
+               "eval", "heartbeat")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.config = self.path / "config.yaml"
-        self.history = self.path / "history.csv"
-        self.metrics = self.path / "metrics.json"
-        self.checkpoints = self.path / "checkpoints"
-        self.best_checkpoints = self.checkpoints / "best"
-        self.tensorboard = self.path / "tensorboard"
-        self.plots = self.path / "plots"
-        self.monitors = self.path / "monitors"
-        self.best_monitor = self.monitors / "best.json"
-        self.eval = self.path / "eval"
+        self.path = p = Path(path)
+        self.config, self.history, self.metrics = p / "config.yaml", p / "history.csv", p / "metrics.json"
+        self.checkpoints, self.tensorboard, self.plots = p / "checkpoints", p / "tensorboard", p / "plots"
+        self.monitors, self.eval, self.heartbeat = p / "monitors", p / "eval", p / "heartbeat"
+        self.best_checkpoints, self.best_monitor = self.checkpoints / "best", self.monitors / "best.json"
+        self.replaced = self.path / ".replaced"
 
     def __str__(self) -> str:
         return str(self.path)
@@ -106,48 +111,96 @@ class RunDir:
         """The run's ``config.yaml`` as a plain dict; {} when there is none."""
         return config.read_yaml(self.config) if self.config.is_file() else {}
 
+    def held(self) -> list[str]:
+        """The names of ``OUTPUTS`` present in the folder."""
+        return [name for name in self.OUTPUTS if (self.path / name).exists()]
+
+    def has_checkpoint(self) -> bool:
+        """True when a checkpoint has been recorded (TensorFlow's ``checkpoints/checkpoint`` index)."""
+        return (self.checkpoints / "checkpoint").is_file()
+
+    def worth_keeping(self) -> bool:
+        """A run with something to lose: a checkpoint, or a finished run's ``metrics.json``."""
+        return self.has_checkpoint() or self.metrics.is_file()
+
+    def drop_replaced(self) -> None:
+        """Delete the run ``--overwrite`` moved aside (rank 0): the new run has its first checkpoint."""
+        if dist.context().is_root and self.replaced.exists():
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            log.info("deleted the replaced run's outputs (%s): this run has its first checkpoint", self.replaced)
+
 
 # ---------------------------------------------------------------- claiming and configuring a run
 
-def claim(run: str | Path, resume: bool, overwrite: bool) -> RunDir:
-    """Check, on every rank and before any work, that ``run`` may receive this run.
+def claim(run: str | Path, resume: bool, overwrite: bool, needed_bytes: int = 0) -> RunDir:
+    """Check, on every rank and before any work, that ``run`` may receive this run; then take it.
 
-    A directory that already holds a run is refused unless ``resume`` (continue it) or
-    ``overwrite`` (its ``RunDir.OUTPUTS`` are removed by rank 0; other files are left
-    alone). Rank 0 decides and tells the others, so every rank raises the same error.
+    Refused (one line, on every rank; nothing touched): ``--resume`` with ``--overwrite``, a
+    file, a folder that cannot be written or lacks ``needed_bytes`` free (the run's estimated
+    size), and a run worth keeping (``RunDir.worth_keeping``) without ``--resume`` or
+    ``--overwrite``. Then rank 0 prepares the folder:
+
+    * ``--overwrite`` moves a run worth keeping into ``RUN/.replaced`` (deleted at the new
+      run's first checkpoint, ``drop_replaced``; until then it can be moved back);
+    * outputs of a run that stopped before its first checkpoint are removed, with a warning,
+      whatever the flags: there is nothing to resume, so ``--resume`` starts from scratch.
     """
     run_dir = RunDir(run)
-    problem = dist.broadcast_object(write_with(_problem, run_dir, resume, overwrite))
+    problem = dist.broadcast_object(write_with(_problem, run_dir, resume, overwrite, needed_bytes))
     if problem:
         raise UserError(problem)
-    if overwrite:
-        write_with(_remove_outputs, run_dir)
-    write_with(run_dir.path.mkdir, parents=True, exist_ok=True)
+    write_with(_prepare, run_dir, resume, overwrite)
     dist.barrier()
     return run_dir
 
 
-def _problem(run: RunDir, resume: bool, overwrite: bool) -> str | None:
+def _problem(run: RunDir, resume: bool, overwrite: bool, needed_bytes: int) -> str | None:
     if resume and overwrite:
         return "--resume and --overwrite contradict each other; pass one of them"
     if run.path.exists() and not run.path.is_dir():
         return f"run directory {run} is a file; choose a folder path for --out"
-    held = [name for name in RunDir.OUTPUTS if (run.path / name).exists()]
-    if resume:
-        return None if run.checkpoints.is_dir() else \
-            f"{run} has no checkpoint to resume from; drop --resume to start a new run there"
-    if held and not overwrite:
-        return (f"{run} already holds a run ({', '.join(held)}); continue it with --resume, "
+    unwritable = writable_problem(run.path)
+    if unwritable:
+        return f"cannot write the run {run}: {unwritable}; choose a writable --out"
+    if not resume and not overwrite and run.worth_keeping():
+        return (f"{run} already holds a run ({', '.join(run.held())}); continue it with --resume, "
                 f"replace it with --overwrite, or pick a new --out")
+    if not (resume and run.has_checkpoint()):
+        short = space_problem(run.path, needed_bytes, f"the run {run}")
+        if short:
+            return f"cannot write the run {run}: {short}; free space or choose another --out"
     return None
 
 
-def _remove_outputs(run: RunDir) -> None:
-    for name in RunDir.OUTPUTS:
+def _prepare(run: RunDir, resume: bool, overwrite: bool) -> None:
+    """Rank 0: make ``run`` ready for a fresh start, or leave it for a resume (see ``claim``)."""
+    if resume and run.has_checkpoint():
+        return
+    held = run.held()
+    if overwrite and run.worth_keeping():
+        if run.replaced.exists():  # an earlier --overwrite got that far, and no further
+            shutil.rmtree(run.replaced)
+        run.replaced.mkdir()
+        for name in held:
+            os.rename(run.path / name, run.replaced / name)
+        logs.root_warning(log, "--overwrite: the previous run in %s is kept in %s until this run's first "
+                          "checkpoint, then deleted", run, run.replaced)
+    else:
+        _remove(run, held)
+        if resume:
+            logs.root_warning(log, "--resume: %s has no checkpoint yet; starting from scratch", run)
+        elif held:
+            logs.root_warning(log, "%s holds a run that stopped before its first checkpoint; starting this run "
+                              "from scratch", run)
+    run.path.mkdir(parents=True, exist_ok=True)
+
+
+def _remove(run: RunDir, names: list[str]) -> None:
+    for name in names:
         path = run.path / name
         if path.is_dir():
             shutil.rmtree(path)
-        elif path.exists():
+        else:
             path.unlink()
 
 
@@ -238,19 +291,24 @@ class Board:
     def __init__(self, logdir: str | Path, tags: dict[str, str]):
         import tensorflow as tf
 
-        self._tf, self.tags = tf, dict(tags)
+        self._tf, self.tags, self.logdir = tf, dict(tags), Path(logdir)
         self.writer = tf.summary.create_file_writer(str(logdir)) if dist.context().is_root else None
 
     def scalars(self, step: int, row: dict) -> None:
         """Write the tagged cells of one history ``row`` at ``step``."""
         if self.writer is None:
             return
-        with self.writer.as_default(step=step):
-            for column, value in row.items():
-                if column in self.tags and value != "":
-                    self._tf.summary.scalar(self.tags[column], value)
-        self.writer.flush()
+        with storage_errors(self.logdir, MIDRUN_FIX):
+            with self.writer.as_default(step=step):
+                for column, value in row.items():
+                    if column in self.tags and value != "":
+                        self._tf.summary.scalar(self.tags[column], value)
+            self.writer.flush()
 
     def close(self) -> None:
+        """Close the event file; a write that fails now (a full disk, already reported) is dropped."""
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except self._tf.errors.OpError:
+                pass

@@ -17,9 +17,7 @@ set back. Writing the parts is ``sampleset``'s.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import json
 import os
 import shutil
@@ -29,12 +27,13 @@ from typing import Mapping
 import numpy as np
 
 from cosmotrain import logs
-from cosmotrain.errors import UserError
-from cosmotrain.files import atomic_write_text, sha256
+from cosmotrain.errors import StorageError, UserError
+from cosmotrain.files import atomic_write_text, sha256, space_problem, storage_errors, writable_problem
 
 SCHEMA_VERSION = 1
 LAYOUT, SAMPLES, MANIFEST = "layout.json", "samples.h5", "manifest.json"
 VALIDATION = "validation"
+SPARE_BYTES = 64 << 10  # samples.h5, the manifest and HDF5 metadata on top of the samples
 
 
 def part_name(p: int) -> str:
@@ -91,7 +90,7 @@ def plan(out: Path, spec: Spec, size: int, overwrite: bool) -> dict:
     parts = [tuple(p) for p in layout["parts"]] if layout else cut_parts(spec.n, spec.batch, size)
     todo = [_todo(out / part_name(p), spec, a, b) for p, (a, b) in enumerate(parts)]
     remaining = [sum(min(spec.batch, b - a - k * spec.batch) for k in t) for t, (a, b) in zip(todo, parts)]
-    _check_space(out, spec, sum(remaining))
+    _check_space(out, spec, parts)
     if layout is None:
         write_text(out, LAYOUT, json.dumps({"schema_version": SCHEMA_VERSION, "spec": spec.key(),
                                         "parts": parts, "ranks": size}, indent=1))
@@ -106,6 +105,9 @@ def _claim(out: Path, spec: Spec, overwrite: bool) -> dict | None:
     """The layout of the same set already in ``out``, or None for a fresh start."""
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; choose a folder path for --out")
+    unwritable = writable_problem(out)
+    if unwritable:
+        raise StorageError(f"cannot write the set {out}: {unwritable}; choose a writable --out")
     for leftover in _leftovers(out):
         leftover.unlink()
     if not out.is_dir() or not any(out.iterdir()):
@@ -117,6 +119,11 @@ def _claim(out: Path, spec: Spec, overwrite: bool) -> dict | None:
         what = _difference(layout["spec"], spec.key()) if layout else "files that are not a sample set"
         raise UserError(f"{out} already holds {what}; rerun the command that made it to resume, "
                         f"pick a new --out, or pass --overwrite")
+    freed = sum(p.stat().st_blocks * 512 for p in [*out.glob("part-*.h5"), out / SAMPLES] if p.is_file())
+    short = space_problem(out, spec.n * sum(spec.row_bytes(f) for f in spec.fields) + SPARE_BYTES - freed,
+                          f"the sample set {out}")
+    if short:
+        raise StorageError(f"{short} (besides the set it replaces); free space or choose another --out")
     _clear(out)
     return None
 
@@ -194,21 +201,24 @@ def _check_part(h5, spec: Spec, start: int, stop: int) -> None:
             raise ValueError(f"'{name}' has the wrong shape or dtype")
 
 
-def _check_space(out: Path, spec: Spec, samples: int) -> None:
-    """Refuse to start when the disk cannot hold the samples still to be written."""
-    need = samples * sum(spec.row_bytes(f) for f in spec.fields)
-    probe = out if out.is_dir() else _existing_parent(out)
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise UserError(f"{out} needs {need / 1e9:.3g} GB for the samples still to write but its disk has "
-                        f"{free / 1e9:.3g} GB free; free space or choose another --out, then rerun")
+def _check_space(out: Path, spec: Spec, parts: list[tuple[int, int]]) -> None:
+    """Refuse to start when the disk cannot hold what is still to be written.
 
-
-def _existing_parent(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
+    A part that exists already has its size reserved but, on most file systems, only the
+    blocks of the batches written so far allocated (the rest is a hole): what it still needs
+    is its size minus its allocated blocks, whatever its batches' marks say.
+    """
+    need = SPARE_BYTES
+    for p, (a, b) in enumerate(parts):
+        path = out / part_name(p)
+        if path.is_file():
+            st = path.stat()
+            need += max(0, st.st_size - 512 * st.st_blocks)
+        else:
+            need += (b - a) * sum(spec.row_bytes(f) for f in spec.fields)
+    short = space_problem(out, need, f"the rest of the sample set {out}")
+    if short:
+        raise StorageError(f"{short}; free space or choose another --out, then rerun")
 
 
 def assign(remaining: list[int], size: int) -> list[list[int]]:
@@ -225,16 +235,10 @@ def assign(remaining: list[int], size: int) -> list[list[int]]:
     return [sorted(d) for d in deal]
 
 
-@contextlib.contextmanager
 def disk_errors(path: Path):
-    """Turn an OSError while writing ``path`` into a one-line UserError naming the fix."""
-    try:
-        yield
-    except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err)
-        reason = "the disk is full (or the quota is exceeded)" if full else f"{err}"
-        raise UserError(f"cannot write {path}: {reason}; free space or fix the folder, then rerun the "
-                        f"same command to resume (finished batches are kept)") from None
+    """A context in which a full disk or read-only folder while writing ``path`` is a one-line StorageError."""
+    return storage_errors(path, "free space or fix the folder, then rerun the same command to resume (finished "
+                                "batches are kept)")
 
 
 def write_text(out: Path, name: str, text: str) -> None:

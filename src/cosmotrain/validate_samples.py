@@ -1,112 +1,157 @@
-"""Validate a GAN sample set against real CMB patches, across MPI ranks.
+"""`cosmotrain validate samples`: the referee (``science.referee``) on a set of patches, across MPI ranks.
 
-The statistics are the GAN monitors' (``science.monitors``), so the numbers mean what they
-mean in the training log: binned C_ℓ (mean and scatter), the pixel PDF on fixed edges with
-a KS distance, Minkowski functionals at fixed thresholds, each comparison divided by its
-sample-variance floor (≈ 1 for a generator as good as real data).
+SAMPLES is a sample-set folder (made by `sample gan`; every part's sha256 is checked) or
+any HDF5 file with a ``patches`` float32 [N, H, W] dataset in μK_CMB; its pixel size
+(``reso_arcmin`` attribute, or ``--reso-arcmin``) must be the reference's. A file that also
+holds ``sky`` (int32 [N], e.g. a shard of a CMB dataset) is a real set: its patches are
+treated as correlated within a sky, like the reference's.
 
-1. Every rank checks the sha256 of its share of the parts against the manifest.
-2. Rank 0 reads the reference split: its first half is the target (``reference``), its
-   second half the real patches that set the floors (``pool``); it builds the probe (ℓ
-   bins, histogram edges, thresholds) and shares it.
-3. Every rank measures a contiguous range of ``samples.h5`` batch by batch; the sums are
-   added over ranks (``monitors.combine``), so N can be millions. The KS test uses the
-   pixels of the first K = min(N, pool size) samples, which are independent draws.
-4. Rank 0 scores and writes ``OUT/validation.json`` and ``OUT/validation.png``.
+1. Rank 0 reads the reference split (default ``test``: skies no generator was trained
+   on) and the training split, builds the probe, and measures both: features per patch,
+   per-sky sums, nearest-neighbour distances of the reference to the training patches,
+   pair correlations. The probe, the training patches' block means and the memorisation
+   threshold go to every rank.
+2. Every rank measures a contiguous share of the samples batch by batch; sums are added
+   over ranks, so N can be millions.
+3. Rank 0 runs the tests and writes FILE.json (every test, a top-level ``pass``) and
+   FILE.png beside it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from cosmotrain import config, dist, logs, rundir, sampleplan
-from cosmotrain.data.reader import ShardSet
+from cosmotrain import dist, logs, rundir, sampleplan
+from cosmotrain.data.reader import ShardSet, read_manifest
 from cosmotrain.errors import UserError
 from cosmotrain.plots import validation
-from cosmotrain.science import monitors
-from cosmotrain.science.monitors import MonitorConfig
+from cosmotrain.science import referee
+from cosmotrain.science import referee_features as rf
 
 log = logs.get("validate")
-
-SUMMARY_KEYS = ("score", "cl_error_over_floor", "ks_over_floor", "ks", "mf_v0_over_floor", "mf_v1_over_floor",
-                "mf_v2_over_floor", "variance_ratio", "worst_bin_ell")
+CHUNK = 512
 
 
-def validate_samples(samples_dir: str | os.PathLike, reference: str | os.PathLike, split: str,
-                     out_dir: str | os.PathLike, batch: int = 256) -> dict | None:
-    """Compare the set in ``samples_dir`` with split ``split`` of CMB dataset ``reference``.
+class Source(NamedTuple):
+    """Where the samples are: HDF5 file, N, shape, pixel size, sky labels (None: independent)."""
 
-    Every rank calls this; rank 0 writes ``out_dir/validation.{json,png}`` and returns the
-    report (other ranks return None).
+    path: Path
+    n: int
+    shape: tuple
+    reso_arcmin: float | None
+    sky: np.ndarray | None
+    label: str
+
+
+class Reference(NamedTuple):
+    """Rank 0's real side: probe, sums of reference and training split, memorisation and pairs."""
+
+    probe: rf.Probe
+    moments: rf.Moments
+    train: rf.Moments
+    distances: np.ndarray
+    pairs: np.ndarray
+    candidates: np.ndarray
+    info: dict
+
+
+def validate_samples(samples: str | os.PathLike, reference: str | os.PathLike, split: str = "test",
+                     out: str | os.PathLike | None = None, batch: int = 256, reso_arcmin: float | None = None) -> dict:
+    """Run the referee on ``samples`` against split ``split`` of CMB dataset ``reference``.
+
+    Every rank calls this and gets the report (rank 0 writes ``out`` and its figure).
     """
     ctx = dist.context()
-    manifest = sampleplan.verify(samples_dir, ctx.rank, ctx.size)
-    shape = _patch_shape(samples_dir, manifest)
-    cfg = _monitor_config(manifest)
-    built = dist.root_computes(_reference, reference, split, shape, manifest["n"], cfg, share=False)
-    probe, k = dist.broadcast_object((built[0].probe, built[1]) if built is not None else None)
-    local = _measure(Path(samples_dir) / manifest["samples"], manifest["n"], probe, k, batch)
-    total = monitors.combine(local, dist.allreduce_sum_array, dist.gather_object)
-    if built is None:  # ranks other than 0: the reference and the scoring are rank 0's
-        return None
-    result = monitors.score(built[0], total)
-    report = _report(samples_dir, reference, split, manifest, built[0], k, result)
-    _write(Path(out_dir), report, result)
-    log.info("validation of %d samples against %d real patches: %s", manifest["n"], report["reference"]["n"],
-             monitors.describe(result))
-    return report
+    source = open_samples(samples, reso_arcmin, ctx.rank, ctx.size)
+    built = dist.root_computes(build_reference, reference, split, source, share=False)
+    shared = dist.broadcast_object(None if built is None else
+                                   (built.probe, built.candidates, referee.memo_threshold(built.distances)))
+    local, near, pairs = measure(source, *shared, batch)
+    skies = 0 if source.sky is None else len(np.unique(source.sky))
+    total = rf.Moments.unpacked(dist.allreduce_sum_array(local.packed()), shared[0].width, skies)
+    near = int(dist.allreduce_sum_array(np.array([float(near)]))[0])
+    gathered = dist.gather_object(pairs)
+    report = None
+    if built is not None:
+        result = referee.run(total, built.moments, built.train, built.probe, near, built.distances,
+                             np.concatenate(gathered), built.pairs)
+        report = _report(source, built, split, result)
+        _write(Path(out) if out else default_out(samples), report)
+    return dist.broadcast_object(report)
 
 
-def _patch_shape(samples_dir, manifest: dict) -> tuple:
-    fields = manifest.get("fields", {})
-    if manifest.get("kind") != "gan-samples" or "patches" not in fields:
-        raise UserError(f"{samples_dir} holds {manifest.get('kind')}, not GAN patches; pass a folder made by "
-                        f"'cosmotrain sample gan'")
-    return tuple(fields["patches"][1])
+def default_out(samples: str | os.PathLike) -> Path:
+    """SAMPLES/validation/validation.json for a folder, FILE.validation.json beside a file."""
+    path = Path(samples)
+    return path / "validation" / "validation.json" if path.is_dir() else path.with_suffix(".validation.json")
 
 
-def _monitor_config(manifest: dict):
-    """The monitor settings of the GAN run that made the set (its defaults if unknown)."""
-    raw = (manifest.get("config") or {}).get("run", {}).get("monitor", {}) or {}
-    known = {f.name for f in dataclasses.fields(MonitorConfig)}
-    return config.from_dict(MonitorConfig, {k: v for k, v in raw.items() if k in known}, "monitor")
+# ---------------------------------------------------------------- the samples
 
-
-def _reference(root, split: str, shape: tuple, n_samples: int, cfg):
-    """(monitors.Reference, K): the real side, built from split ``split`` of ``root``."""
-    real = ShardSet(root, split, kind="cmb")
-    if real.n < 4:
-        raise UserError(f"{root} has {real.n} patches in split '{split}'; the reference needs at least 4")
-    if real.sample_shape("patches") != shape:
-        raise UserError(f"{root} has {real.sample_shape('patches')} patches, the samples are {shape}; "
-                        f"validate against the dataset the GAN was trained on")
-    patches = real.read(0, real.n, ("patches",))["patches"].astype(np.float64)
-    half = real.n // 2
-    k = min(n_samples, real.n - half)
-    cfg = dataclasses.replace(cfg, generated=k, group_size=min(cfg.group_size, k), examples=min(cfg.examples, k))
-    return monitors.build_reference(patches[:half], patches[half:], float(real.attrs["reso_arcmin"]),
-                                    real.attrs.get("lmax"), cfg), k
-
-
-def _measure(path: Path, n: int, probe, k: int, batch: int):
-    """This rank's sums over its contiguous range of the set; pixels only from samples < k."""
+def open_samples(samples: str | os.PathLike, reso_arcmin: float | None, rank: int, size: int) -> Source:
+    """The samples' file, size, shape, pixel size and sky labels; a folder's parts are checked (shared)."""
     import h5py
 
-    start, stop = dist.share(n)
-    parts = []
-    with h5py.File(path, "r") as h5:
-        bar = logs.progress(total=stop - start, desc="validating (rank 0's share)", unit="sample", unit_scale=True)
+    path = Path(samples)
+    if path.is_dir():
+        manifest = sampleplan.verify(path, rank, size)
+        if manifest.get("kind") != "gan-samples":
+            raise UserError(f"{path} holds {manifest.get('kind')}, not CMB patches; pass a folder made by "
+                            f"'cosmotrain sample gan' or an HDF5 file with a 'patches' dataset")
+        path = path / manifest["samples"]
+    if not path.is_file():
+        raise UserError(f"{samples} is neither a sample-set folder nor an HDF5 file; check the path")
+    try:
+        with h5py.File(path, "r") as h5:
+            return _describe(h5, path, samples, reso_arcmin)
+    except OSError as err:
+        raise UserError(f"cannot read {path} as HDF5 ({err}); pass a sample-set folder or an HDF5 file") from None
+
+
+def _describe(h5, path: Path, samples, reso_arcmin: float | None) -> Source:
+    if "patches" not in h5 or h5["patches"].ndim != 3:
+        raise UserError(f"{path} has no 'patches' dataset of shape [N, H, W]; give a file of CMB patches in μK")
+    data = h5["patches"]
+    reso = reso_arcmin if reso_arcmin is not None else data.attrs.get("reso_arcmin", h5.attrs.get("reso_arcmin"))
+    sky = np.asarray(h5["sky"][:], dtype=np.int64) if "sky" in h5 else None
+    if len(data) < 4:
+        raise UserError(f"{path} holds {len(data)} patches; the referee needs at least 4")
+    return Source(path, len(data), tuple(data.shape[1:]), None if reso is None else float(reso), sky, str(samples))
+
+
+def measure(source: Source, probe: rf.Probe, candidates: np.ndarray, threshold: float, batch: int):
+    """This rank's feature sums, count of samples nearer the training set than ``threshold``, pair correlations."""
+    import h5py
+
+    start, stop = dist.share(source.n)
+    rows, near, pairs = [], 0, []
+    with h5py.File(source.path, "r") as h5, logs.progress(total=stop - start, desc="referee (rank 0's share)",
+                                                         unit="sample") as bar:
         for a in range(start, stop, batch):
-            b = min(a + batch, stop)
-            sums = probe.measure(_finite(h5["patches"][a:b], a, path), keep_examples=a == 0)
-            sums.pixels = sums.pixels[:max(0, k - a) * len(probe.positions)]
-            parts.append(sums)
-            bar.update(b - a)
-        bar.close()
-    return _add(parts, probe)
+            x = _finite(h5["patches"][a:min(a + batch, stop)], a, source.path)
+            rows.append(rf.features(x, probe))
+            near += int(np.sum(rf.nearest_distances(rf.coarse(x), candidates) < threshold))
+            if source.sky is None:
+                pairs.append(rf.pair_correlations(x))
+            bar.update(len(x))
+    rows = np.concatenate(rows) if rows else np.zeros((0, probe.width))
+    skies = None if source.sky is None else np.unique(source.sky)
+    moments = rf.Moments.of(rows, None if source.sky is None else source.sky[start:stop], skies)
+    if source.sky is not None and dist.context().rank == 0:  # a real set: pairs from different skies
+        pairs.append(_labelled_pairs(source))
+    return moments, near, np.concatenate(pairs) if pairs else np.zeros(0)
+
+
+def _labelled_pairs(source: Source) -> np.ndarray:
+    import h5py
+
+    order = rf.cross_sky_order(source.sky, seed=0)
+    with h5py.File(source.path, "r") as h5:
+        patches = h5["patches"][:]
+    return rf.pair_correlations(patches[order])
 
 
 def _finite(patches: np.ndarray, start: int, path: Path) -> np.ndarray:
@@ -117,33 +162,79 @@ def _finite(patches: np.ndarray, start: int, path: Path) -> np.ndarray:
     return patches
 
 
-def _add(parts: list, probe):
-    """One ``Sums`` from several: numbers added, pixels and examples concatenated."""
-    if not parts:  # a rank with no samples (more ranks than samples) adds zeros
-        zero = probe.measure(np.zeros((1, *probe.shape)))
-        return monitors.Sums(0.0, *(0 * getattr(zero, f) for f in monitors.Sums.NUMERIC),
-                             pixels=zero.pixels[:0], examples=zero.examples[:0])
-    total = {f: sum(getattr(p, f) for p in parts) for f in ("n", *monitors.Sums.NUMERIC)}
-    return monitors.Sums(**total, pixels=np.concatenate([p.pixels for p in parts]),
-                         examples=np.concatenate([p.examples for p in parts]))
+# ---------------------------------------------------------------- the real side (rank 0)
+
+def build_reference(root: str | os.PathLike, split: str, source: Source) -> Reference:
+    """Everything the referee needs from the CMB dataset ``root`` (rank 0)."""
+    splits = read_manifest(root).get("splits", {})
+    for name, role in ((split, "reference"), ("train", "training split (memorisation, sky variance)")):
+        if name not in splits:
+            raise UserError(f"{root} has no '{name}' split for the {role} (it has: {', '.join(splits)}); make "
+                            f"the dataset with splits.{name} > 0 or pass another --split")
+    real, train = ShardSet(root, split, kind="cmb"), ShardSet(root, "train", kind="cmb")
+    _check_pixels(root, real, source)
+    patches, sky = _read(real)
+    probe = rf.make_probe(patches, float(real.attrs["reso_arcmin"]))
+    candidates, train_moments = _training_side(train, probe)
+    order = rf.cross_sky_order(sky, seed=1)
+    info = {"path": str(Path(root).resolve()), "split": split, "n": int(real.n), "skies": sorted(set(sky.tolist())),
+            "train_n": int(train.n), "train_skies": int(len(train_moments.sky_n)), "reso_arcmin": probe.binning.reso_arcmin}
+    return Reference(probe, rf.Moments.of(rf.features(patches, probe), sky, np.unique(sky)), train_moments,
+                     rf.nearest_distances(rf.coarse(patches), candidates), rf.pair_correlations(patches[order]),
+                     candidates, info)
 
 
-def _report(samples_dir, reference, split: str, manifest: dict, ref, k: int, result: dict) -> dict:
-    return {
-        "samples": {"path": str(Path(samples_dir).resolve()), "n": manifest["n"],
-                    "model_sha256": manifest["identity"].get("model_sha256"), "seed": manifest["identity"].get("seed"),
-                    "parts_verified": len(manifest["parts"])},
-        "reference": {"path": str(Path(reference).resolve()), "split": split, "n": int(ref.ref.n),
-                      "pool": int(ref.pool.n)},
-        "ks_patches": k, "group_size": result["group_size"],
-        "summary": {key: result[key] for key in SUMMARY_KEYS},
-        "statistics": result,
-    }
+def _check_pixels(root, real: ShardSet, source: Source) -> None:
+    reso = float(real.attrs["reso_arcmin"])
+    if real.sample_shape("patches") != source.shape:
+        raise UserError(f"{source.label} has {source.shape[0]}x{source.shape[1]} patches, {root} has "
+                        f"{real.sample_shape('patches')}; validate against the dataset the samples imitate")
+    if source.reso_arcmin is None:
+        raise UserError(f"{source.label} does not say its pixel size; add an attribute reso_arcmin to its "
+                        f"'patches' dataset or pass --reso-arcmin (the reference's is {reso:g}')")
+    if abs(source.reso_arcmin - reso) > 1e-6 * reso:
+        raise UserError(f"{source.label} has pixels of {source.reso_arcmin:g}', {root} of {reso:g}'; validate "
+                        f"against a dataset of the same pixel size")
+
+
+def _read(data: ShardSet) -> tuple[np.ndarray, np.ndarray]:
+    """All patches (float64 [n, H, W] μK) and skies (int64 [n]) of a split."""
+    sample = data.read(0, data.n, ("patches", "sky"))
+    return sample["patches"].astype(np.float64), sample["sky"].astype(np.int64)
+
+
+def _training_side(train: ShardSet, probe: rf.Probe) -> tuple[np.ndarray, rf.Moments]:
+    """The training patches' block means in their 8 rotations/flips, and their per-sky feature sums."""
+    blocks, parts = [], []
+    skies = np.unique(train.read(0, train.n, ("sky",))["sky"])
+    for a in range(0, train.n, CHUNK):
+        chunk = train.read(a, min(a + CHUNK, train.n), ("patches", "sky"))
+        blocks.append(rf.coarse(chunk["patches"]))
+        parts.append(rf.Moments.of(rf.features(chunk["patches"], probe), chunk["sky"], skies))
+    total = rf.Moments(sum(p.n for p in parts), sum(p.total for p in parts), sum(p.outer for p in parts),
+                       sum(p.sky_n for p in parts), sum(p.sky_sum for p in parts))
+    return rf.d4(np.concatenate(blocks)), total
 
 
 # ---------------------------------------------------------------- outputs (rank 0)
 
-def _write(out: Path, report: dict, result: dict) -> None:
-    report["plot"] = str(out / "validation.png")
-    rundir.write_figure(out / "validation.png", validation.summary, result, dpi=100)
-    rundir.write_json(out / "validation.json", report)
+def _report(source: Source, built: Reference, split: str, result: dict) -> dict:
+    probe = built.probe
+    std = np.sqrt(np.diag(built.moments.cov)[probe.columns["bp"]]) * probe.bp_ref
+    return {"pass": result["pass"], "failed": result["failed"],
+            "samples": {"path": str(source.path.resolve()), "n": source.n, "labelled_by_sky": source.sky is not None},
+            "reference": built.info, **{k: v for k, v in result.items() if k not in ("pass", "failed")},
+            "curves": {"ell": probe.binning.ell.tolist(), "cl_reference": probe.bp_ref.tolist(),
+                       "cl_reference_std": std.tolist(), "pdf_edges_sigma": probe.pdf_edges.tolist(),
+                       "thresholds_sigma": probe.thresholds.tolist(), "ring_k": probe.ring_k.tolist()}}
+
+
+def _write(out: Path, report: dict) -> None:
+    figure = out.with_suffix(".png")
+    report["figure"] = str(figure)
+    rundir.write_figure(figure, validation.referee_figure, report, dpi=100)
+    rundir.write_json(out, report)
+    failed = ", ".join(report["failed"]) or "none"
+    log.info("referee: %s (%d samples against %d real patches of split '%s'; failed: %s) -> %s",
+             "PASS" if report["pass"] else "FAIL", report["samples"]["n"], report["reference"]["n"],
+             report["reference"]["split"], failed, out)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from testlib import REPO, run_cli, tensorboard_scalars
+from testlib import REPO, run_cli, tensorboard_scalars, toy_galaxies
 from cosmotrain.data import reader, shards
 
 CLASSES = ["round", "edge-on", "spiral"]
@@ -14,22 +14,8 @@ TINY = ["--config", str(REPO / "configs" / "classifier_tiny.yaml"), "--set", "mo
         "--set", "model.dense=[16]", "--set", "train.batch_size=16", "--set", "train.epochs=2"]
 
 
-def patterns(n: int, seed: int, size: int = 16, classes=(0, 1, 2)) -> dict:
-    """Learnable toy galaxies: a round blob (0), a bar (1) or a ring (2), with noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:size, :size] - (size - 1) / 2
-    r = np.hypot(x, y) / size
-    shapes = [np.exp(-(r / 0.18) ** 2), np.exp(-(y / (0.06 * size)) ** 2) * (np.abs(x) < 0.4 * size),
-              np.exp(-((r - 0.3) / 0.06) ** 2)]
-    labels = np.array(classes, dtype=np.int8)[np.arange(n) % len(classes)]
-    images = np.stack([shapes[c] for c in labels])[..., None] * rng.uniform(0.6, 1.0, (n, 1, 1, 3))
-    images = np.clip(images + rng.normal(0, 0.08, images.shape), 0, 1)
-    return {"images": (images * 255).astype(np.uint8), "labels": labels,
-            "vote_fractions": np.eye(3, dtype=np.float32)[labels], "ids": np.arange(n, dtype=np.int64) + seed * 10**6}
-
-
 def write_galaxies(root, train_classes=(0, 1, 2)):
-    splits = {"train": patterns(384, 1, classes=train_classes), "val": patterns(64, 2), "test": patterns(96, 3)}
+    splits = {"train": toy_galaxies(384, 1, classes=train_classes), "val": toy_galaxies(64, 2), "test": toy_galaxies(96, 3)}
     shards.write_dataset(root, "galaxies", splits, {"class_names": CLASSES, "threshold": 0.9, "source": "test"},
                          config={}, seed=0, samples_per_shard=100)
     return root
@@ -162,11 +148,11 @@ def test_a_run_directory_is_not_overwritten_by_accident(trained):
     assert (run / "config.yaml").stat().st_mtime_ns == before
 
 
-def test_resume_without_a_checkpoint_is_an_error(trained, tmp_path):
-    data, _ = trained
+def test_resume_without_a_checkpoint_starts_from_scratch_and_says_so(trained, tmp_path):
+    data, _ = trained  # what a requeued job does when it was stopped before its first checkpoint
     out = train(data, tmp_path / "empty", "--resume")
-    assert out.returncode == 2 and "no checkpoint to resume from" in out.stderr
-    assert not (tmp_path / "empty" / "config.yaml").exists()
+    assert out.returncode == 0 and "has no checkpoint yet; starting from scratch" in out.stderr
+    assert (tmp_path / "empty" / "metrics.json").exists()
 
 
 def test_a_batch_larger_than_the_rank_slice_fails_before_training(trained, tmp_path):

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testlib import BIN, REPO, mpi_env, run_cli, tensorboard_scalars
-from cosmotrain.data import shards
+from testlib import BIN, REPO, mpi_env, run_cli, tensorboard_scalars, toy_cmb
 
 # configs/gan_tiny.yaml made smaller still: 32x32 patches, narrow networks, 6 steps.
 TINY = ["--config", str(REPO / "configs" / "gan_tiny.yaml")] + [a for s in (
@@ -18,19 +17,6 @@ TINY = ["--config", str(REPO / "configs" / "gan_tiny.yaml")] + [a for s in (
     "train.steps=6", "train.log_every=2", "train.checkpoint_every=2", "monitor.every=3", "monitor.generated=32",
     "monitor.group_size=2", "monitor.reference=32", "monitor.ks_draws=2", "monitor.pixels_per_patch=16",
     "monitor.examples=3", "monitor.calibration_patches=256") for a in ("--set", s)]
-
-
-def toy_cmb(root: Path, side: int = 32, n: int = 128, attrs: dict | None = None) -> Path:
-    """``n`` smooth Gaussian patches of ~100 μK rms (8' pixels), written through the shard writer."""
-    rng = np.random.default_rng(0)
-    k = np.fft.rfftfreq(side)[None, :] ** 2 + np.fft.fftfreq(side)[:, None] ** 2
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n, side, side))) * np.exp(-k / 0.01), s=(side, side))
-    patches = (100 * field / field.std()).astype(np.float32)
-    attrs = attrs if attrs is not None else {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0,
-                                             "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
-                         config={}, seed=0, samples_per_shard=50)
-    return root
 
 
 def train(data, out, *extra, **kw):

@@ -24,7 +24,7 @@ TINY = {
     "N_GALAXIES": "3000",   # 300 test galaxies: 2 batches of 256 for `predict` on 2 ranks
     "CLF_EPOCHS": "1",
     "GAN_STEPS": "40",      # one monitor (the final one), one checkpoint
-    "N_SAMPLES": "640",     # 10 batches of 64 for `sample`, 3 of 256 for `validate`
+    "N_SAMPLES": "640",     # 10 batches of 64 for `sample`, 3 of 256 for the referee
 }
 
 
@@ -94,7 +94,8 @@ def test_the_walkthrough_runs_and_writes_what_it_says(walked):
     with h5py.File(work / "samples/gan/samples.h5", "r") as h5:
         assert h5["patches"].shape[0] == int(TINY["N_SAMPLES"])
     validation = json.loads((work / "samples/gan/validation/validation.json").read_text())
-    assert validation["samples"]["n"] == int(TINY["N_SAMPLES"]) and validation["summary"]["score"] > 0
+    assert validation["samples"]["n"] == int(TINY["N_SAMPLES"]) and isinstance(validation["pass"], bool)
+    assert validation["reference"]["split"] == "test" and len(validation["tests"]) == 8
     assert (work / "samples/gan/validation/validation.png").is_file()
 
 

@@ -53,10 +53,10 @@ def gan_run(tmp_path_factory):
     cl = 1e3 * ((ell + 10.0) / 100.0) ** -2.5
     rng = np.random.default_rng(8)
 
-    def split(n):
+    def split(n, sky):
         return {"patches": reference.gaussian_patches(cl, n, (32, 32), 8.0, rng, pad=2).astype(np.float32),
-                "centers": np.zeros((n, 2))}
-    shards.write_dataset(root / "cmb", "cmb", {"train": split(160), "test": split(64)},
+                "centers": np.zeros((n, 2)), "sky": np.full(n, sky, np.int32)}
+    shards.write_dataset(root / "cmb", "cmb", {"train": split(160, 0), "val": split(64, 1), "test": split(64, 2)},
                          {"reso_arcmin": 8.0, "lmax": 2999, "units": "uK_CMB"}, config={}, seed=8)
     done = run_cli("train", "gan", "--data", root / "cmb", "--out", root / "run", "--set", "train.steps=4",
                    "--set", "train.batch_size=16", "--set", "model.image_size=32", "--set", "model.g_filters=32",

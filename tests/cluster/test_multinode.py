@@ -23,7 +23,7 @@ import pytest
 from cluster_lib import MultiNode, log_lines, seconds_until
 from slurm_cluster import REPO, VENV
 
-from cosmotrain import dist
+from cosmotrain import placement
 from cosmotrain.data import epochs
 from cosmotrain.data.staging import FOLDER, needed_files
 from cosmotrain.files import sha256
@@ -175,7 +175,7 @@ def classifier_reads(manifest: dict, size: int) -> dict:
     seed = config.load(ClassifierConfig, REPO / "configs/classifier_tiny.yaml").train.seed
     n_train, n_val = manifest["splits"]["train"]["n"], manifest["splits"]["val"]["n"]
     return {"train": lambda r: [run for e in range(EPOCHS) for run in epochs.epoch_runs(n_train, r, size, seed, e)],
-            "val": lambda r: [dist.split_range(n_val, r, size)]}
+            "val": lambda r: [placement.split_range(n_val, r, size)]}
 
 
 def test_a_corrupted_shard_stops_staging_on_every_rank(cluster, work, galaxies, tmp_path):

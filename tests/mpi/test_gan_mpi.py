@@ -1,12 +1,10 @@
 """The GAN trainer on 2 real Open MPI ranks: identical networks after a step, exact resume."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from testlib import run_cli, run_mpi_python
-from cosmotrain.data import shards
+from testlib import run_cli, run_mpi_python, toy_cmb
 
 pytestmark = pytest.mark.mpi
 
@@ -16,19 +14,6 @@ TINY = ["model.image_size=32", "model.latent_dim=16", "model.g_filters=32", "mod
         "train.spectrum_weight=1.0", "train.variance_weight=8.0",
         "monitor.every=4", "monitor.generated=32", "monitor.group_size=2", "monitor.reference=32",
         "monitor.ks_draws=2", "monitor.pixels_per_patch=16", "monitor.examples=2", "monitor.calibration_patches=64"]
-
-
-def toy_cmb(root: Path, n: int = 128) -> Path:
-    """``n`` smooth Gaussian patches (32x32, 8'), written through the real shard writer."""
-    rng = np.random.default_rng(0)
-    k = np.fft.rfftfreq(32)[None, :] ** 2 + np.fft.fftfreq(32)[:, None] ** 2
-    white = np.fft.rfft2(rng.standard_normal((n, 32, 32)))
-    patches = np.fft.irfft2(white * np.exp(-k / 0.01), s=(32, 32))
-    patches = (100 * patches / patches.std()).astype(np.float32)
-    attrs = {"nside": 512, "lmax": 1300, "fwhm_arcmin": 20.0, "reso_arcmin": 8.0, "cl_source": "toy", "seed": 0}
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
-                         config={}, seed=0, samples_per_shard=50)
-    return root
 
 
 @pytest.fixture(scope="module")

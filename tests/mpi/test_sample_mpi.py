@@ -196,23 +196,27 @@ def generator(z):
 
 spec = sampleset.Spec("gan-samples", n, 50, {{"patches": ("float32", (side, side))}},
                    identity={{"model_sha256": f"gaussian-gain-{{gain}}", "seed": 3, "latent_dim": big[0] * big[1]}},
-                   attrs={{"patches": {{"units": "uK_CMB"}}}})
+                   attrs={{"patches": {{"units": "uK_CMB", "reso_arcmin": reso}}}})
 sampleset.produce(out, spec, sampleset.gan_compute(generator, big[0] * big[1], 3))
 """.format(side=SIDE, reso=RESO, pad=PAD)
 
 
 @pytest.fixture(scope="module")
 def gaussian_reference(tmp_path_factory):
-    """A CMB dataset of 400 Gaussian patches with the spectrum the GAUSSIAN script uses."""
+    """A CMB dataset of Gaussian patches with the spectrum the GAUSSIAN script uses: train 800, test 400."""
     import reference
     from cosmotrain.data import shards
 
     root = tmp_path_factory.mktemp("gaussian") / "cmb"
     ell = np.arange(3000.0)
     cl = 1e3 * ((ell + 10.0) / 100.0) ** -2.5
-    patches = reference.gaussian_patches(cl, 400, (SIDE, SIDE), RESO, np.random.default_rng(8), pad=PAD)
-    shards.write_dataset(root, "cmb", {"test": {"patches": patches.astype(np.float32),
-                                                "centers": np.zeros((400, 2))}},
+    rng = np.random.default_rng(8)
+
+    def split(n, first_sky):
+        patches = reference.gaussian_patches(cl, n, (SIDE, SIDE), RESO, rng, pad=PAD).astype(np.float32)
+        return {"patches": patches, "centers": np.zeros((n, 2)),
+                "sky": (first_sky + np.arange(n) // 100).astype(np.int32)}  # 100 patches per "sky"
+    shards.write_dataset(root, "cmb", {"train": split(800, 0), "test": split(400, 8)},
                          {"reso_arcmin": RESO, "lmax": 2999, "units": "uK_CMB"}, config={}, seed=8)
     return root
 
@@ -223,31 +227,60 @@ def gaussian_set(out, gain):
     return out
 
 
-def validate(samples, reference, np_):
+def validate(samples, reference, np_, *extra, code=0):
     from testlib import run_cli
 
-    done = run_cli("validate", "samples", samples, "--reference", reference, "--batch", "128", np_=np_)
-    assert done.returncode == 0, done.stderr
+    done = run_cli("validate", "samples", samples, "--reference", reference, "--batch", "128", *extra, np_=np_)
+    assert done.returncode == code, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_validation_sums_over_ranks_and_passes_a_perfect_generator(gaussian_reference, tmp_path):
+def test_the_referee_sums_over_ranks_and_passes_a_perfect_generator(gaussian_reference, tmp_path):
     samples = gaussian_set(tmp_path / "perfect", 1.0)
-    one, two = validate(samples, gaussian_reference, 1), validate(samples, gaussian_reference, 2)
-    for key, value in one.items():
-        assert two[key] == pytest.approx(value, rel=1e-9), key
-    assert two["cl_error_over_floor"] < 2.5 and two["ks_over_floor"] < 3.0
-    assert all(two[f"mf_{v}_over_floor"] < 3.0 for v in ("v0", "v1", "v2"))
-    assert 0.8 < two["variance_ratio"] < 1.25
+    one, two = validate(samples, gaussian_reference, 1), validate(samples, gaussian_reference, 2, "--strict")
+    for name, p in one["p_values"].items():
+        assert two["p_values"][name] == pytest.approx(p, rel=1e-6, abs=1e-9), name
+    assert two["pass"] and two["failed"] == []
     report = json.loads((samples / "validation" / "validation.json").read_text())
-    assert report["samples"]["n"] == 600 and report["samples"]["parts_verified"] == 2
-    assert report["reference"]["n"] == 200 and len(report["statistics"]["cl_gen"]) == len(report["statistics"]["ell"])
-    assert (samples / "validation" / "validation.png").stat().st_size > 10_000
+    assert report["samples"]["n"] == 600 and report["reference"]["n"] == 400 and report["reference"]["split"] == "test"
+    assert set(report["tests"]) == {"band_powers", "rings", "scatter", "one_point", "pixel_pdf", "minkowski",
+                                    "memorisation", "diversity"}
+    for test in report["tests"].values():
+        assert {"statistic", "p_value", "threshold", "pass", "what"} <= set(test)
+    assert (samples / "validation" / "validation.png").stat().st_size > 50_000
 
 
-def test_validation_flags_a_generator_with_the_wrong_amplitude(gaussian_reference, tmp_path):
-    summary = validate(gaussian_set(tmp_path / "loud", 1.3), gaussian_reference, 2)
-    assert summary["cl_error_over_floor"] > 5 and summary["variance_ratio"] > 1.4
+def test_the_referee_fails_a_generator_with_the_wrong_amplitude_and_strict_exits_1(gaussian_reference, tmp_path):
+    samples = gaussian_set(tmp_path / "loud", 1.1)
+    summary = validate(samples, gaussian_reference, 2)  # exit 0 whatever the verdict ...
+    assert not summary["pass"] and {"band_powers", "one_point"} <= set(summary["failed"])
+    validate(samples, gaussian_reference, 2, "--strict", "--out", tmp_path / "strict.json", code=1)  # ... but --strict
+    assert json.loads((tmp_path / "strict.json").read_text())["pass"] is False
+
+
+def test_the_referee_sees_copies_of_training_patches(gaussian_reference, tmp_path):
+    import h5py
+
+    from cosmotrain.data.reader import ShardSet
+
+    train = ShardSet(gaussian_reference, "train").read(0, 600)["patches"]
+    with h5py.File(tmp_path / "copies.h5", "w") as h5:
+        h5.create_dataset("patches", data=np.rot90(train, 1, axes=(1, 2)).copy()).attrs["reso_arcmin"] = RESO
+    summary = validate(tmp_path / "copies.h5", gaussian_reference, 1)
+    assert summary["failed"] == ["memorisation"], summary  # real patches in every other respect
+    assert (tmp_path / "copies.validation.json").is_file()
+
+
+def test_a_file_of_another_pixel_size_is_one_line_with_the_fix(gaussian_reference, tmp_path):
+    import h5py
+
+    from testlib import run_cli
+
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5.create_dataset("patches", data=np.zeros((10, SIDE, SIDE), np.float32)).attrs["reso_arcmin"] = 4.0
+    done = run_cli("validate", "samples", tmp_path / "other.h5", "--reference", gaussian_reference, np_=2)
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert done.returncode == 2 and errors and all("pixels of 4'" in e and "same pixel size" in e for e in errors)
 
 
 def test_validation_refuses_a_part_that_changed(gaussian_reference, tmp_path):

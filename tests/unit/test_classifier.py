@@ -40,14 +40,25 @@ def test_global_average_head_accepts_other_image_sizes():
     assert model.output_shape == (None, 3)
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (ModelConfig(filters=(4, 4, 4, 4, 4)), "pooling blocks shrink 16-pixel images"),
-    (ModelConfig(dropout=1.0), "model.dropout"),
-    (ModelConfig(activation="relux"), "model.activation"),
+def test_too_many_poolings_for_the_images_are_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="pooling blocks shrink 16-pixel images"):
+        build_classifier(ModelConfig(filters=(4, 4, 4, 4, 4)), (16, 16, 3))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dropout=1.0", "model.dropout"),
+    ("model.activation=relux", "model.activation"),
+    ("model.filters=[]", "model.filters"),
+    ("optimizer.base_lr=-0.1", "optimizer.base_lr"),
+    ("optimizer.beta_1=1.5", "optimizer.beta_1"),
+    ("optimizer.final_lr_fraction=2", "final_lr_fraction"),
 ])
-def test_impossible_models_are_refused_naming_the_key(cfg, message):
+def test_impossible_settings_fail_when_the_config_is_read(override, message):
+    from cosmotrain import config
+    from cosmotrain.train.classifier import ClassifierConfig
+
     with pytest.raises(ConfigError, match=message):
-        build_classifier(cfg, (16, 16, 3))
+        config.load(ClassifierConfig, None, [override])
 
 
 def test_metrics_from_a_small_confusion():

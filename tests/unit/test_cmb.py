@@ -10,9 +10,10 @@ from cosmotrain.data import sky as skies
 from cosmotrain.errors import UserError
 from cosmotrain.science import spectra
 
-# a small, quick dataset: 3 maps at nside 256 (14' pixels), 32x32 patches of 14'
-SMALL = ["maps.n_maps=3", "maps.nside=256", "maps.lmax=700", "maps.fwhm_arcmin=30", "patches.reso_arcmin=14",
-         "patches.shape=[32,32]", "patches.centers_nside=4", "patches.b_min_deg=20", "output.samples_per_shard=100"]
+# a small, quick dataset: 3 skies (one per split), 32x32 patches of 14', a 30' beam
+SMALL = ["maps.n_maps=3", "maps.nside=256", "maps.lmax=1100", "maps.fwhm_arcmin=30", "patches.reso_arcmin=14",
+         "patches.shape=[32,32]", "patches.centers_nside=4", "patches.b_min_deg=20", "output.samples_per_shard=100",
+         "splits.train=0.34", "splits.val=0.33", "splits.test=0.33"]
 
 
 def sets(items):
@@ -82,7 +83,7 @@ def test_a_spectrum_in_k2_declared_as_uk2_is_caught(tmp_path, fiducial):
 # ---------------------------------------------------------------- checks before any map
 
 def config(**sections):
-    base = {"maps": {"nside": 256, "lmax": 700, "fwhm_arcmin": 30.0},
+    base = {"maps": {"nside": 256, "lmax": 1100, "fwhm_arcmin": 30.0},
             "patches": {"shape": [32, 32], "reso_arcmin": 14.0, "centers_nside": 4}}
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
@@ -93,8 +94,9 @@ def config(**sections):
 
 @pytest.mark.parametrize("sections, message", [
     ({"maps": {"nside": 300}}, "maps.nside = 300 is not a power of two"),
-    ({"maps": {"lmax": 900}}, "exceeds 3·nside − 1 = 767"),
     ({"maps": {"nside": 2048, "lmax": 6000}}, "stops at ℓ = 5000"),
+    ({"maps": {"n_maps": 5}, "splits": {"train": 0.95, "val": 0.05, "test": 0.0}},
+     r"split val would get no sky of the 5 .*maps.n_maps >= 20"),
     ({"patches": {"centers_nside": 16}}, "patches overlap"),
     ({"patches": {"shape": [256, 256]}}, "too large"),
     ({"patches": {"b_min_deg": 85.0}}, "no 32x32 patch"),
@@ -106,9 +108,9 @@ def test_impossible_configs_fail_with_the_fix(sections, message, fiducial):
     assert "\n" not in str(info.value)
 
 
-def test_patches_much_finer_than_map_pixels_warn(fiducial):
-    warnings = cmb.check_config(config(patches={"reso_arcmin": 5.0}), fiducial)
-    assert any("much finer than the 13.74' map pixels" in w and "maps.nside to 1024" in w for w in warnings)
+def test_a_band_limit_below_the_patch_nyquist_warns(fiducial):
+    warnings = cmb.check_config(config(maps={"lmax": 500}), fiducial)
+    assert len(warnings) == 1 and "below the patches' Nyquist ℓ = 771 while the beam" in warnings[0]
     assert cmb.check_config(config(), fiducial) == []
 
 
@@ -121,17 +123,20 @@ def test_bad_nside_on_the_command_line_fails_before_any_work(tmp_path):
     assert not out.exists()
 
 
-# ---------------------------------------------------------------- projection and maps
+# ---------------------------------------------------------------- projection and skies
 
-def test_patches_are_healpy_gnomview_north_up_east_left():
+def test_patches_are_healpy_gnomview_north_up_east_left(fiducial):
+    """The synthesised patch of a smooth sky is what gnomview shows of that sky's map."""
     import healpy as hp
 
-    nside = 64
-    sky = np.arange(12 * nside**2, dtype=np.float64)
-    mine = skies.cut_patches(sky, skies.patch_pixels(nside, np.array([[30.0, 40.0]]), (16, 20), 30.0))[0]
-    view = hp.gnomview(sky, rot=(30, 40, 0), xsize=20, ysize=16, reso=30.0, return_projected_map=True,
-                       no_plot=True)
-    np.testing.assert_array_equal(mine, np.asarray(view)[::-1])  # gnomview's row 0 is the south edge
+    map_cl = skies.map_spectrum(fiducial.cl, 512, 30, 0.0, False)
+    shape, reso, centre = (16, 20), 30.0, np.array([[30.0, 40.0]])
+    mine = skies.simulate_patches(map_cl, skies.patch_locations(centre, shape, reso), shape, reso, 0.0, 1, 0)[0]
+    sky = hp.alm2map(skies.sky_alm(map_cl, 1, 0), 2048, lmax=30)
+    view = np.asarray(hp.gnomview(sky, rot=(30, 40, 0), xsize=20, ysize=16, reso=reso, return_projected_map=True,
+                                  no_plot=True))[::-1]  # gnomview's row 0 is the south edge
+    assert np.abs(mine - view).max() < 0.02 * mine.std()
+    assert np.abs(mine - view[:, ::-1]).max() > 0.2 * mine.std()  # a mirrored patch would be seen
 
 
 def test_centres_keep_patches_outside_the_galactic_cut():
@@ -142,30 +147,28 @@ def test_centres_keep_patches_outside_the_galactic_cut():
     assert 0 < len(centers) < 768 and np.abs(lat).min() >= 20.0
 
 
-def test_map_i_depends_only_on_seed_and_i_and_leaves_numpy_alone(fiducial):
+def test_sky_i_depends_only_on_seed_and_i_and_leaves_numpy_alone(fiducial):
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    a = skies.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=3)
-    b = skies.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=3)
-    c = skies.simulate_map(fiducial.cl, 64, 191, 60.0, True, 5.0, seed=1, index=4)
+    map_cl = skies.map_spectrum(fiducial.cl, 64, 191, 60.0, True)
+    where = skies.patch_locations(skies.patch_centers(1), (8, 8), 60.0)
+    a, b, c = (skies.simulate_patches(map_cl, where, (8, 8), 60.0, 5.0, seed=1, index=i) for i in (3, 3, 4))
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     np.testing.assert_array_equal(np.random.get_state()[1], before)
 
 
-def test_noise_level_is_per_arcmin():
-    flat = np.zeros(200)
-    sky = skies.simulate_map(flat, 128, 100, 0.0, False, 30.0, seed=0, index=0)
-    assert sky.std() == pytest.approx(30.0 / skies.pixel_arcmin(128), rel=0.01)
+def test_noise_level_is_per_arcmin_of_patch_pixel():
+    where = skies.patch_locations(skies.patch_centers(2), (16, 16), 5.0)
+    noise = skies.simulate_patches(np.zeros(101), where, (16, 16), 5.0, 30.0, seed=0, index=0)
+    assert noise.std() == pytest.approx(30.0 / 5.0, rel=0.02)
 
 
-def test_splits_are_disjoint_complete_and_rank_independent():
-    split, position = cmb.split_assignment(1000, (0.8, 0.1, 0.1), seed=4)
-    assert np.bincount(split).tolist() == [800, 100, 100]
-    for k in range(3):
-        assert sorted(position[split == k].tolist()) == list(range((split == k).sum()))
-    again = cmb.split_assignment(1000, (0.8, 0.1, 0.1), seed=4)
-    np.testing.assert_array_equal(split, again[0])
+def test_every_sky_belongs_to_one_split_whatever_the_rank_count():
+    split = cmb.sky_splits(20, (0.8, 0.1, 0.1), seed=4)
+    assert np.bincount(split).tolist() == [16, 2, 2]
+    np.testing.assert_array_equal(split, cmb.sky_splits(20, (0.8, 0.1, 0.1), seed=4))
+    assert not np.array_equal(split, cmb.sky_splits(20, (0.8, 0.1, 0.1), seed=5))
 
 
 # ---------------------------------------------------------------- commands end to end
@@ -187,10 +190,15 @@ def test_dataset_has_the_documented_layout(small_dataset):
     assert set(manifest["splits"]) == {"train", "val", "test"}
     total = sum(s["n"] for s in manifest["splits"].values())
     assert total == manifest["patches"]["per_map"] * 3
+    skies_of = manifest["skies"]  # one sky per split here, and never one sky in two splits
+    assert sorted(s for split in skies_of.values() for s in split) == [0, 1, 2]
+    for name, listed in skies_of.items():
+        assert sorted(set(reader.ShardSet(small_dataset, name).read(0, 1)["sky"].tolist())) == listed[:1]
     data = reader.ShardSet(small_dataset, "train", kind="cmb", verify=True)
     sample = data.read(0, data.n)
     assert sample["patches"].dtype == np.float32 and sample["patches"].shape[1:] == (32, 32)
     assert sample["centers"].dtype == np.float64 and np.abs(sample["centers"][:, 1]).min() >= 20
+    assert sample["sky"].dtype == np.int32 and set(sample["sky"].tolist()) == set(skies_of["train"])
     assert 60 < sample["patches"].std() < 140  # the CMB: ~100 μK
     assert (small_dataset / "examples.png").stat().st_size > 10_000
     assert (small_dataset / "cl_input.txt").is_file()
@@ -203,19 +211,18 @@ def test_existing_dataset_is_not_overwritten(small_dataset):
     assert (small_dataset / "manifest.json").read_text() == before
 
 
-def test_spectra_command_writes_json_and_plot_matching_theory(small_dataset, tmp_path):
+def test_spectra_command_writes_json_and_plot_matching_theory_to_the_nyquist(small_dataset, tmp_path):
     out, plot = tmp_path / "cl.json", tmp_path / "cl.png"
-    done = run_cli("spectra", small_dataset, "--out", out, "--plot", plot, "--edges", "96,144,192,240,288",
-                   timeout=300)
+    done = run_cli("spectra", small_dataset, "--out", out, "--plot", plot, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    for key in ("ell", "mean", "std", "theory", "n_patches", "valid"):
+    for key in ("ell", "mean", "std", "theory", "n_patches", "measures"):
         assert key in result
     mean, theory, std = (np.array(result[k]) for k in ("mean", "theory", "std"))
-    valid = np.array(result["valid"])
-    assert valid.tolist() == [True, True, False, False] and result["n_patches"] > 200
-    assert np.all(np.abs(mean - theory)[valid] < 4 * std[valid] / np.sqrt(result["n_patches"]) + 0.03 * theory[valid])
+    assert result["edges"][-1] == pytest.approx(spectra.nyquist_ell(14.0), rel=0.05) and result["n_patches"] > 50
+    assert np.all(np.abs(mean - theory) < 4 * std / np.sqrt(result["n_patches"]))  # every bin, to the Nyquist
     assert plot.stat().st_size > 10_000
+    assert run_cli("spectra", small_dataset, "--out", out, "--deconvolve").returncode == 2  # gone: see README
 
 
 def test_cmb_spectrum_command_copies_the_shipped_table(tmp_path, fiducial):

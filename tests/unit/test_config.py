@@ -71,3 +71,35 @@ def test_missing_and_malformed_files(tmp_path):
 def test_written_files_are_readable_by_collaborators(tmp_path):
     config.atomic_write_text(tmp_path / "manifest.json", "{}")
     assert (tmp_path / "manifest.json").stat().st_mode & 0o044 == 0o044
+
+
+@pytest.mark.parametrize("text, value", [("2e-4", 2e-4), ("1E5", 1e5), ("+1.5e3", 1500.0), ("-3e-2", -0.03),
+                                         (".5", 0.5), ("3", 3.0)])
+def test_floats_in_any_notation(text, value):
+    assert config.load(Job, None, [f"train.lr={text}"]).train.lr == value
+
+
+@pytest.mark.parametrize("override, words", [
+    ("sizes=[16, 32", "the value is not valid YAML (expected ',' or ']'"),
+    ("seed=!!python/object/apply:os.system ['true']", "YAML tags such as !!python/... are not allowed"),
+    ("train.lr=.nan", "must be a finite number"),
+    ("train.lr=1e5x", "must be float"),
+])
+def test_a_malformed_set_value_is_one_config_error(override, words):
+    with pytest.raises(ConfigError, match=None) as caught:
+        config.load(Job, None, [override])
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_config_file_that_is_not_utf8_or_has_a_tag(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("train:\n  schedule: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        config.load(Job, latin)
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text("seed: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="YAML tags such as"):
+        config.load(Job, tagged)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbfseed: 4\n")
+    assert config.load(Job, bom).seed == 4

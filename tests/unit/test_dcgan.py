@@ -10,6 +10,7 @@ from cosmotrain.models.dcgan import IsotropicFilter, ModelConfig, build_discrimi
 from cosmotrain.models import generator
 from cosmotrain.train import gan, gan_monitor
 from cosmotrain.train.gan_config import GanConfig
+from testlib import resign
 
 
 def test_generator_and_discriminator_shapes_at_64_pixels():
@@ -50,7 +51,7 @@ def write_cmb(root, side=32, n=64, attrs=None):
     patches = rng.normal(0, 100, (n, side, side)).astype(np.float32)
     attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0} \
         if attrs is None else attrs
-    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+    shards.write_dataset(root, "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
                          config={}, seed=0)
     return root
 
@@ -71,6 +72,26 @@ def test_a_dataset_without_a_pixel_size_is_refused(tmp_path):
     data = write_cmb(tmp_path / "cmb", side=64, attrs={"nside": 256, "seed": 0})
     with pytest.raises(UserError, match="reso_arcmin"):
         gan.open_data(gan_config(data))
+
+
+def test_a_dataset_without_a_validation_split_is_refused_with_the_fix(tmp_path):
+    data = write_cmb(tmp_path / "cmb", side=64)
+    with pytest.raises(UserError, match=r"no 'val' split .*make the dataset with splits.val > 0") as info:
+        gan.open_data(gan_config(data))
+    assert "\n" not in str(info.value)
+
+
+def test_a_dataset_made_before_splits_went_by_sky_is_refused_with_the_fix(tmp_path):
+    import h5py
+
+    data = write_cmb(tmp_path / "cmb", side=64)
+    for shard in data.glob("*.h5"):
+        with h5py.File(shard, "r+") as h5:
+            del h5["sky"]
+    resign(data)  # as an old dataset would be: intact, only without the field
+    with pytest.raises(UserError, match="lacks dataset 'sky'; regenerate the dataset") as info:
+        gan.open_data(gan_config(data))
+    assert "\n" not in str(info.value)
 
 
 def test_a_galaxy_dataset_is_refused(tiny_galaxies):
@@ -120,8 +141,8 @@ def test_a_generator_with_an_output_filter_makes_patches():
 
 
 def test_an_even_output_filter_is_refused_naming_the_key():
-    with pytest.raises(UserError, match="model.output_filter"):
-        build_generator(ModelConfig(upsample="resize-nearest", output_kernel=3, output_filter=8))
+    with pytest.raises(UserError, match="model.output_filter"):  # when the config is read, before any work
+        ModelConfig(upsample="resize-nearest", output_kernel=3, output_filter=8)
 
 
 @pytest.mark.parametrize("minibatch_std", [False, True])
@@ -145,7 +166,7 @@ def test_the_monitors_real_patches_are_drawn_one_by_one_from_the_whole_split(tmp
     n, block = 2048, 64
     patches = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 4, 4)).copy()
     attrs = {"nside": 256, "lmax": 1000, "fwhm_arcmin": 10.0, "reso_arcmin": 8.0, "cl_source": "test", "seed": 0}
-    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2))}}, attrs,
+    shards.write_dataset(tmp_path / "cmb", "cmb", {"train": {"patches": patches, "centers": np.zeros((n, 2)), "sky": np.zeros(n, np.int32)}}, attrs,
                          config={}, seed=0, samples_per_shard=700)
     split = reader.ShardSet(tmp_path / "cmb", "train", kind="cmb")
     drawn = gan_monitor.real_patches(split, 512, seed=2024)

@@ -70,4 +70,43 @@ def test_a_collapsed_generator_gets_a_warning(reference):
 
 def test_too_small_a_dataset_for_the_monitors_is_a_clear_error():
     with pytest.raises(UserError, match="monitor.reference"):
-        monitors.check_config(CFG, n_train=600, size=2)
+        monitors.check_config(CFG, n_train=600, n_val=600, size=2)
+    with pytest.raises(UserError, match="validation split"):
+        monitors.check_config(CFG, n_train=6000, n_val=0, size=2)
+
+
+def test_too_little_scatter_scores_worse_than_real_patches(reference):
+    """Two-sided: a set whose patches all have the mean's power (band-power scatter shrunk) is not rewarded."""
+    real = gaussian_sky(CFG.generated, seed=2)
+    f = np.fft.fft2(real)
+    k = np.fft.fftfreq(SIDE) * SIDE
+    ring = np.floor(np.hypot(k[:, None], k[None, :])).astype(int)
+    for r in range(1, ring.max() + 1):
+        sel = ring == r
+        power = (np.abs(f[:, sel]) ** 2).mean(axis=1, keepdims=True)
+        f[:, sel] *= np.sqrt((power.mean() + 0.3 * (power - power.mean())) / power)  # scatter x 0.55
+    shrunk = np.real(np.fft.ifft2(f)).astype(np.float32)
+    assert evaluate(reference, shrunk)["cl_error_over_floor"] > 1.5 * evaluate(reference, real)["cl_error_over_floor"]
+
+
+@pytest.fixture(scope="module")
+def skies_of_a_split():
+    """10 simulated skies (the real sky code) of 768 patches of 32x32 at 8': 2 val, 6 train, 2 test."""
+    from cosmotrain.data import sky
+
+    cl = sky.map_spectrum(cmb_spectrum.load_spectrum(cmb_spectrum.SpectrumConfig()).cl, 1024, 1600, 10.0, True)
+    where = sky.patch_locations(sky.patch_centers(8), (SIDE, SIDE), RESO)
+    return [sky.simulate_patches(cl, where, (SIDE, SIDE), RESO, 0.0, 31, i) for i in range(10)]
+
+
+def test_held_out_skies_meet_the_ks_goal_90_percent_of_the_time(skies_of_a_split):
+    """The floors come from training skies against the validation skies; 200 sets of N patches of two
+    test skies meet the KS goal >= 90 % of the time (a binomial σ of 2 % at 90 %)."""
+    val, train, test = (np.concatenate(skies_of_a_split[a:b]) for a, b in ((0, 2), (2, 8), (8, 10)))
+    rng = np.random.default_rng(0)
+    reference = monitors.build_reference(val[rng.choice(len(val), CFG.reference, replace=False)],
+                                         train[rng.permutation(len(train))[:8 * CFG.generated]], RESO, 1600, CFG)
+    ks = np.array([evaluate(reference, test[rng.choice(len(test), CFG.generated, replace=False)])["ks_over_floor"]
+                   for _ in range(200)])
+    print("held-out KS/floor: median", np.median(ks), "p90", np.percentile(ks, 90), "met", np.mean(ks <= CFG.ks_goal))
+    assert np.mean(ks <= CFG.ks_goal) >= 0.9

@@ -82,13 +82,19 @@ def test_dropout_is_the_identity_outside_training():
 
 # ---------------------------------------------------------------- signal, meters, records
 
-def test_sigusr1_is_noted_not_fatal_and_the_old_handler_comes_back():
-    before = signal.getsignal(signal.SIGUSR1)
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_stop_signal_is_noted_not_fatal_and_a_late_one_cannot_kill_the_exit(signum):
+    before = signal.getsignal(signum)
+    with loop.RequeueSignal():
+        pass
+    assert signal.getsignal(signum) == before  # no signal: the old handler comes back
     with loop.RequeueSignal() as sig:
         assert not sig.requested
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert sig.requested
-    assert signal.getsignal(signal.SIGUSR1) == before
+        os.kill(os.getpid(), signum)
+        assert sig.requested and sig.received == signal.Signals(signum).name
+    os.kill(os.getpid(), signum)  # SLURM signals every process, not all at once: a second one on the way out
+    assert sig.requested
+    signal.signal(signum, before)
 
 
 def test_meters_sum_inside_a_tf_function_and_reload():
@@ -158,14 +164,24 @@ def test_run_dir_rules(tmp_path):
     rundir.claim(run, resume=False, overwrite=False)
     (run / "config.yaml").write_text("x: 1\n")
     (run / "notes.txt").write_text("mine")
+    rundir.claim(run, resume=False, overwrite=False)  # stopped before its first checkpoint: nothing to lose
+    assert not (run / "config.yaml").exists() and (run / "notes.txt").read_text() == "mine"
+    (run / "config.yaml").write_text("x: 1\n")
+    rundir.claim(run, resume=True, overwrite=False)  # nothing to resume: starts from scratch
+    assert not (run / "config.yaml").exists()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
+    (run / "metrics.json").write_text("{}")
     with pytest.raises(UserError, match="already holds a run.*--resume.*--overwrite"):
         rundir.claim(run, resume=False, overwrite=False)
-    with pytest.raises(UserError, match="no checkpoint to resume"):
-        rundir.claim(run, resume=True, overwrite=False)
     with pytest.raises(UserError, match="contradict"):
         rundir.claim(run, resume=True, overwrite=True)
-    rundir.claim(run, resume=False, overwrite=True)
-    assert not (run / "config.yaml").exists() and (run / "notes.txt").read_text() == "mine"
+    assert rundir.claim(run, resume=True, overwrite=False).has_checkpoint()
+    replaced = rundir.claim(run, resume=False, overwrite=True)
+    assert not (run / "metrics.json").exists() and (run / "notes.txt").read_text() == "mine"
+    assert (run / ".replaced" / "metrics.json").exists()  # kept until the new run's first checkpoint
+    replaced.drop_replaced()
+    assert not (run / ".replaced").exists()
 
 
 def test_in_step_d4_augmentation_matches_the_numpy_convention():

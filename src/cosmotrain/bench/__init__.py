@@ -25,6 +25,7 @@ BENCHMARKS = {
     "allreduce": "allreduce",
     "scaling-model": "scaling_model",
     "peers": "peers",
+    "integrity": "integrity",
     "galaxy-baselines": "galaxy_baselines",
 }
 

@@ -1,6 +1,6 @@
 """`cosmotrain bench gan-quality`: how close does a CPU-trained DCGAN get to the CMB patches?
 
-Makes the tiny CMB dataset (``configs/cmb_tiny.yaml``: 3072 training patches of 64x64 at
+Makes the tiny CMB dataset (``configs/cmb_tiny.yaml``: 2880 training patches of 64x64 at
 4'), trains ``configs/gan_tiny.yaml`` on 2 MPI ranks (one thread each) for a fixed number
 of steps chosen to fit the time budget, and scores its final checkpoint like the final
 monitor on 40 fresh sets of N latents (``fresh_latent_sets``):
@@ -12,7 +12,8 @@ is one draw, and even N real patches meet both goals in only 70 % of draws, so t
 own final monitor (one fixed draw, the headline until 2026-11-26) is reported beside it,
 with the best monitor, its per-bin ratios, the fresh sets without the checkpoint's
 calibration filter (``train.calibration``), and G's own power on the Nyquist lines of its
-inner grids (README). Time budget on a quiet 2-core machine: about
+inner grids (README), and the referee's verdict (``validate samples`` against the test
+skies) on 4096 fresh patches with and without the filter. Time budget on a quiet 2-core machine: about
 15 min for the full run (6000 steps, the learning rate decaying over them), about 5 min
 with ``--quick`` (2000 steps, the demo's run). 12000 steps (until 2026-11-26) ended no
 better: in every such run D pulled ahead over the last few thousand steps, with the
@@ -38,6 +39,7 @@ TARGET, KS_TARGET = 1.2, 1.5
 FULL = {"steps": 6000, "every": 500, "budget_minutes": 60}
 QUICK = {"steps": 2000, "every": 250, "budget_minutes": 8}  # = configs/gan_tiny.yaml, as in make demo
 LATENT_SETS, LATENT_SEED = 40, 99  # the final checkpoint is also scored on 40 fresh sets of N latents
+REFEREE_SAMPLES = 4096              # ... and its fresh patches judged by the referee (with and without the filter)
 
 
 def run(args) -> dict:
@@ -66,6 +68,8 @@ def run(args) -> dict:
                               and final["ks_over_floor"] <= KS_TARGET},
             "fresh_latent_sets": fresh,
             "fresh_latent_sets_uncalibrated": fresh_latent_sets(without_calibration(checkpoint), LATENT_SETS),
+            "referee": {"calibrated": referee_verdict(checkpoint, work / "referee-calibrated"),
+                        "uncalibrated": referee_verdict(without_calibration(checkpoint), work / "referee-uncalibrated")},
             "nyquist_lines": nyquist_lines(without_calibration(checkpoint)),  # G's own grids
             "best": {"step": metrics["best_step"], "cl_error_over_floor": best["cl_error_over_floor"],
                      "ks_over_floor": best["ks_over_floor"]},
@@ -84,7 +88,8 @@ class FinalCheckpoint(NamedTuple):
 
     cfg: object
     split: object
-    real: object
+    real: object        # training patches: the floors' pool
+    held_out: object    # validation patches: the monitors' reference
     generator: object
     latent_dim: int
 
@@ -94,11 +99,13 @@ def final_checkpoint(run: Path) -> FinalCheckpoint:
     from cosmotrain.data.reader import ShardSet
     from cosmotrain.inference import load_generator
     from cosmotrain.train.gan_config import GanConfig
-    from cosmotrain.train.gan_monitor import monitor_patches
+    from cosmotrain.train.gan_monitor import monitor_patches, real_patches
     cfg = config.load(GanConfig, str(run / "config.yaml"), [])
     split = ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
     generator = load_generator(run, "latest")
-    return FinalCheckpoint(cfg, split, monitor_patches(split, cfg.monitor), generator, generator.latent_dim)
+    val = ShardSet(cfg.data.path, cfg.data.val_split, kind="cmb")
+    held_out = real_patches(val, min(cfg.monitor.reference, val.n), cfg.monitor.seed)
+    return FinalCheckpoint(cfg, split, monitor_patches(split, cfg.monitor), held_out, generator, generator.latent_dim)
 
 
 def without_calibration(final: FinalCheckpoint) -> FinalCheckpoint:
@@ -119,8 +126,8 @@ def fresh_latent_sets(final: FinalCheckpoint, sets: int) -> dict:
     """
     import numpy as np
     from cosmotrain.science import monitors
-    cfg, n_ref, real = final.cfg, final.cfg.monitor.reference, final.real  # the run's own reference and pool
-    reference = monitors.build_reference(real[:n_ref], real[n_ref:], final.split.attrs["reso_arcmin"],
+    cfg = final.cfg  # the run's own reference (validation skies) and pool (training skies)
+    reference = monitors.build_reference(final.held_out, final.real, final.split.attrs["reso_arcmin"],
                                          final.split.attrs.get("lmax"), cfg.monitor)
     rng = np.random.default_rng(LATENT_SEED)
     scores = np.array([_scores(reference, final.generator(rng.standard_normal(
@@ -150,6 +157,20 @@ def nyquist_lines(final: FinalCheckpoint, patches: int = 4096) -> list[dict]:
     sides = [model.base_size * 2**j for j in range(1, upsamplings(model))]
     return [dict(zip(("side", "on_lines", "rest_of_rings"), (s, *[round(r, 3) for r in
                  spectra.line_power_ratio(made, final.real, s // 2)]))) for s in sides if s >= 4]
+
+
+def referee_verdict(final: FinalCheckpoint, folder: Path, n: int = REFEREE_SAMPLES) -> dict:
+    """The referee (``validate samples``, test split) on ``n`` fresh patches of the final checkpoint."""
+    import h5py
+    import numpy as np
+    from cosmotrain.validate_samples import validate_samples
+    folder.mkdir(parents=True, exist_ok=True)
+    z = np.random.default_rng(LATENT_SEED + 1).standard_normal((n, final.latent_dim)).astype(np.float32)
+    with h5py.File(folder / "samples.h5", "w") as h5:
+        h5.create_dataset("patches", data=final.generator(z)).attrs["reso_arcmin"] = final.split.attrs["reso_arcmin"]
+    report = validate_samples(folder / "samples.h5", final.cfg.data.path, "test", folder / "referee.json")
+    return {"pass": report["pass"], "failed": report["failed"], "n": n, "report": str(folder / "referee.json"),
+            "p_values": {name: round(t["p_value"], 6) for name, t in report["tests"].items()}}
 
 
 def _scores(reference, patches) -> tuple[float, float]:

@@ -88,11 +88,11 @@ def train_command(name: str, summary: str, description: str, dataset: str, examp
         parser.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
 
     def run(args: argparse.Namespace) -> int:
-        from cosmotrain import dist, logs, rundir
+        from cosmotrain import dist, logs, placement, rundir
 
         # The config comes first: its allreduce section must reach Horovod before it starts.
         # Loading it loads TensorFlow, so the thread counts are exported before that.
-        dist.set_thread_env(dist.cores_per_rank(dist.env_local_size()))
+        placement.set_thread_env(placement.cores_per_rank(placement.env_local_size()))
         trainer = importlib.import_module(f"cosmotrain.train.{name}")
         cfg = rundir.resolve_config(trainer.CONFIG, args.config, args.overrides, args.data, args.out, args.resume)
         dist.init_horovod(allreduce=cfg.allreduce)

@@ -17,6 +17,7 @@ TARGETS = """benchmarks (target on this 2-core machine):
   write           P6 per-rank HDF5 writes / raw NumPy writes, throughput      >= 0.9
   cmb-scaling     P7 CMB patch simulation 2 ranks / 1 rank, patches/s         >= 1.9
   gan-quality     worst-bin C_ell error / sample-variance floor after training <= 1.2
+  integrity       opening a 6000-galaxy set, checksums cached / unverified, time <= 2
   allreduce       link alpha, beta from Horovod allreduces on the cluster; 1/beta / link rate  >= 0.9
   scaling-model   P8 predicted / measured weak-scaling efficiency, 2 and 4 nodes   0.9-1.1
   peers           P9 cosmotrain / plain Keras fit (classifier; GAN), samples/s     >= 1.0

@@ -21,15 +21,19 @@ With --camb, compute it with CAMB for the Planck 2018 best fit (needs the option
 pip install 'cosmotrain[camb]'); without, copy the table shipped with cosmotrain (the same
 computation, done once)."""
 
-SPECTRA_HELP = """Measure the flat-sky TT power spectrum of one split of a CMB patch dataset (the train split
-unless --split says otherwise) and compare it to theory.
+SPECTRA_HELP = """Measure the flat-sky TT band powers of one split of a CMB patch dataset (the train split
+unless --split says otherwise) and compare them with theory.
 
-Writes FILE.json with ell (bin centres), edges, mean and std (C_ℓ in μK² over the patches),
-theory (the expected mean), n_patches, and valid (bins where the theory is trusted).
+Each patch is apodised (Hann), its window-weighted mean removed, and |FFT|² averaged in ℓ
+annuli: the band powers of the patches as they are, beam and pixel window included (not
+deconvolved: a sky C_ℓ would need the window's mode coupling undone, which small patches do
+not allow bin by bin). FILE.json holds ell (mean ℓ per bin), edges, mean and std (C_ℓ in μK²
+over the patches), theory (the exact expectation of this estimator for the input spectrum:
+beam, pixel window, apodisation coupling, aliasing) and n_patches.
 
 examples:
   cosmotrain spectra data/cmb_tiny --out cmb_spectra.json --plot cmb_spectra.png
-  mpirun -np 2 cosmotrain spectra data/cmb --split test --deconvolve --out test_cl.json"""
+  mpirun -np 2 cosmotrain spectra data/cmb --split test --out test_cl.json"""
 
 
 def add_cmb_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +79,6 @@ def add_spectra_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edges", metavar="L0,L1,...", help="ℓ bin edges (default: 2 fundamentals wide, from "
                         "2 fundamentals of the patch to its Nyquist ℓ or the map's ℓmax)")
     parser.add_argument("--window", default="hann", choices=("hann", "tukey", "none"), help="apodisation")
-    parser.add_argument("--deconvolve", action="store_true", help="divide out beam and pixel windows")
 
 
 def run_spectra(args: argparse.Namespace) -> int:
@@ -93,7 +96,7 @@ def run_spectra(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--edges {args.edges!r} is not a comma-separated list of numbers, e.g. 200,400,600")
     spectra_report(args.dataset, args.out, args.plot, split=args.split, edges=edges, window=args.window,
-                   max_patches=args.max_patches, deconvolve=args.deconvolve)
+                   max_patches=args.max_patches)
     return 0
 
 

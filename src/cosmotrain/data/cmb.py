@@ -1,16 +1,20 @@
 """`cosmotrain data cmb`: a sharded dataset of simulated CMB patches, the same on 1 or N MPI ranks.
 
 ``make_dataset`` reads the input spectrum (``cmb_spectrum``), checks the whole config before
-any map is made (``check_config``), then in rounds: rank r simulates map k·size + r
-(``sky.simulate_map``) and cuts its patches, rank 0 gathers them into per-split arrays;
-finally rank 0 writes the shards, the input spectrum (``cl_input.txt``), the manifest and
-``examples.png``. Which patch goes to which split is a seeded shuffle of all patches
-(``split_assignment``), independent of the rank count.
+any sky is made (``check_config``), then in rounds: rank r simulates sky k·size + r and
+evaluates it at its patches' pixels (``sky.simulate_patches``), rank 0 gathers them and
+stages them split by split in a temporary HDF5 file (``_SplitWriter``); finally rank 0
+writes the shards, the input spectrum (``cl_input.txt``), the manifest and ``examples.png``.
+Every sky belongs to exactly one split (``sky_splits``, a seeded shuffle of the skies,
+independent of the rank count), so no split shares a sky with another.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -22,14 +26,15 @@ from cosmotrain.data import shards
 from cosmotrain.data.cmb_spectrum import INPUT_FILE, Spectrum, SpectrumConfig, load_spectrum, write_spectrum
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.data.shards import split_counts
-from cosmotrain.data.sky import (cut_patches, min_separation_deg, patch_centers, patch_half_diagonal_deg,
-                                 patch_pixels, pixel_arcmin, simulate_map)
+from cosmotrain.data.sky import (map_spectrum, min_separation_deg, patch_centers, patch_half_diagonal_deg,
+                                 patch_locations, simulate_patches)
 from cosmotrain.errors import UserError
 from cosmotrain.plots import images
-from cosmotrain.science.spectra import pixel_window
+from cosmotrain.science.spectra import beam_window, nyquist_ell, pixel_window
 
 KIND = "cmb"
 MAX_PATCH_DEG = 30.0  # larger patches are too curved for the flat-sky estimator
+BEAM_LEFT = 1e-4      # a band limit below the patches' Nyquist ℓ warns if the beam passes more than this (B_ℓ²) there
 
 log = logs.get("cmb")
 
@@ -37,11 +42,11 @@ log = logs.get("cmb")
 
 @dataclasses.dataclass(frozen=True)
 class MapsConfig:
-    """Full-sky maps: count, HEALPix resolution, band limit, beam, pixel window, noise."""
+    """The simulated skies: count, band limit, beam, pixel window, noise."""
 
     n_maps: int = 8
-    nside: int = 1024
-    lmax: Optional[int] = None  # default: min(3·nside − 1, the spectrum's ℓmax)
+    nside: int = 1024                # the HEALPix resolution whose pixel window the skies carry (pixwin)
+    lmax: Optional[int] = None       # default: √2 × the patches' Nyquist ℓ (their corners), or the spectrum's end
     fwhm_arcmin: float = 10.0
     pixwin: bool = True
     noise_uk_arcmin: float = 0.0
@@ -59,7 +64,7 @@ class PatchesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SplitsConfig:
-    """Fractions of all patches in each split (a seeded shuffle decides which)."""
+    """Fractions of the skies in each split (a seeded shuffle of the skies decides which)."""
 
     train: float = 0.8
     val: float = 0.1
@@ -84,57 +89,48 @@ class CmbConfig:
 
 # ---------------------------------------------------------------- checks before any work
 
-def resolve_lmax(maps: MapsConfig, spectrum: Spectrum) -> int:
-    """The band limit: ``maps.lmax`` or min(3·nside − 1, spectrum ℓmax)."""
-    return maps.lmax if maps.lmax is not None else min(3 * maps.nside - 1, spectrum.lmax)
+def resolve_lmax(cfg: CmbConfig, spectrum: Spectrum) -> int:
+    """The band limit: ``maps.lmax``, or min(√2 · the patches' Nyquist ℓ, the spectrum's ℓmax)."""
+    if cfg.maps.lmax is not None:
+        return cfg.maps.lmax
+    return min(int(math.ceil(math.sqrt(2.0) * nyquist_ell(cfg.patches.reso_arcmin))), spectrum.lmax)
 
 
 def check_config(cfg: CmbConfig, spectrum: Spectrum) -> list[str]:
     """Raise UserError for a config that cannot work; return warnings for dubious ones.
 
-    Everything here is cheap and runs before any map is made.
+    Everything here is cheap and runs before any sky is made.
     """
     m, p = cfg.maps, cfg.patches
-    _check_healpix(m, spectrum)
+    lmax = _check_maps(cfg, spectrum)
     shape = _check_patch_shape(p)
-    centers = _check_centers(p, shape)
-    _check_splits(cfg.splits, len(centers) * m.n_maps)
-    warnings = []
-    pix = pixel_arcmin(m.nside)
-    if p.reso_arcmin < pix / 2.0:
-        warnings.append(f"patch pixels of {p.reso_arcmin:g}' are much finer than the {pix:.2f}' map pixels of "
-                        f"nside {m.nside}: neighbouring patch pixels repeat one map value; raise maps.nside to "
-                        f"{_nside_for(p.reso_arcmin)} or patches.reso_arcmin to {pix:.1f}")
-    if m.fwhm_arcmin < pix:
-        warnings.append(f"a beam of {m.fwhm_arcmin:g}' FWHM is smaller than the {pix:.2f}' map pixels: the patches "
-                        f"will be dominated by pixelisation at small scales; use maps.fwhm_arcmin >= {2 * pix:.1f}")
-    return warnings
+    _check_centers(p, shape)
+    _check_splits(cfg.splits, m.n_maps)
+    nyquist = nyquist_ell(p.reso_arcmin)
+    left = float(beam_window(lmax, m.fwhm_arcmin)[-1] ** 2)
+    if lmax < nyquist and left > BEAM_LEFT:
+        return [f"maps.lmax = {lmax} is below the patches' Nyquist ℓ = {nyquist:.0f} while the beam still passes "
+                f"B_ℓ² = {left:.1e} there: the top ℓ bins will lack sky power; raise maps.lmax to "
+                f"{math.ceil(nyquist)} or more"]
+    return []
 
 
-def _nside_for(reso_arcmin: float) -> int:
-    nside = 1
-    while pixel_arcmin(nside) > reso_arcmin:
-        nside *= 2
-    return nside
-
-
-def _check_healpix(m: MapsConfig, spectrum: Spectrum) -> None:
+def _check_maps(cfg: CmbConfig, spectrum: Spectrum) -> int:
+    m = cfg.maps
     if m.nside < 1 or m.nside & (m.nside - 1) or m.nside > 8192:
         raise UserError(f"maps.nside = {m.nside} is not a power of two between 1 and 8192; use e.g. "
                         f"{max(1, 1 << max(0, int(m.nside).bit_length() - 1))}")
-    lmax = resolve_lmax(m, spectrum)
-    if lmax > 3 * m.nside - 1:
-        raise UserError(f"maps.lmax = {lmax} exceeds 3·nside − 1 = {3 * m.nside - 1} for nside {m.nside}; "
-                        f"lower maps.lmax or raise maps.nside")
+    lmax = resolve_lmax(cfg, spectrum)
     if lmax < 2:
         raise UserError(f"maps.lmax = {lmax} leaves no multipole to simulate; use maps.lmax >= 2")
     if lmax > spectrum.lmax:
         raise UserError(f"the spectrum {spectrum.source} stops at ℓ = {spectrum.lmax}, maps.lmax is {lmax}; lower "
                         f"maps.lmax or give a spectrum reaching ℓ = {lmax}")
     if m.n_maps < 1:
-        raise UserError(f"maps.n_maps = {m.n_maps}; make at least 1 map")
+        raise UserError(f"maps.n_maps = {m.n_maps}; make at least 1 sky")
     if m.fwhm_arcmin < 0 or m.noise_uk_arcmin < 0:
         raise UserError("maps.fwhm_arcmin and maps.noise_uk_arcmin must be >= 0")
+    return lmax
 
 
 def _check_patch_shape(p: PatchesConfig) -> tuple[int, int]:
@@ -167,59 +163,58 @@ def _check_centers(p: PatchesConfig, shape: tuple[int, int]) -> np.ndarray:
     return centers
 
 
-def _check_splits(s: SplitsConfig, n: int) -> None:
+def _check_splits(s: SplitsConfig, n_maps: int) -> None:
     fractions = (s.train, s.val, s.test)
     if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise UserError(f"splits train/val/test = {fractions} must be >= 0 and add up to 1")
-    counts = split_counts(n, fractions)
-    for name, f, c in zip(("train", "val", "test"), fractions, counts):
+    counts = split_counts(n_maps, fractions)
+    for name, f, c in zip(SPLITS, fractions, counts):
         if f > 0 and c == 0:
-            raise UserError(f"split {name} would be empty with {n} patches in all; make more maps or "
-                            f"raise splits.{name}")
+            need = int(math.ceil(1.0 / f - 1e-9))
+            raise UserError(f"split {name} would get no sky of the {n_maps} (splits go by sky); make more skies "
+                            f"(maps.n_maps >= {need}) or raise splits.{name}")
 
 
 # ---------------------------------------------------------------- splits
 
-def split_assignment(n: int, fractions: tuple[float, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``n`` patches (global index map·Nc + j): its split (int8) and position in it (int64).
+SPLITS = ("train", "val", "test")
 
-    A seeded shuffle picks the members of each split; within a split patches keep their
-    global order. Depends on (n, fractions, seed) only, never on the number of ranks.
+
+def sky_splits(n_maps: int, fractions: tuple[float, ...], seed: int) -> np.ndarray:
+    """The split (int8 [n_maps]: 0 train, 1 val, 2 test) of every sky: a seeded shuffle of the skies.
+
+    Each sky belongs to exactly one split, so patches of one sky never appear in two splits.
+    Depends on (n_maps, fractions, seed) only, never on the number of ranks.
     """
-    order = np.random.default_rng([int(seed), 0x5EED]).permutation(n)
-    split = np.empty(n, np.int8)
+    order = np.random.default_rng([int(seed), 0x5EED]).permutation(n_maps)
+    split = np.empty(n_maps, np.int8)
     start = 0
-    for k, count in enumerate(split_counts(n, fractions)):
+    for k, count in enumerate(split_counts(n_maps, fractions)):
         split[order[start:start + count]] = k
         start += count
-    position = np.empty(n, np.int64)
-    for k in range(len(fractions)):
-        members = np.flatnonzero(split == k)
-        position[members] = np.arange(len(members))
-    return split, position
+    return split
 
 
 # ---------------------------------------------------------------- the whole dataset
-
-SPLITS = ("train", "val", "test")
-
 
 def dataset_attrs(cfg: CmbConfig, spectrum: Spectrum, lmax: int) -> dict:
     """HDF5 attributes of every shard: nside, lmax, fwhm_arcmin, reso_arcmin, cl_source, seed, ..."""
     m, p = cfg.maps, cfg.patches
     return {"nside": m.nside, "lmax": lmax, "fwhm_arcmin": m.fwhm_arcmin, "reso_arcmin": p.reso_arcmin,
             "cl_source": spectrum.source, "seed": cfg.seed, "pixwin": m.pixwin,
-            "noise_uk_arcmin": m.noise_uk_arcmin, "units": "uK_CMB", "projection": "gnomonic, nearest pixel",
+            "noise_uk_arcmin": m.noise_uk_arcmin, "units": "uK_CMB",
+            "projection": "gnomonic; the band-limited sky evaluated at each pixel centre from its a_lm",
             "cl_convention": spectrum.convention}
 
 
 def make_dataset(cfg: CmbConfig, out_dir: str | os.PathLike, overwrite: bool = False) -> dict | None:
-    """Simulate maps over MPI ranks, cut patches, write the sharded dataset (rank 0 writes).
+    """Simulate skies over MPI ranks, evaluate their patches, write the sharded dataset (rank 0 writes).
 
     Call after ``dist.init_mpi()`` (or in a single process). Every rank checks the config
-    first, so bad input fails before any map. Map ``i`` is made by rank ``i mod size``; after
-    each round of maps rank 0 gathers the patches into per-split arrays on disk, so memory
-    stays bounded by one map per rank. Returns the manifest on rank 0, None elsewhere.
+    first, so bad input fails before any sky. Sky ``i`` is made by rank ``i mod size``; after
+    each round rank 0 appends the patches to a temporary HDF5 file beside the output (an
+    ordinary write: a full disk is an error, never a crash), so memory stays bounded by one
+    sky per rank. Returns the manifest on rank 0, None elsewhere.
     """
     out = shards.claim_output(out_dir, overwrite)
     spectrum = load_spectrum(cfg.spectrum)
@@ -227,9 +222,9 @@ def make_dataset(cfg: CmbConfig, out_dir: str | os.PathLike, overwrite: bool = F
         logs.root_warning(log, text)
     grid = PatchGrid.of(cfg, spectrum)
     start = time.perf_counter()
-    writer = rundir.write_with(_SplitWriter, out, cfg, grid.n_total, grid.shape)
+    writer = rundir.write_with(_SplitWriter, out, cfg, grid)
     try:
-        _simulate_rounds(cfg, spectrum.cl, grid, writer)
+        _simulate_rounds(cfg, grid, writer)
         manifest = rundir.write_with(_write_outputs, out, cfg, spectrum, grid, writer, time.perf_counter() - start)
     finally:
         if writer is not None:
@@ -241,27 +236,31 @@ def make_dataset(cfg: CmbConfig, out_dir: str | os.PathLike, overwrite: bool = F
 
 @dataclasses.dataclass(frozen=True)
 class PatchGrid:
-    """Where the patches of every map are: band limit, patch shape, centres and the map pixel under each patch pixel."""
+    """Where the patches of every sky are: spectrum, patch shape, centres and pixel positions."""
 
-    lmax: int
+    map_cl: np.ndarray     # float64 [lmax+1] μK²: C_ℓ B_ℓ² [P_ℓ²], what every sky is drawn from
     shape: tuple[int, int]
-    centers: np.ndarray  # float64 [Nc, 2] lon, lat in degrees
-    pixels: np.ndarray   # int64 [Nc, H, W] RING indices
-    n_total: int         # patches of all maps
+    centers: np.ndarray    # float64 [Nc, 2] lon, lat in degrees
+    locations: np.ndarray  # float64 [Nc·H·W, 2] colatitude, longitude in radians
+    n_total: int           # patches of all skies
+
+    @property
+    def lmax(self) -> int:
+        return len(self.map_cl) - 1
 
     @classmethod
     def of(cls, cfg: CmbConfig, spectrum: Spectrum) -> "PatchGrid":
-        lmax = resolve_lmax(cfg.maps, spectrum)
-        shape = (int(cfg.patches.shape[0]), int(cfg.patches.shape[1]))
-        centers = patch_centers(cfg.patches.centers_nside, cfg.patches.b_min_deg,
-                                patch_half_diagonal_deg(shape, cfg.patches.reso_arcmin))
-        pixels = patch_pixels(cfg.maps.nside, centers, shape, cfg.patches.reso_arcmin)
-        if cfg.maps.pixwin:
-            pixel_window(cfg.maps.nside, lmax)  # computed once per process, before the clock starts
-        grid = cls(lmax, shape, centers, pixels, len(centers) * cfg.maps.n_maps)
-        log.info("%d maps (nside %d, lmax %d, beam %g') -> %d patches of %dx%d at %g' from %s, on %d rank(s)",
-                 cfg.maps.n_maps, cfg.maps.nside, lmax, cfg.maps.fwhm_arcmin, grid.n_total, shape[0], shape[1],
-                 cfg.patches.reso_arcmin, spectrum.source, dist.context().size)
+        m, p = cfg.maps, cfg.patches
+        lmax = resolve_lmax(cfg, spectrum)
+        shape = (int(p.shape[0]), int(p.shape[1]))
+        centers = patch_centers(p.centers_nside, p.b_min_deg, patch_half_diagonal_deg(shape, p.reso_arcmin))
+        if m.pixwin:
+            pixel_window(m.nside, lmax)  # computed once per process, before the clock starts
+        grid = cls(map_spectrum(spectrum.cl, m.nside, lmax, m.fwhm_arcmin, m.pixwin), shape, centers,
+                   patch_locations(centers, shape, p.reso_arcmin), len(centers) * m.n_maps)
+        log.info("%d skies (lmax %d, beam %g'%s) -> %d patches of %dx%d at %g' from %s, on %d rank(s)",
+                 m.n_maps, lmax, m.fwhm_arcmin, f", nside {m.nside} pixel window" if m.pixwin else "", grid.n_total,
+                 shape[0], shape[1], p.reso_arcmin, spectrum.source, dist.context().size)
         return grid
 
 
@@ -274,28 +273,28 @@ def _write_outputs(out: Path, cfg: CmbConfig, spectrum: Spectrum, grid: PatchGri
                     "ell C_ell_TT"])
     extra = {"spectrum": {**spectrum.describe(), "file_in_dataset": INPUT_FILE},
              "simulation_seconds": round(seconds, 3), "ranks": dist.context().size,
-             "patches": {"per_map": len(grid.centers), "shape": list(grid.shape), "maps": cfg.maps.n_maps}}
+             "patches": {"per_map": len(grid.centers), "shape": list(grid.shape), "maps": cfg.maps.n_maps},
+             "skies": writer.skies()}
     manifest = shards.write_dataset(
-        out, KIND, writer.splits(grid.centers), dataset_attrs(cfg, spectrum, grid.lmax), config=config.to_dict(cfg),
+        out, KIND, writer.splits(), dataset_attrs(cfg, spectrum, grid.lmax), config=config.to_dict(cfg),
         seed=cfg.seed, samples_per_shard=cfg.output.samples_per_shard, extra=extra)
     log.info("wrote %s: %s patches in %.1f s", out,
              ", ".join(f"{s} {e['n']}" for s, e in manifest["splits"].items()), seconds)
     return manifest
 
 
-def _simulate_rounds(cfg: CmbConfig, cl: np.ndarray, grid: PatchGrid, writer: "_SplitWriter | None") -> None:
-    """Round k: rank r makes map k·size + r (if it exists); rank 0 gathers the patches into ``writer``."""
+def _simulate_rounds(cfg: CmbConfig, grid: PatchGrid, writer: "_SplitWriter | None") -> None:
+    """Round k: rank r makes sky k·size + r (if it exists); rank 0 gathers the patches into ``writer``."""
     ctx = dist.context()
-    m = cfg.maps
+    m, p = cfg.maps, cfg.patches
     rounds = -(-m.n_maps // ctx.size)
-    with logs.progress(total=m.n_maps, unit="map", desc="maps") as bar:
+    with logs.progress(total=m.n_maps, unit="sky", desc="skies") as bar:
         for k in range(rounds):
             index = k * ctx.size + ctx.rank
             mine = None
             if index < m.n_maps:
-                sky = simulate_map(cl, m.nside, grid.lmax, m.fwhm_arcmin, m.pixwin, m.noise_uk_arcmin, cfg.seed, index)
-                mine = (index, cut_patches(sky, grid.pixels))
-                del sky
+                mine = (index, simulate_patches(grid.map_cl, grid.locations, grid.shape, p.reso_arcmin,
+                                                m.noise_uk_arcmin, cfg.seed, index))
             everyone = dist.gather_object(mine)
             if writer is not None:
                 done = [item for item in everyone if item is not None]
@@ -305,39 +304,51 @@ def _simulate_rounds(cfg: CmbConfig, cl: np.ndarray, grid: PatchGrid, writer: "_
 
 
 class _SplitWriter:
-    """Rank 0's per-split arrays on disk (memory-mapped), filled map by map."""
+    """Rank 0's staging file: one HDF5 dataset of patches per split, filled sky by sky.
 
-    def __init__(self, out: Path, cfg: CmbConfig, n_total: int, shape: tuple[int, int]):
-        fractions = (cfg.splits.train, cfg.splits.val, cfg.splits.test)
-        self.split, self.position = split_assignment(n_total, fractions, cfg.seed)
-        self.per_map = n_total // cfg.maps.n_maps
-        out.mkdir(parents=True, exist_ok=True)
-        self.paths = [out / f".{name}-patches.tmp.npy" for name in SPLITS]
-        self.arrays = [np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                                 shape=(int((self.split == k).sum()),) + shape)
-                       for k, path in enumerate(self.paths)]
+    It lives in a temporary folder beside the output (same file system) and is removed by
+    ``close``. HDF5 writes are ordinary writes: a full disk raises an error (a memory map
+    would kill the process with SIGBUS instead).
+    """
+
+    def __init__(self, out: Path, cfg: CmbConfig, grid: PatchGrid):
+        import h5py
+
+        self.split = sky_splits(cfg.maps.n_maps, (cfg.splits.train, cfg.splits.val, cfg.splits.test), cfg.seed)
+        self.per_map, self.centers = len(grid.centers), grid.centers
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+        self.h5 = h5py.File(self.folder / "patches.h5", "w")
+        self.members = {name: np.flatnonzero(self.split == k) for k, name in enumerate(SPLITS)}
+        self.patches = {name: self.h5.create_dataset(name, (len(skies) * self.per_map,) + grid.shape, np.float32,
+                                                     chunks=(min(64, self.per_map),) + grid.shape)
+                        for name, skies in self.members.items() if len(skies)}
 
     def add(self, index: int, patches: np.ndarray) -> None:
-        g = index * self.per_map + np.arange(len(patches))
-        for k, array in enumerate(self.arrays):
-            sel = self.split[g] == k
-            array[self.position[g[sel]]] = patches[sel]
+        """Store sky ``index``'s patches (float32 [Nc, H, W]) at its place in its split."""
+        name = SPLITS[self.split[index]]
+        slot = int(np.searchsorted(self.members[name], index)) * self.per_map
+        try:
+            self.patches[name][slot:slot + self.per_map] = patches
+        except OSError as err:
+            raise UserError(f"cannot stage patches in {self.folder} ({err}); free disk space there or choose "
+                            f"another --out") from None
 
-    def splits(self, centers: np.ndarray) -> dict:
-        n_maps = len(self.split) // self.per_map
-        all_centers = np.tile(centers, (n_maps, 1))
-        out = {}
-        for k, name in enumerate(SPLITS):
-            members = np.flatnonzero(self.split == k)
-            if len(members):
-                self.arrays[k].flush()
-                out[name] = {"patches": self.arrays[k], "centers": all_centers[members]}
-        return out
+    def skies(self) -> dict:
+        """The skies of every split, for the manifest: {split: [sky index, ...]}."""
+        return {name: [int(s) for s in skies] for name, skies in self.members.items()}
+
+    def splits(self) -> dict:
+        """{split: {patches (the staged HDF5 dataset, read shard by shard), centers, sky}} of non-empty splits."""
+        self.h5.flush()
+        return {name: {"patches": data, "centers": np.tile(self.centers, (len(self.members[name]), 1)),
+                       "sky": np.repeat(self.members[name], self.per_map).astype(np.int32)}
+                for name, data in self.patches.items()}
 
     def close(self) -> None:
-        self.arrays = []
-        for path in self.paths:
-            path.unlink(missing_ok=True)
+        self.patches = {}
+        self.h5.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- pictures

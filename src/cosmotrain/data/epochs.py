@@ -20,6 +20,9 @@ WINDOW_BYTES = 64 * 1024 * 1024  # one read window of rank_batches
 
 def per_rank_count(n: int, size: int, where: str = "the dataset") -> int:
     """Samples each of ``size`` ranks gets from ``n``: equal for all, ``n // size``."""
+    if n == 0:
+        raise UserError(f"{where} is empty; remake the dataset with more samples, or name another split in the "
+                        f"config's data section")
     if n < size:
         raise UserError(f"{where} has {n} samples for {size} ranks; use at most {n} ranks or more data")
     return n // size

@@ -17,6 +17,7 @@ import numpy as np
 from cosmotrain import config, dist, logs, rundir
 from cosmotrain.config import ConfigError
 from cosmotrain.data import galaxies, galaxy_zoo, shards
+from cosmotrain.files import save_figure
 from cosmotrain.plots import images
 
 SPLITS = ("train", "val", "test")
@@ -116,12 +117,19 @@ def _plan(source: dict, out: str, overwrite: bool, config_path: str | None, over
                               f"(ten per class, so every split holds every class)")
         plan.update(source="synthetic", n=source["synthetic"])
     else:
-        plan.update(_galaxy_zoo_plan(source["galaxy_zoo"], cfg.galaxy_zoo.threshold))
-    shards.claim_output(out, overwrite)
+        plan.update(_galaxy_zoo_plan(source["galaxy_zoo"], cfg.galaxy_zoo.threshold, cfg.dataset.splits,
+                                     cfg.dataset.seed))
+    count = plan["n"] if "n" in plan else len(plan["ids"])
+    shards.claim_output(out, overwrite, needed_bytes=count * sample_bytes(cfg.dataset.image_size))
     return plan
 
 
-def _galaxy_zoo_plan(kaggle_dir: str, threshold: float) -> dict:
+def sample_bytes(image_size: int) -> int:
+    """Bytes one galaxy takes in a dataset: the image, label, vote fractions and id (HDF5 adds little)."""
+    return image_size * image_size * 3 + 1 + 3 * 4 + 8
+
+
+def _galaxy_zoo_plan(kaggle_dir: str, threshold: float, splits: tuple, seed: int) -> dict:
     """The galaxies of the Kaggle vote table that reach ``threshold``, in GalaxyID order."""
     table, image_dir = galaxy_zoo.locate(kaggle_dir)
     ids, votes = galaxy_zoo.read_solutions(table)
@@ -131,8 +139,17 @@ def _galaxy_zoo_plan(kaggle_dir: str, threshold: float) -> dict:
     if not len(keep):
         raise ConfigError(f"no galaxy of {table} reaches the vote threshold {threshold}; "
                           f"lower galaxy_zoo.threshold (it must stay above 0.5)")
+    _check_splits(stratified_split(labels[keep], splits, seed, SPLITS), f"galaxies of {table} above the threshold")
     return dict(source="galaxy-zoo", kaggle_dir=str(Path(kaggle_dir).resolve()), image_dir=str(image_dir),
                 n_rows=len(ids), ids=ids[keep], labels=labels[keep], votes=votes[keep].astype(np.float32))
+
+
+def _check_splits(parts: dict[str, np.ndarray], what: str) -> None:
+    """Warn about an empty split: training, evaluation or prediction on it would refuse to start."""
+    sizes = {name: len(idx) for name, idx in parts.items()}
+    for name in [name for name, size in sizes.items() if size == 0]:
+        log.warning("only %d %s: split '%s' will be empty (nothing to train, validate or evaluate on there); use "
+                    "more galaxies or other dataset.splits fractions", sum(sizes.values()), what, name)
 
 
 def _synthetic(plan: dict) -> tuple[dict | None, dict]:
@@ -166,8 +183,10 @@ def _galaxy_zoo(plan: dict) -> tuple[dict | None, dict]:
     ok = np.array([q is None for q in problems], dtype=bool)
     skipped = galaxy_zoo.skipped_report(plan["ids"], problems)
     if skipped["count"]:
-        log.warning("skipped %d unreadable images (%s); their GalaxyIDs are in manifest.json", skipped["count"],
-                    ", ".join(f"{len(skipped[r])} {r}" for r in galaxy_zoo.UNREADABLE if skipped[r]))
+        log.warning("skipped %d unreadable images (%s); their GalaxyIDs are in manifest.json%s", skipped["count"],
+                    ", ".join(f"{len(skipped[r])} {r}" for r in galaxy_zoo.UNREADABLE if skipped[r]),
+                    f"; to keep the {len(skipped['too-small'])} smaller than the {cfg.galaxy_zoo.crop}-pixel crop, "
+                    f"lower galaxy_zoo.crop" if skipped["too-small"] else "")
     fields = {"images": pixels[ok], "labels": plan["labels"][ok], "vote_fractions": plan["votes"][ok],
               "ids": plan["ids"][ok]}
     extra = {"source_detail": {"kaggle_dir": plan["kaggle_dir"], "rows": plan["n_rows"],
@@ -177,24 +196,24 @@ def _galaxy_zoo(plan: dict) -> tuple[dict | None, dict]:
 
 
 def _write(plan: dict, fields: dict, extra: dict) -> None:
-    """Split, write the shards, the manifest and a preview sheet (rank 0)."""
+    """Split, then write the shards, a preview sheet and the manifest as one dataset (rank 0)."""
     cfg = plan["cfg"]
     if not len(fields["ids"]):
         raise ConfigError("none of the selected galaxies has a readable image; nothing to write")
     parts = stratified_split(fields["labels"], cfg.dataset.splits, cfg.dataset.seed, SPLITS)
+    _check_splits(parts, "readable galaxies")
     splits = {name: {k: v[kept_first(fields["labels"], idx)] for k, v in fields.items()} for name, idx in parts.items()}
     simple = plan["source"] == "synthetic" and cfg.synthetic.generator == "simple"
     attrs = {"class_names": list(galaxies.CLASS_NAMES), "source": plan["source"],
              "threshold": 1.0 if simple else cfg.galaxy_zoo.threshold}
     counts = {name: np.bincount(s["labels"][s["labels"] >= 0], minlength=3).tolist() for name, s in splits.items()}
     unkept = {name: int((s["labels"] < 0).sum()) for name, s in splits.items()}
-    shards.write_dataset(plan["out"], "galaxies", splits, attrs, config=plan["config"], seed=cfg.dataset.seed,
-                         samples_per_shard=cfg.dataset.samples_per_shard,
-                         extra={**extra, "class_counts": counts, "unkept_counts": unkept})
     train = splits["train"]
     title = f"{plan['out']} ({plan['source']}): the train split"
-    rundir.write_figure(Path(plan["out"]) / "preview.png", images.galaxy_preview, train["images"], train["labels"],
-                        list(galaxies.CLASS_NAMES), title, dpi=100)
+    preview = images.galaxy_preview(train["images"], train["labels"], list(galaxies.CLASS_NAMES), title)
+    shards.write_dataset(plan["out"], "galaxies", splits, attrs, config=plan["config"], seed=cfg.dataset.seed,
+                         samples_per_shard=cfg.dataset.samples_per_shard, extra={**extra, "class_counts": counts, "unkept_counts": unkept},
+                         also=lambda folder: save_figure(preview, folder / "preview.png", dpi=100))
     for name, c in counts.items():
         log.info("%-5s %6d galaxies: %d round, %d edge-on, %d spiral, %d no class kept", name, sum(c) + unkept[name],
                  *c, unkept[name])

@@ -21,7 +21,7 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -73,8 +73,8 @@ def read_solutions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     as 0.9 compares equal to τ = 0.9. A missing column, an unparsable or out-of-range value,
     a short row or a repeated GalaxyID is a UserError naming the line.
     """
-    with open(path, newline="") as fh:
-        rows = csv.reader(fh)
+    with open(path, "rb") as fh:
+        rows = csv.reader(_utf8_lines(fh, path))
         header = [h.strip() for h in next(rows, [])]
         where = _column_positions(header, path)
         ids, votes = [], []
@@ -86,6 +86,17 @@ def read_solutions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     ids_array = np.array(ids, dtype=np.int64)
     _check_unique(ids_array, path)
     return ids_array, np.array(votes, dtype=np.float64).reshape(-1, len(VOTE_COLUMNS))
+
+
+def _utf8_lines(fh, path) -> Iterator[str]:
+    """The lines of the binary file ``fh`` as text; a leading byte-order mark (Excel writes one) is
+    dropped, and a line that is not UTF-8 is a UserError naming it."""
+    for line, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if line == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path} line {line} is not UTF-8 text (byte 0x{raw[err.start]:02x}); save the vote "
+                            f"table as UTF-8 CSV (Kaggle's file is plain ASCII)") from None
 
 
 def _column_positions(header: list[str], path) -> dict[str, int]:

@@ -1,5 +1,11 @@
 """Reading a sharded dataset: the manifest, and ``ShardSet``, one split validated on open.
 
+Opening a split checks, before any sample is read, that each shard is present with the
+size the manifest gives, that its bytes match the manifest's sha256 (``checksums``: a
+file verified before and unchanged since is not read again; under N ranks each rank hashes
+every N-th file), and that its HDF5 datasets have the schema's dtypes, shapes and counts.
+A problem is one ``UserError`` line naming the file.
+
 ``ShardSet`` reads contiguous global ranges of a split (``read``) or several at once,
 scattered into rows (``read_runs``, what the training input uses). Plain datasets are read
 by byte offset (``h5raw``); HDF5 files are opened lazily, in the process that reads them
@@ -16,10 +22,10 @@ from typing import Iterator
 
 import numpy as np
 
-from cosmotrain.data import h5raw
-from cosmotrain.data.shards import MANIFEST, SCHEMA_VERSION, check_field, schema_of
+from cosmotrain import dist
+from cosmotrain.data import checksums, h5raw
+from cosmotrain.data.shards import MANIFEST, SCHEMA_VERSION, check_field, schema_of, value_problem
 from cosmotrain.errors import UserError
-from cosmotrain.files import sha256
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
@@ -43,11 +49,13 @@ def read_manifest(root: str | os.PathLike) -> dict:
 class ShardSet:
     """One split of a dataset, validated on open; reads contiguous global ranges.
 
-    HDF5 files are opened lazily, in the process that reads them (never before a fork).
+    ``verify`` checks the shards' sha256 (this rank's share of them, through the cache of
+    ``checksums``); False skips it (a dataset just written, benchmarks). HDF5 files are
+    opened lazily, in the process that reads them (never before a fork).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", kind: str | None = None,
-                 verify: bool = False):
+                 verify: bool = True):
         self.root = Path(root)
         self.manifest = read_manifest(root)
         self.kind = self.manifest["kind"]
@@ -87,21 +95,38 @@ class ShardSet:
         return tuple(self._open(0)[field].shape[1:]) if self.n else ()
 
     def _validate(self, entries: list, verify: bool) -> None:
-        for path, entry in zip(self.files, entries):
-            if not path.is_file():
-                raise UserError(f"shard {path} is missing; regenerate the dataset or restore the file")
-            if verify and sha256(path) != entry["sha256"]:
-                raise UserError(f"shard {path} does not match its sha256 in the manifest (corrupted or "
-                                f"replaced); regenerate the dataset")
+        ctx = dist.context()
+        for k, (path, entry) in enumerate(zip(self.files, entries)):
+            if verify and k % ctx.size == ctx.rank:  # each rank hashes its share of the files
+                problem = checksums.problem(path, entry["sha256"], entry.get("bytes"))
+            else:
+                problem = checksums.size_problem(path, entry.get("bytes"))
+            if problem:
+                raise UserError(problem)
         for i, path in enumerate(self.files):
             h5 = self._open(i)
             for name, field in self.schema.items():
                 if name not in h5:
                     raise UserError(f"shard {path} lacks dataset '{name}'; regenerate the dataset")
-                check_field(name, field, h5[name].dtype, h5[name].shape[1:], f"shard {path}")
+                check_field(name, field, h5[name].dtype, h5[name].shape[1:], f"shard {path}", self.kind)
                 if h5[name].shape[0] != self.counts[i]:
                     raise UserError(f"shard {path}: '{name}' holds {h5[name].shape[0]} samples, the manifest "
                                     f"says {self.counts[i]}; regenerate the dataset")
+
+    def check_values(self, fields: tuple) -> None:
+        """Read ``fields`` whole and raise a UserError at the first value outside the schema's range
+        (a label outside -1..2, a NaN vote fraction), naming the file and sample."""
+        for i, path in enumerate(self.files):
+            for name in fields:
+                problem = value_problem(name, self.schema[name], self._open(i)[name][:])
+                if problem:
+                    raise UserError(f"shard {path}: {problem}; remake the dataset or fix that value")
+
+    def require_samples(self, what: str) -> None:
+        """Raise a UserError when this split is empty; ``what`` says what it was going to be used for."""
+        if self.n == 0:
+            raise UserError(f"split '{self.split}' of {self.root} is empty, so there is nothing for {what}; remake "
+                            f"the dataset with more samples or choose another split")
 
     def _open(self, i: int):
         import h5py

@@ -1,27 +1,26 @@
-"""Simulated skies and the patches cut from them: healpy maps, gnomonic geometry, the patches' spectrum.
+"""Simulated skies and the patches cut from them: a_ℓm, gnomonic geometry, the patches' spectrum.
 
-* ``simulate_map``: a full-sky map with ``healpy.synfast`` (Gaussian beam; HEALPix pixel
-  window; optional white noise), map ``i`` seeded by ``(seed, i)`` only;
-* ``patch_centers``/``patch_pixels``/``cut_patches``: square patches, the gnomonic
-  projection (north up, east left, as ``healpy.gnomview``) of a map onto an H×W grid of
+* ``sky_alm``: the harmonic coefficients of sky ``i`` (Gaussian, isotropic, spectrum
+  ``C_ℓ B_ℓ² [P_ℓ²]``: beam and optional HEALPix pixel window), seeded by ``(seed, i)`` only;
+* ``patch_centers``/``patch_vectors``/``patch_locations``: square patches, the gnomonic
+  projection (north up, east left, as ``healpy.gnomview``) onto an H×W grid of
   ``reso_arcmin`` pixels around fixed centres: the pixel centres of a coarse HEALPix grid,
-  optionally only where the whole patch lies at |b| ≥ ``b_min_deg``. A patch pixel takes the
-  value of the map pixel it falls in (nearest neighbour);
-* ``map_spectrum``/``patch_model``: what the patches' spectrum should be. Nearest-neighbour
-  sampling of a pixelised map displaces each sample by up to half a map pixel, which
-  multiplies the map's spectrum by the pixel window once more (the coherent part) and adds
-  a white floor holding the rest of the variance. The model is accurate to ≈1 % for
-  ℓ ≤ 0.8·nside, 2 % at nside; beyond, pixelisation artefacts the model does not follow
-  take over (``valid_lmax``).
+  optionally only where the whole patch lies at |b| ≥ ``b_min_deg``;
+* ``simulate_patches``: the band-limited sky evaluated exactly at every patch pixel centre
+  from its a_ℓm (``ducc0.sht.synthesis_general``), plus optional white noise. No HEALPix
+  map is made, so nothing aliases a map's pixel grid: the patches are point samples of
+  the sky, whose spectrum is ``map_spectrum`` (plus the noise) at every ℓ.
 
 Conventions: temperatures in μK_CMB, C_ℓ in μK², angles in degrees (centres) or arcmin
-(resolution, beam), maps in Galactic coordinates, RING ordering.
+(resolution, beam), Galactic coordinates, a_ℓm in healpy's ordering.
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import numpy as np
+
+SYNTHESIS_EPSILON = 1e-7  # ducc0's relative accuracy of the synthesis: far below float32 rounding
 
 # ---------------------------------------------------------------- geometry
 
@@ -55,12 +54,13 @@ def min_separation_deg(centers: np.ndarray) -> float:
 
     if len(centers) < 2:
         return 180.0
-    v = _unit_vectors(centers[:, 0], centers[:, 1])
+    v = unit_vectors(centers[:, 0], centers[:, 1])
     chord = cKDTree(v).query(v, k=2)[0][:, 1].min()
     return float(np.degrees(2.0 * np.arcsin(min(chord / 2.0, 1.0))))
 
 
-def _unit_vectors(lon_deg: np.ndarray, lat_deg: np.ndarray) -> np.ndarray:
+def unit_vectors(lon_deg: np.ndarray, lat_deg: np.ndarray) -> np.ndarray:
+    """Unit vectors float64 [..., 3] of directions given in degrees (lon, lat)."""
     lon, lat = np.radians(lon_deg), np.radians(lat_deg)
     return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
 
@@ -77,100 +77,87 @@ def patch_vectors(centers: np.ndarray, shape: tuple[int, int], reso_arcmin: floa
     x = -(np.arange(w) - (w - 1) / 2.0) * step  # east coordinate
     y = ((h - 1) / 2.0 - np.arange(h)) * step  # north coordinate
     lon, lat = np.radians(centers[:, 0]), np.radians(centers[:, 1])
-    center = _unit_vectors(centers[:, 0], centers[:, 1]).T[:, :, None, None]
+    center = unit_vectors(centers[:, 0], centers[:, 1]).T[:, :, None, None]
     east = np.stack([-np.sin(lon), np.cos(lon), np.zeros_like(lon)])[:, :, None, None]
     north = np.stack([-np.sin(lat) * np.cos(lon), -np.sin(lat) * np.sin(lon), np.cos(lat)])[:, :, None, None]
     v = center + x[None, None, None, :] * east + y[None, None, :, None] * north
     return v / np.linalg.norm(v, axis=0, keepdims=True)
 
 
-def patch_pixels(nside: int, centers: np.ndarray, shape: tuple[int, int], reso_arcmin: float) -> np.ndarray:
-    """RING indices (int64 [Nc, H, W]) of the map pixel under each patch pixel."""
-    import healpy as hp
-
-    v = patch_vectors(centers, shape, reso_arcmin)
-    return hp.vec2pix(nside, v[0], v[1], v[2]).astype(np.int64)
-
-
-def cut_patches(sky_map: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Patches (float32 [Nc, H, W], μK) of a map (float [12·nside²], μK) at ``patch_pixels``."""
-    return np.asarray(sky_map)[pixels].astype(np.float32)
+def patch_locations(centers: np.ndarray, shape: tuple[int, int], reso_arcmin: float) -> np.ndarray:
+    """(colatitude θ, longitude φ) in radians of every patch pixel: float64 [Nc·H·W, 2], patch-major."""
+    v = patch_vectors(centers, shape, reso_arcmin).reshape(3, -1)
+    theta = np.arccos(np.clip(v[2], -1.0, 1.0))
+    phi = np.mod(np.arctan2(v[1], v[0]), 2.0 * np.pi)
+    return np.ascontiguousarray(np.stack([theta, phi], axis=1))
 
 
-# ---------------------------------------------------------------- maps
-
-@contextlib.contextmanager
-def _numpy_global_seed(seed_sequence: np.random.SeedSequence):
-    """Seed NumPy's global generator (healpy.synfast draws from it), restoring it afterwards."""
-    saved = np.random.get_state()
-    np.random.seed(seed_sequence.generate_state(8))
-    try:
-        yield
-    finally:
-        np.random.set_state(saved)
-
+# ---------------------------------------------------------------- skies
 
 def map_seed(seed: int, index: int, stream: int = 0) -> np.random.SeedSequence:
-    """The seed of map ``index`` (``stream`` 0: the sky, 1: the noise): (seed, index) only."""
+    """The seed of sky ``index`` (``stream`` 0: the sky, 1: the noise): (seed, index) only."""
     return np.random.SeedSequence([int(seed), int(index), int(stream)])
 
 
-def simulate_map(cl: np.ndarray, nside: int, lmax: int, fwhm_arcmin: float, pixwin: bool,
-                 noise_uk_arcmin: float, seed: int, index: int) -> np.ndarray:
-    """Full-sky temperature map ``index`` (float64 [12·nside²], μK, RING).
-
-    ``healpy.synfast`` of ``cl`` (μK² [≥ lmax+1]) up to ``lmax`` with a Gaussian beam of
-    ``fwhm_arcmin``; with ``pixwin`` the spectrum is first multiplied by ``pixel_window²``
-    (same statistics as filtering the harmonic coefficients, and no download); then white
-    noise of ``noise_uk_arcmin`` μK·arcmin, i.e. σ = noise / pixel side per pixel.
-    """
+@functools.lru_cache(maxsize=2)
+def _alm_ell(lmax: int) -> np.ndarray:
     import healpy as hp
 
-    from cosmotrain.science.spectra import pixel_window
+    return hp.Alm.getlm(lmax)[0]
 
-    spectrum = np.asarray(cl[:lmax + 1], dtype=np.float64)
-    if pixwin:
-        spectrum = spectrum * pixel_window(nside, lmax) ** 2
-    with _numpy_global_seed(map_seed(seed, index, 0)):
-        sky = hp.synfast(spectrum, nside, lmax=lmax, fwhm=np.radians(fwhm_arcmin / 60.0), pixwin=False,
-                         new=True)
+
+def sky_alm(map_cl: np.ndarray, seed: int, index: int) -> np.ndarray:
+    """a_ℓm (complex128 [(ℓmax+1)(ℓmax+2)/2], healpy order) of sky ``index`` with spectrum ``map_cl``.
+
+    ``map_cl`` is float μK² [ℓmax+1] (``map_spectrum``): a_ℓ0 is real with variance C_ℓ,
+    a_ℓm (m > 0) complex with variance C_ℓ/2 in each part. Drawn from a generator seeded
+    by ``(seed, index)`` alone, so any rank makes the same sky.
+    """
+    ell = _alm_ell(len(map_cl) - 1)
+    rng = np.random.default_rng(map_seed(seed, index, 0))
+    amplitude = np.sqrt(np.asarray(map_cl, dtype=np.float64))[ell]
+    real, imag = rng.standard_normal(len(ell)), rng.standard_normal(len(ell))
+    alm = amplitude * (real + 1j * imag) / np.sqrt(2.0)
+    m0 = slice(0, len(map_cl))  # healpy order: the m = 0 coefficients come first
+    alm[m0] = amplitude[m0] * real[m0]
+    return alm
+
+
+def simulate_patches(map_cl: np.ndarray, locations: np.ndarray, shape: tuple[int, int], reso_arcmin: float,
+                     noise_uk_arcmin: float, seed: int, index: int) -> np.ndarray:
+    """The patches (float32 [Nc, H, W], μK) of sky ``index``: its a_ℓm evaluated at ``locations``.
+
+    ``locations`` are ``patch_locations`` (float64 [Nc·H·W, 2]). The synthesis is exact to
+    ``SYNTHESIS_EPSILON`` (a band-limited sky at arbitrary positions; one thread, so the
+    numbers are the same on any rank). White noise of ``noise_uk_arcmin`` μK·arcmin adds
+    σ = noise / reso_arcmin per patch pixel, seeded by ``(seed, index)``.
+    """
+    import ducc0
+
+    lmax = len(map_cl) - 1
+    values = ducc0.sht.synthesis_general(alm=sky_alm(map_cl, seed, index)[None], spin=0, lmax=lmax, loc=locations,
+                                         epsilon=SYNTHESIS_EPSILON, nthreads=1)[0]
     if noise_uk_arcmin > 0:
         rng = np.random.default_rng(map_seed(seed, index, 1))
-        sky += rng.standard_normal(sky.shape) * (noise_uk_arcmin / pixel_arcmin(nside))
-    return sky
+        values += rng.standard_normal(values.shape) * (noise_uk_arcmin / reso_arcmin)
+    return values.reshape(-1, *shape).astype(np.float32)
 
 
 # ---------------------------------------------------------------- what the patches' spectrum is
 
 def map_spectrum(cl: np.ndarray, nside: int, lmax: int, fwhm_arcmin: float, pixwin: bool) -> np.ndarray:
-    """Signal spectrum of the simulated maps: ``C_ℓ B_ℓ² [P_ℓ²]`` (μK², float64 [lmax+1])."""
+    """Signal spectrum of the simulated skies: ``C_ℓ B_ℓ² [P_ℓ²]`` (μK², float64 [lmax+1]); 0 for ℓ < 2.
+
+    The monopole and dipole are not simulated. ``P_ℓ`` is the HEALPix pixel window of
+    ``nside`` (``pixwin``: the smoothing of a map observed at that resolution).
+    """
     from cosmotrain.science.spectra import beam_window, pixel_window
 
     out = np.asarray(cl[:lmax + 1], dtype=np.float64) * beam_window(lmax, fwhm_arcmin) ** 2
+    out[:2] = 0.0
     return out * pixel_window(nside, lmax) ** 2 if pixwin else out
 
 
-def patch_model(map_cl: np.ndarray, nside: int, noise_uk_arcmin: float = 0.0) -> tuple[np.ndarray, float]:
-    """Spectrum of patches cut by nearest neighbour from maps of spectrum ``map_cl`` (μK²).
-
-    Returns ``(cl, white_var)``: the coherent spectrum ``map_cl · P_ℓ²`` (float64, μK²) and
-    the variance (μK²) of an uncorrelated per-sample term, to pass to
-    ``spectra.theory_band_powers``. The first comes from each sample sitting up to half a map
-    pixel from where it belongs (its average over the pixel is the pixel window); the
-    variance this removes, ``Σ (2ℓ+1)/4π C_ℓ (1 − P_ℓ²)``, reappears as white
-    pixelisation noise, to which the map's white noise (σ² per pixel) adds.
-    """
-    from cosmotrain.science.spectra import pixel_window
-
-    lmax = len(map_cl) - 1
-    p2 = pixel_window(nside, lmax) ** 2
-    ell = np.arange(lmax + 1)
-    jitter = float(np.sum((2 * ell + 1) / (4 * np.pi) * map_cl * (1.0 - p2)))
-    return map_cl * p2, jitter + (noise_uk_arcmin / pixel_arcmin(nside)) ** 2
-
-
-def valid_lmax(nside: int, lmax: int, reso_arcmin: float) -> float:
-    """Highest ℓ where ``patch_model`` is trusted (≈1 %): min(0.8·nside, map ℓmax, patch Nyquist ℓ)."""
-    from cosmotrain.science.spectra import nyquist_ell
-
-    return float(min(0.8 * nside, lmax, nyquist_ell(reso_arcmin)))
+def noise_variance(noise_uk_arcmin: float, reso_arcmin: float) -> float:
+    """Variance (μK²) per patch pixel of white noise of ``noise_uk_arcmin`` μK·arcmin."""
+    return float((noise_uk_arcmin / reso_arcmin) ** 2)

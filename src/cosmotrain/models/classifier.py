@@ -33,6 +33,24 @@ class ModelConfig:
     batch_norm: bool = False
     activation: str = "relu"
 
+    def __post_init__(self):
+        """Refuse settings that cannot work, naming the key to change (the image size is checked when built)."""
+        from cosmotrain.config import ConfigError
+
+        if not self.filters or min(self.filters) < 1 or (self.dense and min(self.dense) < 1):
+            raise ConfigError(f"model.filters must be a non-empty list of positive widths and model.dense a list of "
+                              f"positive widths, got {list(self.filters)} and {list(self.dense)}")
+        if self.convs_per_block < 1 or self.kernel_size < 1:
+            raise ConfigError(f"model.convs_per_block and model.kernel_size must be >= 1, got "
+                              f"{self.convs_per_block} and {self.kernel_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        try:
+            tf.keras.activations.get(self.activation)
+        except ValueError:
+            raise ConfigError(f"model.activation '{self.activation}' is not a Keras activation; try relu, elu, "
+                              f"gelu") from None
+
 
 def build_classifier(cfg: ModelConfig, image_shape: tuple, n_classes: int = 3) -> tf.keras.Model:
     """The CNN for images of ``image_shape`` (H, W, C); softmax over ``n_classes``."""
@@ -62,17 +80,9 @@ def _conv_block(x, cfg: ModelConfig, width: int, i: int):
 
 
 def _check(cfg: ModelConfig, image_shape: tuple) -> None:
-    """Refuse configs that cannot work, naming the key to change."""
+    """Refuse images too small for the configured pooling, naming the key to change."""
     from cosmotrain.config import ConfigError
 
-    if not cfg.filters or min(cfg.filters) < 1:
-        raise ConfigError(f"model.filters must be a non-empty list of positive widths, got {list(cfg.filters)}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
-    try:
-        tf.keras.activations.get(cfg.activation)
-    except ValueError:
-        raise ConfigError(f"model.activation '{cfg.activation}' is not a Keras activation; try relu, elu, gelu") from None
     smallest = min(image_shape[0], image_shape[1])
     if smallest < 2 ** len(cfg.filters):
         raise ConfigError(f"{len(cfg.filters)} pooling blocks shrink {smallest}-pixel images below 1 pixel; "

@@ -49,6 +49,25 @@ class ModelConfig:
     leaky_slope: float = 0.2
     d_minibatch_std: bool = False  # D's last map gets one more channel: how much its batch's features scatter
 
+    def __post_init__(self):
+        """Refuse sizes that cannot make a network, naming the key (before any work)."""
+        if min(self.latent_dim, self.base_size, self.g_filters, self.d_filters, self.kernel) < 1 or \
+                self.output_kernel < 0:
+            raise UserError("model.latent_dim, base_size, g_filters, d_filters and kernel must be >= 1 and "
+                            "model.output_kernel >= 0")
+        k = upsamplings(self)
+        hidden = k if self.output_kernel else k - 1
+        if self.g_filters >> hidden < 1:
+            raise UserError(f"model.g_filters {self.g_filters} is too small for {hidden} halvings; use at least "
+                            f"{2 ** hidden}")
+        if self.output_filter and (self.output_filter < 0 or self.output_filter % 2 == 0 or
+                                   self.output_filter >= self.image_size):
+            raise UserError(f"model.output_filter must be 0 or an odd size below model.image_size "
+                            f"{self.image_size}, got {self.output_filter}; e.g. 25")
+        if not (0 <= self.bn_momentum < 1 and self.leaky_slope >= 0):
+            raise UserError(f"model.bn_momentum must be in [0, 1) and model.leaky_slope >= 0, got "
+                            f"{self.bn_momentum} and {self.leaky_slope}")
+
 
 def upsamplings(cfg: ModelConfig) -> int:
     """How many stride-2 layers take ``base_size`` to ``image_size``; raises if none fits."""
@@ -68,9 +87,7 @@ def build_generator(cfg: ModelConfig):
     """z float32 [N, latent_dim] → patches float32 [N, image_size, image_size] (network units)."""
     k = upsamplings(cfg)
     hidden = k if cfg.output_kernel else k - 1  # upsamplings with BatchNorm + ReLU
-    channels = cfg.g_filters
-    if channels >> hidden < 1:
-        raise UserError(f"model.g_filters {channels} is too small for {hidden} halvings; use at least {2 ** hidden}")
+    channels = cfg.g_filters  # enough for the halvings: ModelConfig checked it
     z = tf.keras.Input((cfg.latent_dim,), name="z")
     x = layers.Dense(cfg.base_size ** 2 * channels, use_bias=False, kernel_initializer=_init(), name="project")(z)
     x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="project_bn")(x)
@@ -86,9 +103,6 @@ def build_generator(cfg: ModelConfig):
     else:
         x = _upsample(x, cfg, 1, f"up{k - 1}", bias=True)
     if cfg.output_filter:
-        if cfg.output_filter < 0 or cfg.output_filter % 2 == 0 or cfg.output_filter >= cfg.image_size:
-            raise UserError(f"model.output_filter must be 0 or an odd size below model.image_size "
-                            f"{cfg.image_size}, got {cfg.output_filter}; e.g. 25")
         x = IsotropicFilter(cfg.output_filter, name="spectrum_filter")(x)
     if cfg.output == "tanh":
         x = layers.Activation("tanh", name="tanh")(x)

@@ -34,7 +34,7 @@ import numpy as np
 
 from cosmotrain.errors import UserError
 from cosmotrain.files import plain_json
-from cosmotrain.science import spectra, stats
+from cosmotrain.science import rings, spectra, stats
 
 FUNCTIONALS = ("v0", "v1", "v2")
 
@@ -62,7 +62,7 @@ class MonitorConfig:
     seed: int = 2024
 
 
-def check_config(cfg: MonitorConfig, n_train: int, size: int) -> None:
+def check_config(cfg: MonitorConfig, n_train: int, n_val: int, size: int) -> None:
     """Raise a ``UserError`` naming the key when the monitor cannot run on this data."""
     if cfg.every < 0 or cfg.generated < 2 or not 1 <= cfg.group_size <= cfg.generated:
         raise UserError(f"monitor.every must be >= 0, monitor.generated >= 2 and 1 <= monitor.group_size <= "
@@ -75,6 +75,9 @@ def check_config(cfg: MonitorConfig, n_train: int, size: int) -> None:
                         f"{cfg.calibration_patches}")
     if cfg.generated < size:
         raise UserError(f"monitor.generated {cfg.generated} is smaller than the {size} ranks; raise it")
+    if n_val < 2:
+        raise UserError(f"the monitors' validation split has {n_val} patch(es); make a dataset with more skies in "
+                        f"splits.val")
     need = cfg.reference + cfg.generated
     if n_train < need:
         raise UserError(f"the monitors need monitor.reference + monitor.generated = {need} training patches, the "
@@ -223,7 +226,8 @@ def build_reference(reference: np.ndarray, pool: np.ndarray, reso_arcmin: float,
     held = probe.measure(pool)
     ks_floor = _ks_floor(held.pixels.reshape(len(pool), -1), ref.pixels, cfg)
     n_modes = probe.binning.n_modes
-    valid = (n_modes >= cfg.min_modes) & (ref.cl > 0) & np.isfinite(ref.cl)
+    significant = ref.cl >= rings.SIGNIFICANT * np.max(ref.cl)  # like the spectrum term and the filter: 1e-6
+    valid = (n_modes >= cfg.min_modes) & (ref.cl > 0) & np.isfinite(ref.cl) & significant
     if not valid.any():
         raise UserError(f"no ℓ bin of these {probe.shape[0]}x{probe.shape[1]} patches has >= "
                         f"monitor.min_modes={cfg.min_modes} modes and positive power; lower monitor.min_modes")
@@ -250,8 +254,16 @@ def _moments(total: np.ndarray, squares: np.ndarray, n: float) -> tuple[np.ndarr
 
 
 def error_over_floor(gen_mean, gen_var, n_gen: float, ref_mean, real_var, n_ref: float, m: int) -> np.ndarray:
-    """√(error² / floor²) per element, as in the module docstring (arrays broadcast)."""
-    error2 = (gen_mean - ref_mean) ** 2 - gen_var / n_gen + gen_var / m
+    """√(error² / floor²) per element, as in the module docstring (arrays broadcast).
+
+    Two-sided in the scatter: the generator's per-patch variance enters as
+    v_gen + (v_gen − v_real)²/v_gen, which is v_real for real patches (to first order in the
+    noise of v_gen) and grows both when they scatter too much (→ 2 v_gen) and too little
+    (→ v_real²/v_gen: a collapsed generator is no longer rewarded with a small error; the
+    divisor is kept above 10⁻³ v_real, so a generator without any scatter scores finitely).
+    """
+    spread = gen_var + (gen_var - real_var) ** 2 / np.maximum(gen_var, 1e-3 * real_var + 1e-300)
+    error2 = (gen_mean - ref_mean) ** 2 - gen_var / n_gen + spread / m
     floor2 = real_var / m + real_var / n_ref
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(np.maximum(error2, 0.0) / floor2)

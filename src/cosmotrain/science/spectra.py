@@ -269,31 +269,14 @@ def _mean_power_2d(patches: np.ndarray) -> np.ndarray:
     return (np.abs(np.fft.fft2(x * apodization_window(x.shape[1:]))) ** 2).mean(axis=0)
 
 
-def band_powers(patches: np.ndarray, binning: Binning, transfer: np.ndarray | None = None) -> np.ndarray:
+def band_powers(patches: np.ndarray, binning: Binning) -> np.ndarray:
     """Flat-sky band powers of each patch: float64 ``[N, nbins]`` in μK² (C_ℓ, not D_ℓ).
 
-    ``patches`` is float ``[N, H, W]`` (or one ``[H, W]``) in μK. ``transfer`` (optional,
-    ``[ℓmax+1]``) is an amplitude transfer function such as ``beam_window * pixel_window``:
-    each mode is divided by ``transfer(ℓ)²`` before binning, which deconvolves it.
-    Vectorised over the batch: about 10–20 ms per 64 patches of 64×64 pixels on one core.
+    ``patches`` is float ``[N, H, W]`` (or one ``[H, W]``) in μK. Vectorised over the batch:
+    about 10–20 ms per 64 patches of 64×64 pixels on one core.
     """
     power = mode_powers(patches, binning)
-    if transfer is not None:
-        power = power / _mode_transfer_squared(transfer, binning)
     return power.reshape(len(power), -1) @ binning.matrix
-
-
-def _mode_transfer_squared(transfer: np.ndarray, binning: Binning) -> np.ndarray:
-    t = np.asarray(transfer, dtype=np.float64)
-    ells = binning.mode_ell
-    if np.any(ells[binning.in_bins] > len(t) - 1):
-        raise ValueError(f"the transfer function stops at ℓ = {len(t) - 1}, the bins reach "
-                         f"ℓ = {ells[binning.in_bins].max():.0f}; pass a longer one")
-    t2 = np.ones_like(ells)
-    t2[binning.in_bins] = np.interp(ells[binning.in_bins], np.arange(len(t)), t) ** 2
-    if np.any(t2 <= 1e-12):
-        raise ValueError("the transfer function is zero inside the ℓ bins; cannot deconvolve it")
-    return t2
 
 
 # ---------------------------------------------------------------- theory
@@ -337,16 +320,11 @@ def expected_mode_powers(cl: np.ndarray, binning: Binning, white_var: float = 0.
     return spectrum[::2, ::2] * binning.norm
 
 
-def theory_band_powers(cl: np.ndarray, binning: Binning, transfer: np.ndarray | None = None,
-                       white_var: float = 0.0) -> np.ndarray:
+def theory_band_powers(cl: np.ndarray, binning: Binning, white_var: float = 0.0) -> np.ndarray:
     """Expected ``band_powers`` of patches of a field with spectrum ``cl``: float64 ``[nbins]`` μK².
 
     ``cl`` [ℓmax+1] must already include what was applied to the patches (beam², pixel
     window²); ``white_var`` (μK²) is the variance of any independent per-pixel term (white
-    noise as sampled on the patch grid). Pass the same ``transfer`` as to ``band_powers``
-    if it deconvolved.
+    noise as sampled on the patch grid).
     """
-    power = expected_mode_powers(cl, binning, white_var)
-    if transfer is not None:
-        power = power / _mode_transfer_squared(transfer, binning)
-    return power.ravel() @ binning.matrix
+    return expected_mode_powers(cl, binning, white_var).ravel() @ binning.matrix

@@ -15,8 +15,10 @@ A run is exactly resumable: the learning rate, dropout masks and D4 augmentation
 functions of the global step, the data order is a function of (seed, epoch, rank, batch
 index), and a checkpoint
 holds model, optimizer, epoch, position in the epoch, and every rank's partial epoch sums.
-On SIGUSR1 (SLURM pre-emption) every rank stops at the same step, rank 0 checkpoints and
-all exit with ``dist.EXIT_REQUEUE``; ``--resume`` then continues bit for bit.
+On SIGUSR1 or SIGTERM (SLURM pre-emption, the time limit) every rank stops at the same
+step, rank 0 checkpoints and all exit with ``dist.EXIT_REQUEUE``; ``--resume`` then
+continues bit for bit. A stall watchdog (``runtime.stall_timeout``) ends a job in which no
+rank makes progress.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain import config, dist, logs, rundir
-from cosmotrain.checkpoints import Checkpointer, TrainState, newest
+from cosmotrain import config, dist, logs, placement, rundir
+from cosmotrain.checkpoints import Checkpointer, TrainState, newest, space_needed, variable_bytes
 from cosmotrain.config import ConfigError
 from cosmotrain.data import feed
 from cosmotrain.data.augment import random_d4
@@ -42,6 +44,7 @@ from cosmotrain.train.meters import Meters
 from cosmotrain.train.randomness import StepRandomness, rng_key, seed_everything, stateless_seed
 from cosmotrain.train.replicas import FirstStepSync, agreement, average_statistics
 from cosmotrain.train.schedule import LearningRate, OptimizerConfig, make_optimizer
+from cosmotrain.watchdog import RuntimeConfig, Watchdog
 
 log = logs.get("train")
 
@@ -111,6 +114,7 @@ class ClassifierConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     allreduce: dist.AllreduceConfig = dataclasses.field(default_factory=dist.AllreduceConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
 
 CONFIG = ClassifierConfig  # what `cosmotrain train classifier` reads
@@ -232,14 +236,15 @@ def train(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, over
 
 
 def prepare(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> "Loop":
-    """Check the input, claim ``run_dir``, build the model and restore it if resuming."""
+    """Check the input and config, build the model, then claim ``run_dir`` and restore it if resuming."""
     ctx = dist.context()
     data = open_data(cfg)
-    run = rundir.claim(run_dir, resume, overwrite)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     trainer = ClassifierTrainer(cfg, data.image_shape, len(data.class_names), data.steps)
+    weights = variable_bytes(trainer.model.variables + list(trainer.optimizer.variables))
+    run = rundir.claim(run_dir, resume, overwrite, space_needed(weights, cfg.train.keep_checkpoints))
     ckpt = Checkpointer(run.checkpoints, {"model": trainer.model, "optimizer": trainer.optimizer},
-                        _signature(cfg, data), keep=cfg.train.keep_checkpoints)
+                        _signature(cfg, data), keep=cfg.train.keep_checkpoints, on_first_save=run.drop_replaced)
     state = _start(cfg, run, ckpt, trainer, resume)
     log.info("%d rank(s) (%s, %d thread(s) each), global batch %d, peak lr %.3g, warmup %d steps",
              ctx.size, ctx.engine, ctx.threads, trainer.global_batch, trainer.schedule.peak,
@@ -257,13 +262,10 @@ def _start(cfg: ClassifierConfig, run: RunDir, ckpt: Checkpointer, trainer: Clas
            resume: bool) -> TrainState:
     """A fresh state, or the restored one (weights, optimizer and this rank's partial sums)."""
     ctx = dist.context()
-    if not resume:
+    path = ckpt.latest() if resume else None
+    if path is None:  # a new run, or --resume of one that never reached its first checkpoint (claim said so)
         run.save_config(cfg)
         return TrainState(size=ctx.size, seed=cfg.train.seed)
-    path = ckpt.latest()
-    if path is None:
-        raise UserError(f"{run} has no checkpoint to resume from; start the run afresh with --overwrite "
-                        f"instead of --resume")
     rundir.report_changed_settings(run, cfg)
     if any(run.eval.glob("metrics*.json")):
         logs.root_warning(log, "%s evaluates the run as it was before this resume; when training ends, evaluate it "
@@ -291,10 +293,11 @@ class Loop:
         self.history = History(run.history, HISTORY_COLUMNS)
         self.history.resume(state.epoch)
         self.board = Board(run.tensorboard, BOARD_TAGS)
+        self.watch = Watchdog(run.heartbeat, cfg.runtime.stall_timeout)
         self.stopped_early = False
 
     def execute(self, signal: RequeueSignal | None = None) -> int:
-        """Train to the configured epoch (or early stop, or SIGUSR1); returns the exit code."""
+        """Train to the configured epoch (or early stop, or a stop signal); returns the exit code."""
         if signal is not None:
             return self._epochs(signal)
         with RequeueSignal() as own:
@@ -303,19 +306,25 @@ class Loop:
     def _epochs(self, signal: RequeueSignal) -> int:
         freeze_garbage()
         try:
-            for epoch in range(self.state.epoch, self.cfg.train.epochs):
-                if not self.train_epoch(epoch, signal):
-                    return requeue(self.ckpt, self.state, self.trainer.meters.local(),
-                                   f"epoch {self.state.epoch + 1}, batch {self.state.batch}")
-                self._end_epoch()
-                if self.stopped_early:
-                    break
-                if dist.agree(signal.requested) and epoch + 1 < self.cfg.train.epochs:
-                    return requeue(self.ckpt, self.state, [], f"the end of epoch {self.state.epoch}", saved=True)
-            self._finish()
-            return 0
+            with self.watch:
+                return self._each_epoch(signal)
         finally:
             self.board.close()
+
+    def _each_epoch(self, signal: RequeueSignal) -> int:
+        for epoch in range(self.state.epoch, self.cfg.train.epochs):
+            if not self.train_epoch(epoch, signal):
+                return requeue(self.ckpt, self.state, self.trainer.meters.local(),
+                               f"epoch {self.state.epoch + 1}, batch {self.state.batch}", received=signal.received)
+            self._end_epoch()
+            if self.stopped_early:
+                break
+            if dist.agree(signal.requested) and epoch + 1 < self.cfg.train.epochs:
+                return requeue(self.ckpt, self.state, [], f"the end of epoch {self.state.epoch}", saved=True,
+                               received=signal.received)
+        self.watch.progress(self.state.step, "finishing")
+        self._finish()
+        return 0
 
     def train_epoch(self, epoch: int, signal: RequeueSignal, batches=None) -> bool:
         """Run the rest of ``epoch``; False if the ranks agreed to stop for a requeue.
@@ -332,6 +341,7 @@ class Loop:
         start, first, shown = time.perf_counter(), state.batch, 0.0
         try:
             for batch in batches:
+                self.watch.progress(state.step, "training")
                 _, stop, nonfinite = trainer.train_step(*batch, flags[signal.requested])
                 trainer.after_first_step()
                 state.batch, state.step = state.batch + 1, state.step + 1
@@ -368,7 +378,7 @@ class Loop:
         state.epoch, state.batch = state.epoch + 1, 0
         sums = trainer.meters.global_sums()
         trainer.meters.reset()
-        val = trainer.evaluate(rank_share(self.data.val, EVAL_BATCH))
+        val = trainer.evaluate(self.watch.tracked(rank_share(self.data.val, EVAL_BATCH), state.step, "validation"))
         row = {"epoch": state.epoch, "step": state.step, "lr": trainer.schedule.at(max(state.step - 1, 0)),
                "loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / max(sums["kept"], 1), **val,
                "samples_per_s": self.epoch_samples / max(self.epoch_seconds, 1e-9), "seconds": self.epoch_seconds}
@@ -383,6 +393,7 @@ class Loop:
         # and resuming from it drops the row again (History.resume).
         self.history.append(row)
         self.board.scalars(state.epoch, row)
+        self.watch.progress(state.step, "checkpoint")
         self.ckpt.save(state, best=improved)
         log.info("epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f val_vote_rmse %.4f | %.0f samples/s | "
                  "lr %.3g%s", state.epoch, self.cfg.train.epochs, row["loss"], row["accuracy"], row["val_loss"],

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cosmotrain import dist, logs
+from cosmotrain import dist, logs, placement
 from cosmotrain.data import epochs, staging
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.errors import UserError
@@ -47,6 +47,8 @@ def open_data(cfg: ClassifierConfig) -> TrainData:
     ctx = dist.context()
     train = ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies")
     val = ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies")
+    for split in (train, val):
+        split.check_values(("labels", "vote_fractions"))
     image_shape = train.sample_shape("images")
     if val.n and val.sample_shape("images") != image_shape:
         raise UserError(f"{cfg.data.path}: val images are {val.sample_shape('images')}, train images {image_shape}")
@@ -95,7 +97,7 @@ def _staged(cfg: ClassifierConfig, train: ShardSet, val: ShardSet) -> tuple[Shar
     size, seed = dist.context().size, cfg.train.seed
     reads = {train.split: lambda r: [run for e in range(cfg.train.epochs)
                                      for run in epochs.epoch_runs(train.n, r, size, seed, e)],
-             val.split: lambda r: [dist.split_range(val.n, r, size)]}
+             val.split: lambda r: [placement.split_range(val.n, r, size)]}
     root = staging.stage(cfg.data.path, cfg.data.stage_dir, reads)
     return ShardSet(root, train.split, kind="galaxies").head(train.n), ShardSet(root, val.split, kind="galaxies")
 

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from cosmotrain import config, dist, logs, rundir
-from cosmotrain.checkpoints import Checkpointer, TrainState, newest, read_state
+from cosmotrain.checkpoints import Checkpointer, TrainState, newest, read_state, space_needed, variable_bytes
 from cosmotrain.data import epochs, feed, staging
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.data.theory import dataset_theory
@@ -39,12 +39,13 @@ from cosmotrain.plots import images, pixels, spectra, training
 from cosmotrain.rundir import Board, History, RunDir
 from cosmotrain.science import monitors
 from cosmotrain.train.gan_config import GanConfig
-from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, real_rings,
-                                          spectrum_term)
+from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, real_patches,
+                                          real_rings, spectrum_term)
 from cosmotrain.train.gan_step import METERS, GanTrainer
 from cosmotrain.train.loop import RequeueSignal, freeze_garbage, nonfinite_error, requeue
 from cosmotrain.train.randomness import seed_everything
 from cosmotrain.train.replicas import agreement
+from cosmotrain.watchdog import Watchdog
 
 log = logs.get("train")
 
@@ -71,6 +72,7 @@ class TrainData:
     """The opened training split and what training needs to know about it."""
 
     train: ShardSet
+    val: ShardSet
     attrs: dict
     steps_per_epoch: int
 
@@ -90,15 +92,28 @@ def open_data(cfg: GanConfig) -> TrainData:
                         f"for the power spectrum; regenerate it with 'cosmotrain data cmb'")
     ranks = dist.context().size
     steps = epochs.split_steps(train, cfg.train.batch_size, ranks)
-    monitors.check_config(cfg.monitor, train.n, ranks)
-    log.info("data: %d training patches of %dx%d at %.3g'/pixel; %d steps per epoch", train.n, size, size,
-             attrs["reso_arcmin"], steps)
+    val = open_val(cfg)
+    monitors.check_config(cfg.monitor, train.n, val.n, ranks)
+    log.info("data: %d training patches of %dx%d at %.3g'/pixel; %d steps per epoch; monitors against %d patches "
+             "of split '%s'", train.n, size, size, attrs["reso_arcmin"], steps, val.n, cfg.data.val_split)
     if cfg.data.stage_dir:  # node-local copies of the shards each node's ranks read, every epoch
         n_epochs = -(-cfg.train.steps // steps)
         reads = {train.split: lambda r: [run for e in range(n_epochs)
                                          for run in epochs.epoch_runs(train.n, r, ranks, cfg.train.seed, e)]}
         train = ShardSet(staging.stage(cfg.data.path, cfg.data.stage_dir, reads), train.split, kind="cmb")
-    return TrainData(train, attrs, steps)
+    return TrainData(train, val, attrs, steps)
+
+
+def open_val(cfg: GanConfig) -> ShardSet:
+    """The split the monitors score against (skies training never sees); a clear error without one."""
+    from cosmotrain.data.reader import read_manifest
+
+    splits = read_manifest(cfg.data.path)["splits"]
+    if cfg.data.val_split not in splits or cfg.data.val_split == cfg.data.train_split:
+        raise UserError(f"{cfg.data.path} has no '{cfg.data.val_split}' split apart from the training one for the "
+                        f"monitors (splits: {', '.join(splits)}); make the dataset with splits.val > 0 or pass "
+                        f"--set data.val_split=NAME")
+    return ShardSet(cfg.data.path, cfg.data.val_split, kind="cmb")
 
 
 # ---------------------------------------------------------------- the run
@@ -106,28 +121,49 @@ def open_data(cfg: GanConfig) -> TrainData:
 def train(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> int:
     """Train (or, with ``resume``, continue) the GAN run in ``run_dir``; returns the exit code.
 
-    0 when the run is complete, ``dist.EXIT_REQUEUE`` when it stopped on SIGUSR1 after
-    checkpointing. Bad input raises ``UserError`` before any training.
+    0 when the run is complete, ``dist.EXIT_REQUEUE`` when it stopped on SIGUSR1 or SIGTERM
+    after checkpointing. Bad input raises ``UserError`` before any training.
     """
+    with RequeueSignal() as signal:  # listen from the start: a signal during set-up is not lost
+        return prepare(cfg, run_dir, resume, overwrite).run(signal)
+
+
+def prepare(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> "Loop":
+    """Check the input and config, claim ``run_dir``, build the trainer and restore it if resuming."""
     ctx = dist.context()
     data = open_data(cfg)
-    run = rundir.claim(run_dir, resume, overwrite)
+    run = rundir.claim(run_dir, resume, overwrite, _space_needed(cfg))
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     real = dist.root_computes(monitor_patches, data.train, cfg.monitor, share=False)
     fitted = dist.root_computes(lambda: Transform.fit(real[:cfg.monitor.reference], cfg.data.scale_sigmas))
     state, transform, path = _start(cfg, run, data, fitted, resume)
     measured = real_rings(cfg, real, transform, data.attrs)
-    monitor = RunMonitor(cfg.monitor, real, data.attrs, cfg.model.latent_dim, calibration_target(cfg, measured))
+    held_out = dist.root_computes(real_patches, data.val, min(cfg.monitor.reference, data.val.n), cfg.monitor.seed,
+                                  share=False)
+    monitor = RunMonitor(cfg.monitor, held_out, real, data.attrs, cfg.model.latent_dim,
+                         calibration_target(cfg, measured))
     trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, measured))
-    ckpt = Checkpointer(run.checkpoints, _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints)
+    ckpt = Checkpointer(run.checkpoints, _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints,
+                        on_first_save=run.drop_replaced)
     if path is not None:
         _restore(ckpt, path, state, trainer)
     log.info("%d rank(s) (%s, %d thread(s) each), global batch %d, %d steps; transform offset %.3g uK, "
              "scale %.3g uK", ctx.size, ctx.engine, ctx.threads, cfg.train.batch_size * ctx.size, cfg.train.steps,
              transform.offset_uK, transform.scale_uK)
-    loop = Loop(cfg, run, data, trainer, ckpt, state, monitor)
-    with RequeueSignal() as signal:
-        return loop.run(signal)
+    return Loop(cfg, run, data, trainer, ckpt, state, monitor)
+
+
+def _space_needed(cfg: GanConfig) -> int:
+    """Bytes the run's checkpoints and records take at most: both networks, Adam's two slots for
+    each, and the weight average of G (``checkpoints.space_needed``). The networks are built
+    once to count their weights, then dropped (the random state is set afterwards)."""
+    from cosmotrain.models.dcgan import build_discriminator, build_generator
+
+    generator, discriminator = build_generator(cfg.model), build_discriminator(cfg.model)
+    weights = 3 * variable_bytes(generator.variables + discriminator.variables)
+    weights += variable_bytes(generator.variables) if cfg.train.ema else 0
+    tf.keras.backend.clear_session()
+    return space_needed(weights, cfg.train.keep_checkpoints)
 
 
 def _objects(trainer: GanTrainer) -> dict:
@@ -152,14 +188,12 @@ def _start(cfg: GanConfig, run: RunDir, data: TrainData, transform: Transform,
     On resume the transform is the checkpoint's, not one fitted again.
     """
     ctx = dist.context()
-    if not resume:
+    path = dist.root_computes(newest, run.checkpoints) if resume else None
+    if path is None:  # a new run, or --resume of one that never reached its first checkpoint (claim said so)
         run.save_config(cfg)
         extra = {"transform": transform._asdict(), "dataset": _dataset_info(data), "best_step": None,
                  "train_seconds": 0.0}
         return TrainState(size=ctx.size, seed=cfg.train.seed, extra=extra), transform, None
-    path = dist.root_computes(newest, run.checkpoints)
-    if path is None:
-        raise UserError(f"{run} has no checkpoint to resume from; drop --resume to start a new run there")
     rundir.report_changed_settings(run, cfg)
     run.save_config(cfg)
     state = read_state(path)
@@ -198,16 +232,20 @@ class Loop:
         self.history = History(run.history, columns)
         self.history.resume(state.step, key="step")
         self.board = Board(run.tensorboard, {**BOARD_TAGS, **_per_bin_tags(monitor.probe.binning.ell)})
+        self.watch = Watchdog(run.heartbeat, cfg.runtime.stall_timeout)
         self.last: dict | None = None
         self.window = (time.perf_counter(), state.step)
 
     def run(self, signal: RequeueSignal) -> int:
         freeze_garbage()
         try:
-            if not self._train(signal):
-                return requeue(self.ckpt, self.state, self.trainer.meters.local(), f"step {self.state.step}")
-            self._finish()
-            return 0
+            with self.watch:
+                if not self._train(signal):
+                    return requeue(self.ckpt, self.state, self.trainer.meters.local(), f"step {self.state.step}",
+                                   received=signal.received)
+                self.watch.progress(self.state.step, "finishing")
+                self._finish()
+                return 0
         finally:
             self.board.close()
 
@@ -223,6 +261,7 @@ class Loop:
                                    FIELDS, start_batch=first, augment="patches" if cfg.augment else None,
                                    convert=tf.convert_to_tensor)
             for (real,) in batches:
+                self.watch.progress(state.step, "training")
                 started = time.perf_counter()
                 stop, nonfinite = trainer.train_step(real, tf.constant(state.step, tf.int64), flags[signal.requested])
                 trainer.after_first_step()
@@ -282,6 +321,7 @@ class Loop:
         return row
 
     def _monitor(self) -> dict:
+        self.watch.progress(self.state.step, "monitor")
         started = time.perf_counter()
         result = {**self.monitor.run(self.trainer), "step": self.state.step}
         self.last = result
@@ -295,6 +335,7 @@ class Loop:
 
     def _save(self, best: bool = False) -> str | None:
         """Checkpoint with every rank's partial log sums (collective; rank 0 writes)."""
+        self.watch.progress(self.state.step, "checkpoint")
         return self.ckpt.save_all(self.state, self.trainer.meters.local(), best=best)
 
     def _last_checkpoint(self) -> str | None:

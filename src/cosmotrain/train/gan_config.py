@@ -9,6 +9,7 @@ from cosmotrain.dist import AllreduceConfig
 from cosmotrain.models.dcgan import ModelConfig
 from cosmotrain.science.monitors import MonitorConfig
 from cosmotrain.train.schedule import OptimizerConfig
+from cosmotrain.watchdog import RuntimeConfig
 
 
 def _adam() -> OptimizerConfig:
@@ -68,6 +69,7 @@ class DataConfig:
 
     path: str = ""
     train_split: str = "train"
+    val_split: str = "val"         # the monitors' reference: skies training never sees
     scale_sigmas: float = 5.0      # network unit = scale_sigmas x the training pixel σ (tanh: ±5σ)
     stage_dir: str = ""
 
@@ -87,4 +89,5 @@ class GanConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
     allreduce: AllreduceConfig = dataclasses.field(default_factory=AllreduceConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     dataset_maker: ClassVar[str] = "cosmotrain data cmb"  # named when --data is missing

@@ -3,10 +3,12 @@
 Every ``monitor.every`` steps, ``RunMonitor.run`` fits G's calibration filter on patches of
 G's own latents (``monitor.calibration_patches`` > 0; ``science.calibration``), makes the
 monitors' N patches (each rank its share, the same N whatever the rank count), measures
-them, adds the sums over ranks and scores them on rank 0 against real training patches
-(``science.monitors``). The real side is built once per run: ``monitor_patches`` draws the
-reference and a held-out pool, ``real_rings`` measures their Fourier ring powers for the
-spectrum term and the filter.
+them, adds the sums over ranks and scores them on rank 0 against the validation split:
+skies training never sees (``science.monitors``). The real side is built once per run:
+``real_patches`` draws the validation reference, ``monitor_patches`` training patches for
+the μK transform, the floors' pool (real sets of other skies than the reference's, as a
+perfect generator's would be) and ``real_rings``, the Fourier ring powers of the spectrum
+term and the filter (training targets: never the validation or test skies).
 """
 from __future__ import annotations
 
@@ -29,13 +31,11 @@ POOL_SETS = 8  # the floors' held-out pool: up to 8 sets of N real patches
 
 
 def real_patches(split: ShardSet, n: int, seed: int) -> np.ndarray:
-    """``n`` training patches float32 [n, H, W] μK, each drawn at random (seeded), in random order.
+    """``n`` patches of ``split``, float32 [n, H, W] μK, each drawn at random (seeded), in random order.
 
-    One by one, not in blocks of neighbours: neighbouring patches of a CMB set are cut from
-    neighbouring skies and share their projection onto the map's pixels. On the tiny set the
-    band power at ℓ ≈ 1430 varies 2.8 × more between blocks of 64 than independent patches
-    would, and a reference read as 8 such blocks sat 4–5 σ from the other patches there: real
-    patches scored 1.4 × the C_ℓ floor against it (1.06–1.10 against patches drawn one by one).
+    One by one, not in blocks: neighbouring patches of a split come from one sky and share
+    its large scales, so a block of neighbours is a less typical set than patches drawn
+    across all its skies.
     """
     chosen = np.random.default_rng([seed, 4]).choice(split.n, size=n, replace=False)
     order = np.argsort(chosen)  # read in file order, place each patch at its drawn position
@@ -46,15 +46,15 @@ def real_patches(split: ShardSet, n: int, seed: int) -> np.ndarray:
 class RunMonitor:
     """The science monitors of a run: fixed latents and the probe on every rank, the reference on rank 0."""
 
-    def __init__(self, cfg: MonitorConfig, real: np.ndarray | None, attrs: dict, latent_dim: int,
-                 target: np.ndarray | None = None):
+    def __init__(self, cfg: MonitorConfig, held_out: np.ndarray | None, pool: np.ndarray | None, attrs: dict,
+                 latent_dim: int, target: np.ndarray | None = None):
         self.cfg, self.target = cfg, target
         z = np.random.default_rng([cfg.seed, 3]).standard_normal((cfg.generated, latent_dim)).astype(np.float32)
         self.latents = _mine(z)  # the same N patches whatever the rank count
         c = np.random.default_rng([cfg.seed, 5]).standard_normal((cfg.calibration_patches, latent_dim))
         self.calibration_latents = _mine(c.astype(np.float32))  # the filter's own, not the monitors'
         self.reference = dist.root_computes(lambda: monitors.build_reference(
-            real[:cfg.reference], real[cfg.reference:], attrs["reso_arcmin"], attrs.get("lmax"), cfg), share=False)
+            held_out, pool, attrs["reso_arcmin"], attrs.get("lmax"), cfg), share=False)
         self.probe = dist.broadcast_object(self.reference.probe if self.reference is not None else None)
 
     def run(self, trainer: GanTrainer) -> dict:
@@ -72,13 +72,10 @@ class RunMonitor:
 
 
 def monitor_patches(split: ShardSet, cfg: MonitorConfig) -> np.ndarray:
-    """The real patches of the monitors: ``reference`` then a held-out pool (<= 8N), float32 μK.
+    """Training patches for the μK transform, the ring targets and the floors' pool: ``reference`` + <= 8N, float32 μK.
 
-    The KS floor is the mean distance of N-patch subsets of the pool, so it is only as good
-    as the pool is typical. On the tiny set, 40 sets of N real patches outside the pool met
-    both goals in 62 % of the trials with a pool of 2N and in 70 % with
-    the other 4N training patches; the pixel KS of one set of N patches scatters widely
-    (p10-p90 0.45-2.2 × its mean), so no pool makes that 100 %.
+    The floors are the distances from the validation reference of N-patch subsets of these
+    (skies other than the reference's, like a generator's samples).
     """
     n_pool = min(split.n - cfg.reference, POOL_SETS * cfg.generated)
     return real_patches(split, cfg.reference + n_pool, cfg.seed)

@@ -1,6 +1,7 @@
 """What both training loops share around the step: pre-emption, NaN, requeueing, and the collector.
 
-``RequeueSignal`` notes SIGUSR1 (SLURM's warning before pre-emption or the time limit);
+``RequeueSignal`` notes SIGUSR1 and SIGTERM (SLURM's warning before pre-emption or the time
+limit, and its signal at that moment);
 ``agree_in_step`` lets all ranks learn inside the step itself whether any rank wants to stop
 or saw a NaN loss (one allreduce fused with the gradients', so no extra round trip per
 step); ``requeue`` checkpoints and leaves with ``dist.EXIT_REQUEUE``; ``nonfinite_error`` is
@@ -33,28 +34,39 @@ def freeze_garbage() -> None:
 
 
 class RequeueSignal:
-    """Notes SIGUSR1 (SLURM's warning before pre-emption or the time limit).
+    """Notes SIGUSR1 and SIGTERM: SLURM's warning before pre-emption or the time limit
+    (``#SBATCH --signal``), and the signal it sends at that moment, ``KillWait`` seconds
+    (30 by default) before SIGKILL.
 
-    Use as a context manager around the training loop; ``requested`` turns True when the
-    signal arrives on this rank. The handler only sets the flag: the loop decides, at a
-    step boundary and together with the other ranks, to checkpoint and exit with
-    ``dist.EXIT_REQUEUE``.
+    Use as a context manager around the training loop; ``requested`` turns True when either
+    signal arrives on this rank (``received`` names it). The handler only sets the flag: the
+    loop decides, at the next step boundary and together with the other ranks, to checkpoint
+    and exit with ``dist.EXIT_REQUEUE``. So the time between the signal and the exit is at
+    most one step plus one checkpoint write.
     """
 
-    def __init__(self, signum: int = signal.SIGUSR1):
-        self.signum = signum
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self, signals: tuple = SIGNALS):
+        self.signals = tuple(signals)
         self.requested = False
-        self._previous = None
+        self.received: str | None = None
+        self._previous: dict = {}
 
     def _note(self, signum, frame) -> None:
         self.requested = True
+        self.received = signal.Signals(signum).name
 
     def __enter__(self) -> "RequeueSignal":
-        self._previous = signal.signal(self.signum, self._note)
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._note)
         return self
 
     def __exit__(self, *exc) -> bool:
-        signal.signal(self.signum, self._previous or signal.SIG_DFL)
+        if self.requested:  # the process is on its way out: a late signal (SLURM signals every
+            return False    # process, not all at once) must not turn exit 75 into death by signal
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous or signal.SIG_DFL)
         return False
 
 
@@ -83,15 +95,17 @@ def nonfinite_error(where: str, last_checkpoint: str | None) -> NonFiniteLoss:
                          f"lower optimizer.base_lr (or check the data), then rerun with --resume")
 
 
-def requeue(ckpt: Checkpointer, state: TrainState, local_sums: list[float], where: str, saved: bool = False) -> int:
+def requeue(ckpt: Checkpointer, state: TrainState, local_sums: list[float], where: str, saved: bool = False,
+            received: str | None = None) -> int:
     """Checkpoint ``state`` with every rank's ``local_sums`` (unless ``saved``) and return ``dist.EXIT_REQUEUE``.
 
-    Collective: every rank calls it. ``where`` (e.g. "epoch 3, batch 40") goes into the log.
+    Collective: every rank calls it. ``where`` (e.g. "epoch 3, batch 40") goes into the log,
+    with ``received``, the signal this rank got (None: another rank got it).
     No rank returns before rank 0's checkpoint is on disk.
     """
-    if not saved:
-        path = ckpt.save_all(state, local_sums)
-        logs.root_warning(log, "SIGUSR1: checkpointed %s at %s (global step %d)", path, where, state.step)
+    why = received or "a stop signal on another rank"
+    path = ckpt.latest() if saved else ckpt.save_all(state, local_sums)
+    logs.root_warning(log, "%s: checkpointed %s at %s (global step %d)", why, path, where, state.step)
     logs.root_warning(log, "stopping for requeue (exit %d); continue with --resume", dist.EXIT_REQUEUE)
     dist.barrier()
     return dist.EXIT_REQUEUE

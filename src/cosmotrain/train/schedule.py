@@ -40,6 +40,17 @@ class OptimizerConfig:
     beta_2: float = 0.999
     momentum: float = 0.9
 
+    def __post_init__(self):
+        if not (self.base_lr > 0 and self.base_batch >= 1):
+            raise ConfigError(f"optimizer.base_lr must be > 0 and optimizer.base_batch >= 1 "
+                              f"(got {self.base_lr}, {self.base_batch})")
+        if not (self.warmup_epochs >= 0 and self.decay_epochs >= 0 and 0 <= self.final_lr_fraction <= 1):
+            raise ConfigError(f"optimizer.warmup_epochs and decay_epochs must be >= 0 and final_lr_fraction in "
+                              f"[0, 1] (got {self.warmup_epochs}, {self.decay_epochs}, {self.final_lr_fraction})")
+        if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and 0 <= self.momentum < 1):
+            raise ConfigError(f"optimizer.beta_1, beta_2 and momentum must be in [0, 1) "
+                              f"(got {self.beta_1}, {self.beta_2}, {self.momentum})")
+
 
 def scaled_lr(base_lr: float, global_batch: int, base_batch: int, scaling: str) -> float:
     """Peak learning rate for ``global_batch`` samples per step (all ranks together)."""
@@ -57,7 +68,6 @@ class LearningRate(tf.keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, cfg: OptimizerConfig, global_batch: int, steps_per_epoch: int, epochs: int):
         super().__init__()
-        _check_optimizer(cfg)
         self.peak = scaled_lr(cfg.base_lr, global_batch, cfg.base_batch, cfg.scaling)
         self.start = {"base": min(cfg.base_lr, self.peak), "zero": 0.0}[cfg.warmup_from]
         self.warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -83,14 +93,6 @@ class LearningRate(tf.keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict:
         return {"peak": self.peak, "start": self.start, "warmup_steps": self.warmup_steps,
                 "total_steps": self.total_steps, "decay": self.decay, "floor": self.floor}
-
-
-def _check_optimizer(cfg: OptimizerConfig) -> None:
-    if cfg.base_lr <= 0 or cfg.base_batch < 1:
-        raise ConfigError(f"optimizer.base_lr must be > 0 and optimizer.base_batch >= 1 "
-                          f"(got {cfg.base_lr}, {cfg.base_batch})")
-    if cfg.warmup_epochs < 0 or cfg.decay_epochs < 0 or not 0 <= cfg.final_lr_fraction <= 1:
-        raise ConfigError("optimizer.warmup_epochs and decay_epochs must be >= 0, final_lr_fraction in [0, 1]")
 
 
 def make_optimizer(cfg: OptimizerConfig, learning_rate: LearningRate) -> tf.keras.optimizers.Optimizer:

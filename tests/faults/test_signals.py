@@ -1,0 +1,142 @@
+"""Signals a cluster sends to a training job, for real: SIGTERM and SIGUSR1 (pre-emption, the time
+limit), SIGKILL of a rank or of the launcher, SIGSTOP (a hung node). Findings F10-F13."""
+import os
+import signal
+
+import pytest
+
+from faultlib import CLASSIFIER, Job, alive, all_gone, at_step, cli, heartbeat, latest_checkpoint, one_error_line
+
+STEPS_PER_EPOCH = {1: 24, 2: 12}  # 384 training galaxies in batches of 16 per rank
+BEAT = ["--set", "runtime.stall_timeout=20"]  # heartbeats every second, so the test sees the steps
+
+
+def start(galaxies, run, log, np_=1, epochs=100, extra=()):
+    """``train classifier`` in the background: ``epochs`` long (longer than any test waits)."""
+    return Job("train", "classifier", *CLASSIFIER, "--data", galaxies, "--out", run, "--set", f"train.epochs={epochs}",
+               *BEAT, *extra, np_=np_, log=log)
+
+
+def resume_to_the_end(galaxies, run, np_=1):
+    """Continue ``run`` with --resume for one more epoch than its checkpoint holds; the completed process."""
+    done = latest_checkpoint(run) // STEPS_PER_EPOCH[np_]
+    out = cli("train", "classifier", "--data", galaxies, "--out", run, "--resume", "--set", f"train.epochs={done + 1}",
+              np_=np_)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_sigterm_on_every_rank_checkpoints_at_a_step_boundary_and_exits_75(galaxies, tmp_path):
+    """F10: SLURM's SIGTERM (time limit, pre-emption) reaches every process of the job."""
+    run = tmp_path / "run"
+    job = start(galaxies, run, tmp_path / "log", np_=2)
+    job.wait_for(lambda: at_step(run, 3, ranks=2), "step 3 on both ranks")
+    for pid in job.ranks():
+        os.kill(pid, signal.SIGTERM)
+    assert job.finish() == 75, job.output[-3000:]
+    assert "SIGTERM: checkpointed" in job.output and "stopping for requeue (exit 75)" in job.output
+    step = latest_checkpoint(run)
+    assert step is not None and step >= 3
+    out = resume_to_the_end(galaxies, run, np_=2)
+    assert f"resumed from {run}/checkpoints/ckpt-{step}" in out.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_single_process_checkpoints_and_exits_75(galaxies, tmp_path, signum):
+    """F10 (and SIGUSR1, SLURM's --signal warning) when the job is one process."""
+    run = tmp_path / "run"
+    job = start(galaxies, run, tmp_path / "log")
+    job.wait_for(lambda: at_step(run, 2), "step 2")
+    job.proc.send_signal(signum)
+    assert job.finish() == 75, job.output[-3000:]
+    assert f"{signal.Signals(signum).name}: checkpointed" in job.output
+    assert latest_checkpoint(run) >= 2
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_rerun_and_resumed(galaxies, tmp_path):
+    """F11, F12: a requeued job that never checkpointed must start again, with or without --resume."""
+    for attempt, flags in enumerate(([], ["--resume"])):
+        run = tmp_path / f"run{attempt}"
+        job = start(galaxies, run, tmp_path / f"log{attempt}", epochs=1)  # its one checkpoint comes at the end
+        job.wait_for(lambda: (run / "config.yaml").is_file(), "the run's config.yaml", every=0.02)
+        job.kill()  # while the first step is being traced: long before the end of the epoch
+        assert latest_checkpoint(run) is None and (run / "config.yaml").is_file()
+        out = cli("train", "classifier", *CLASSIFIER, "--data", galaxies, "--out", run, "--set", "train.epochs=1",
+                  *flags)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert ("no checkpoint yet; starting from scratch" in out.stderr if flags else
+                "stopped before its first checkpoint; starting this run from scratch" in out.stderr)
+        assert (run / "metrics.json").is_file()
+
+
+def test_kill_9_of_a_rank_ends_the_job_and_resume_continues(galaxies, tmp_path):
+    run = tmp_path / "run"
+    job = start(galaxies, run, tmp_path / "log", np_=2)
+    job.wait_for(lambda: latest_checkpoint(run), "the first checkpoint")
+    step, ranks = latest_checkpoint(run), job.ranks()
+    os.kill(heartbeat(run, 1)["pid"], signal.SIGKILL)
+    assert job.finish() != 0  # within the hang guard: the other rank does not wait for ever
+    assert all_gone(ranks), "a rank is still running"
+    assert latest_checkpoint(run) >= step
+    resume_to_the_end(galaxies, run, np_=2)
+
+
+def test_kill_9_of_the_launcher_leaves_no_rank_running(galaxies, tmp_path):
+    run = tmp_path / "run"
+    job = start(galaxies, run, tmp_path / "log", np_=2)
+    job.wait_for(lambda: at_step(run, 3, ranks=2), "step 3 on both ranks")
+    ranks = job.ranks()
+    os.kill(job.proc.pid, signal.SIGKILL)
+    job.proc.wait()
+    try:
+        assert all_gone(ranks), "ranks still running after their launcher was killed"
+    finally:
+        job.kill()
+
+
+def test_a_stopped_rank_ends_the_job_within_the_stall_timeout_naming_it(galaxies, tmp_path):
+    """F13: SIGSTOP stands for a hung file system or a stuck GPU on one node."""
+    run, timeout = tmp_path / "run", 10
+    job = start(galaxies, run, tmp_path / "log", np_=2, extra=("--set", f"runtime.stall_timeout={timeout}"))
+    job.wait_for(lambda: at_step(run, 3, ranks=2), "step 3 on both ranks")
+    stopped = heartbeat(run, 1)["pid"]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        code = job.finish(timeout=timeout + 30)  # the promise: ended within stall_timeout + 30 s
+    finally:
+        os.kill(stopped, signal.SIGCONT) if alive(stopped) else None
+    assert code == 3, job.output[-3000:]
+    message = one_error_line(job.output)
+    assert message.startswith(f"stall: no rank has made progress for over {timeout} s (runtime.stall_timeout): "
+                              f"rank 1 (host ") and f"pid {stopped}) stopped responding" in message
+    assert "at step " in message and any(f"in '{phase}'" in message for phase in ("training", "validation",
+                                                                                   "checkpoint"))
+
+
+STUCK = """
+import sys, time
+from pathlib import Path
+from cosmotrain import dist
+from cosmotrain.watchdog import Watchdog
+ctx = dist.init_mpi()
+with Watchdog(Path(sys.argv[1]), 6) as watch:
+    for step in range(10**6):
+        watch.progress(step, "training")
+        if ctx.rank == 1 and step == 20:
+            watch.progress(step, "reading a shard")
+            time.sleep(3600)  # a read from a hung file system: the process lives, its main thread is stuck
+        dist.barrier()
+        time.sleep(0.01)
+"""
+
+
+def test_a_rank_stuck_in_a_call_ends_the_job_naming_it_and_its_phase(tmp_path):
+    """F13, the other face of a hang: the process is alive but its main thread never returns."""
+    from testlib import run_mpi_python
+
+    out = run_mpi_python(STUCK, np_=2, args=(tmp_path / "heartbeat",), timeout=6 + 30 + 60)
+    assert out.returncode == 3, out.stderr[-3000:]
+    message = one_error_line(out.stderr)
+    assert message.startswith("stall: no rank has made progress for over 6 s (runtime.stall_timeout): ")
+    assert "rank 1 (host " in message and "made no progress for" in message and \
+        "at step 20 in 'reading a shard'" in message
