@@ -30,12 +30,11 @@ from typing import ClassVar, Literal
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain import config, dist, logs, placement, rundir
+from cosmotrain import config, dist, logs, rundir
 from cosmotrain.checkpoints import Checkpointer, TrainState, newest, space_needed, variable_bytes
 from cosmotrain.config import ConfigError
 from cosmotrain.data import feed
 from cosmotrain.data.augment import random_d4
-from cosmotrain.errors import UserError
 from cosmotrain.models.classifier import ModelConfig, build_classifier
 from cosmotrain.rundir import Board, History, RunDir
 from cosmotrain.train.classifier_data import FIELDS, TrainData, open_data, rank_share
