@@ -9,23 +9,27 @@ from cosmotrain.science import morphology
 
 
 @pytest.fixture(scope="module")
-def quick():
-    """The quick benchmark on the shipped galaxies config (seed 0): 2400 galaxies, fixed."""
-    return galaxy_baselines.run(argparse.Namespace(quick=True, overrides=[], data=None))
+def bench():
+    """The benchmark as `cosmotrain bench galaxy-baselines` runs it: the demo's 6000 galaxies (seed 0).
+
+    The full size, not --quick: on 2400 galaxies the kept test set holds 123 galaxies, and the
+    logistic regression's accuracy scatters by +-0.04 (0.77 and 0.82 on two versions of it).
+    """
+    return galaxy_baselines.run(argparse.Namespace(quick=False, overrides=[], data=None))
 
 
-def test_simple_baselines_stay_at_or_below_80_percent_on_the_kept_test_galaxies(quick):
-    acc = quick["accuracy"]
-    for name in galaxy_baselines.REQUIRED + ("two_thresholds", "logistic_regression_products"):
+def test_simple_baselines_stay_at_or_below_80_percent_on_the_kept_test_galaxies(bench):
+    acc = bench["accuracy"]
+    for name in galaxy_baselines.REQUIRED + ("two_thresholds",):
         assert acc[name] <= 0.80, (name, acc[name])
-    assert quick["met"] and quick["ratio"] == max(acc[k] for k in galaxy_baselines.REQUIRED)
+    assert bench["met"] and bench["ratio"] == max(acc[k] for k in galaxy_baselines.REQUIRED)
     assert acc["logistic_regression"] > 0.5  # the features carry signal: the task is hard, not random
-    assert quick["n_test"] > 100 and min(quick["test_class_counts"]) > 20
+    assert bench["n_test"] > 250 and min(bench["test_class_counts"]) > 60
 
 
-def test_size_no_longer_separates_spirals_from_round_galaxies(quick):
+def test_size_no_longer_separates_spirals_from_round_galaxies(bench):
     # the old generator drew spirals at 13.0 px and spheroids at 7.5 px (size alone: ~0.8 on two classes)
-    assert quick["accuracy"]["size"] < 0.5
+    assert bench["accuracy"]["size"] < 0.5
 
 
 def test_the_simple_generator_is_solved_by_the_same_baselines():
