@@ -252,8 +252,13 @@ def prepare(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, ov
 
 
 def _signature(cfg: ClassifierConfig, data: TrainData) -> dict:
-    """What a checkpoint must match to be restored here."""
-    return {"kind": "galaxy-classifier", "model": config.to_dict(cfg.model), "image_shape": list(data.image_shape),
+    """What a checkpoint must match to be restored here.
+
+    The network's shape, not how it is trained: ``batch_norm_momentum`` (how fast BatchNorm's
+    moving statistics follow) is left out, so runs saved before it existed still resume.
+    """
+    model = {k: v for k, v in config.to_dict(cfg.model).items() if k != "batch_norm_momentum"}
+    return {"kind": "galaxy-classifier", "model": model, "image_shape": list(data.image_shape),
             "classes": list(data.class_names), "optimizer": cfg.optimizer.name}
 
 
