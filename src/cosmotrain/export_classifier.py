@@ -29,7 +29,7 @@ log = logs.get("export")
 
 def export_classifier(run: str, out: str, checkpoint: str = "best", crop: float = cutouts.CROP,
                       overwrite: bool = False) -> dict:
-    """Write the SavedModel of ``run``'s ``checkpoint`` to ``out`` (refused if ``out`` is not empty, unless ``overwrite``)."""
+    """Write the SavedModel of ``run``'s ``checkpoint`` to ``out``; a non-empty ``out`` only with ``overwrite``."""
     if not 0 < crop <= 1:
         raise UserError(f"--crop must be a fraction in (0, 1], got {crop}; 0.5 prepares cut-outs as the ingest does")
     target = Path(out)
@@ -39,8 +39,9 @@ def export_classifier(run: str, out: str, checkpoint: str = "best", crop: float 
     info = {"run": str(Path(run).resolve()), "checkpoint": str(Path(classifier.checkpoint).resolve()),
             "requested": checkpoint, "sha256": classifier.sha256, "epoch": classifier.state.epoch,
             "class_names": classifier.class_names, "image_size": list(classifier.image_shape[:2]), "crop": crop,
-            "signature": {"serving_default": {"inputs": {"images": "uint8 [N, H, W, 3]"},
-                                              "outputs": {"probabilities": f"float32 [N, {len(classifier.class_names)}]"}}}}
+            "signature": {"serving_default": {
+                "inputs": {"images": "uint8 [N, H, W, 3]"},
+                "outputs": {"probabilities": f"float32 [N, {len(classifier.class_names)}]"}}}}
     rundir.write_with(_save, classifier, target, crop, info)
     log.info("SavedModel of %s (epoch %s) in %s: uint8 images [N, H, W, 3] in, probabilities of %s out",
              Path(classifier.checkpoint).name, classifier.state.epoch, out, ", ".join(classifier.class_names))

@@ -153,8 +153,8 @@ def run_validate(args: argparse.Namespace) -> int:
 COMMANDS = [
     Command("sample", "gan", "generate N patches with a trained GAN across MPI ranks", add_gan_arguments, run_gan,
             description=SAMPLE_HELP),
-    Command("predict", "classifier", "classify a dataset's images or a folder of cut-outs across MPI ranks", add_predict_arguments,
-            run_predict, description=PREDICT_HELP),
+    Command("predict", "classifier", "classify a dataset's images or a folder of cut-outs across MPI ranks",
+            add_predict_arguments, run_predict, description=PREDICT_HELP),
     Command("validate", "samples", "the referee: test a set of patches against held-out real ones",
             add_validate_arguments, run_validate, description=VALIDATE_HELP),
 ]
