@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cosmotrain.data import galaxies
+from cosmotrain.data import simple_galaxies
 from cosmotrain.data.galaxy_zoo import IMAGES_DIR, KAGGLE_COLUMNS, SOLUTIONS_CSV
 
 KAGGLE_SIZE = 424
@@ -67,10 +67,10 @@ def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
 def kaggle_images(labels: np.ndarray, seed: int) -> np.ndarray:
     """uint8 [N,424,424,3]: synthetic galaxies of ``labels`` in the central 212 px of a noisy sky."""
     rng = np.random.default_rng(seed)
-    params = galaxies.draw_parameters(rng, len(labels))
-    inner = galaxies.render(np.asarray(labels), params, KAGGLE_SIZE // 2, rng)
-    sky = galaxies.SKY_LEVEL + rng.normal(0.0, 0.01, (len(labels), KAGGLE_SIZE, KAGGLE_SIZE, 3))
-    out = galaxies.asinh_stretch(sky)
+    params = simple_galaxies.draw_parameters(rng, len(labels))
+    inner = simple_galaxies.render(np.asarray(labels), params, KAGGLE_SIZE // 2, rng)
+    sky = simple_galaxies.SKY_LEVEL + rng.normal(0.0, 0.01, (len(labels), KAGGLE_SIZE, KAGGLE_SIZE, 3))
+    out = simple_galaxies.asinh_stretch(sky)
     lo = KAGGLE_SIZE // 4
     out[:, lo:lo + KAGGLE_SIZE // 2, lo:lo + KAGGLE_SIZE // 2] = inner
     return out

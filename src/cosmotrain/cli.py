@@ -22,6 +22,7 @@ GROUPS = {
     "sample": "generate large sample sets from a trained model across MPI ranks",
     "validate": "check a dataset's files, or a sample set's statistics against a reference dataset",
     "predict": "batch inference with a trained classifier across MPI ranks",
+    "export": "export a trained classifier as a TensorFlow SavedModel",
     "spectra": "angular power spectra of a CMB patch dataset",
     "bench": "run a benchmark; the last stdout line is one JSON object",
     "scaling-report": "predict weak-scaling efficiency on a GPU cluster, 8 to 1024 GPUs",

@@ -5,8 +5,9 @@
 (rank 0, each file atomically):
 
 * ``metrics.json``: accuracy, loss, per-class precision/recall/F1/support, macro F1, the
-  confusion matrix (rows: true class, columns: predicted), which checkpoint (path, sha256,
-  epoch), split and dataset, and warnings;
+  confusion matrix (rows: true class, columns: predicted) over the galaxies a class keeps;
+  the vote-fraction RMSE over every galaxy (kept or not, as the Kaggle challenge scored);
+  which checkpoint (path, sha256, epoch), split and dataset, and warnings;
 * ``confusion_matrix.png``, ``misclassified.png`` (a grid of wrongly classified galaxies),
   and ``curves.png`` (loss, accuracy and learning rate per epoch from ``history.csv``).
 
@@ -41,6 +42,24 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> n
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
     return cm
+
+
+def vote_rmse(probs: np.ndarray, votes: np.ndarray) -> float:
+    """Root mean square difference between ``probs`` and ``votes`` (float [N, C]) over all N x C entries."""
+    return float(np.sqrt(np.mean((np.asarray(probs, np.float64) - votes) ** 2))) if len(votes) else float("nan")
+
+
+def vote_metrics(probs: np.ndarray, votes: np.ndarray, labels: np.ndarray) -> dict:
+    """Vote-fraction RMSE over every galaxy, the kept and the unkept ones, and of the mean fractions.
+
+    ``vote_rmse_of_mean`` predicts the split's mean fractions for every galaxy: the figure a
+    model must beat to have learnt anything about the votes.
+    """
+    kept = np.asarray(labels) >= 0
+    mean = np.broadcast_to(votes.mean(axis=0), votes.shape) if len(votes) else votes
+    return {"vote_rmse": vote_rmse(probs, votes), "vote_rmse_kept": vote_rmse(probs[kept], votes[kept]),
+            "vote_rmse_unkept": vote_rmse(probs[~kept], votes[~kept]), "vote_rmse_of_mean": vote_rmse(mean, votes),
+            "n_all": int(len(votes)), "n_unkept": int((~kept).sum())}
 
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> dict:
@@ -89,15 +108,18 @@ def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "be
     if names != classifier.class_names:
         raise UserError(f"{root} has the classes {names}, the classifier {classifier.class_names}; evaluate it on a "
                         f"dataset of its own classes")
-    pixels, labels, probs = _predict_split(classifier, test, tta)
+    pixels, labels, votes, probs = _predict_split(classifier, test, tta)
     if pixels is None:
         return None
-    metrics = _metrics(labels, probs, names, run, test, classifier, tta)
+    kept = labels >= 0
+    metrics = {**_metrics(labels[kept], probs[kept], names, run, test, classifier, tta),
+               **vote_metrics(probs, votes, labels)}
     title = _title(run, test, which, classifier, tta)
-    metrics["plots"] = _plots(out, suffix, metrics, title, pixels, labels, probs, names, run)
+    metrics["plots"] = _plots(out, suffix, metrics, title, pixels[kept], labels[kept], probs[kept], names, run)
     rundir.write_json(out / f"metrics{suffix}.json", metrics)
-    log.info("test accuracy %.4f on %d %s images (%s checkpoint, epoch %s%s); outputs in %s", metrics["accuracy"],
-             metrics["n"], split, which, classifier.state.epoch, ", D4 TTA" if tta else "", out)
+    log.info("test accuracy %.4f on the %d %s galaxies a class keeps, vote RMSE %.4f on all %d (%s checkpoint, "
+             "epoch %s%s); outputs in %s", metrics["accuracy"], metrics["n"], split, metrics["vote_rmse"],
+             metrics["n_all"], which, classifier.state.epoch, ", D4 TTA" if tta else "", out)
     return metrics
 
 
@@ -124,14 +146,14 @@ def _title(run: RunDir, test: ShardSet, which: str, classifier: TrainedClassifie
 
 
 def _predict_split(classifier: TrainedClassifier, test: ShardSet, tta: bool):
-    """(images, labels, probs) of the whole split on rank 0 (None elsewhere); every rank predicts its share."""
+    """(images, labels, votes, probs) of the whole split on rank 0 (None elsewhere); every rank predicts its share."""
     start, stop = dist.share(test.n)
-    part = test.read(start, stop, ("images", "labels"))
+    part = test.read(start, stop, ("images", "labels", "vote_fractions"))
     probs = classifier(part["images"], tta)
-    gathered = dist.gather_object((part["images"], part["labels"], probs))
+    gathered = dist.gather_object((part["images"], part["labels"], part["vote_fractions"], probs))
     if gathered is None:
-        return None, None, None
-    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(3))
+        return None, None, None, None
+    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(4))
 
 
 def _metrics(labels, probs, names, run: RunDir, test: ShardSet, classifier: TrainedClassifier, tta: bool) -> dict:

@@ -2,7 +2,7 @@
 
 Each shard is hashed in full (sha256, whatever the cache says) and compared with the
 manifest, then opened: its datasets must have the schema's dtypes, shapes and counts, and
-every value its range (labels 0..2, vote fractions in [0, 1], no NaN or inf in any float
+every value its range (labels -1..2, vote fractions in [0, 1], no NaN or inf in any float
 field). Under N ranks each rank checks every N-th file. Every problem is one line naming
 the file; the last line sums up. Files found intact are remembered as verified
 (``data.checksums``), so the next job that opens the dataset does not hash them again.

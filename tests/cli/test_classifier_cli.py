@@ -51,7 +51,7 @@ def test_tensorboard_groups_training_and_validation(trained):
     _, run = trained
     board = tensorboard_scalars(run / "tensorboard")
     assert set(board) == {"train/loss", "train/accuracy", "train/learning_rate", "train/samples_per_second",
-                          "train/epoch_seconds", "val/loss", "val/accuracy"}
+                          "train/epoch_seconds", "val/loss", "val/accuracy", "val/vote_rmse"}
     last = (run / "history.csv").read_text().splitlines()[-1].split(",")
     assert board["val/loss"][2] == pytest.approx(float(last[5])) and board["train/loss"][2] == pytest.approx(float(last[3]))
 
@@ -192,3 +192,43 @@ def test_a_class_missing_from_training_is_warned_about_in_log_and_metrics(tmp_pa
     assert out.returncode == 0, out.stderr
     warnings = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["warnings"]
     assert any("'spiral'" in w and "training split" in w for w in warnings)
+
+
+def with_unkept(split: dict, every: int, seed: int) -> dict:
+    """``split`` with soft vote fractions, every ``every``-th galaxy unkept (label -1, split votes), kept first."""
+    rng = np.random.default_rng(seed)
+    labels = split["labels"].astype(np.int8).copy()
+    votes = 0.92 * np.eye(3, dtype=np.float32)[labels] + rng.dirichlet((1, 1, 1), len(labels)).astype(np.float32) * 0.08
+    unkept = np.arange(len(labels)) % every == 0
+    votes[unkept] = rng.dirichlet((2, 2, 2), unkept.sum()).astype(np.float32) * 0.3 + votes[unkept] * 0.7
+    labels[unkept] = -1
+    order = np.concatenate([np.flatnonzero(~unkept), np.flatnonzero(unkept)])
+    return {**{k: v[order] for k, v in split.items()}, "labels": labels[order], "vote_fractions": votes[order]}
+
+
+def test_the_vote_loss_trains_on_every_galaxy_and_evaluation_scores_votes_on_all(tmp_path):
+    import h5py
+
+    splits = {"train": with_unkept(toy_galaxies(384, 1), 4, 1), "val": with_unkept(toy_galaxies(64, 2), 4, 2),
+              "test": with_unkept(toy_galaxies(96, 3), 4, 3)}
+    shards.write_dataset(tmp_path / "votes", "galaxies", splits, {"class_names": CLASSES, "threshold": 0.9,
+                                                                  "source": "test"}, config={}, seed=0)
+    out = train(tmp_path / "votes", tmp_path / "run", "--set", "train.loss=votes")
+    assert out.returncode == 0, out.stderr
+    assert "loss on the vote fractions of all" in out.stderr and "288 kept by a class" in out.stderr
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert "val_vote_rmse" in history[0].split(",")
+    out = run_cli("evaluate", "classifier", "--run", tmp_path / "run")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 72 and metrics["n_all"] == 96 and metrics["n_unkept"] == 24  # accuracy: the kept ones
+    pred = run_cli("predict", "classifier", "--run", tmp_path / "run", "--images", tmp_path / "votes",
+                   "--out", tmp_path / "pred")
+    assert pred.returncode == 0, pred.stderr
+    with h5py.File(tmp_path / "pred" / "samples.h5") as h5:
+        probs = h5["probabilities"][:]
+    votes = reader.ShardSet(tmp_path / "votes", "test").read(0, 96)["vote_fractions"]
+    assert metrics["vote_rmse"] == pytest.approx(np.sqrt(np.mean((probs - votes) ** 2)), abs=1e-5)
+    assert metrics["vote_rmse"] < metrics["vote_rmse_of_mean"]  # it learnt something about the votes
+    out = train(tmp_path / "votes", tmp_path / "typo", "--set", "train.loss=vote")
+    assert out.returncode == 2 and "train.loss" in out.stderr.strip().splitlines()[-1]

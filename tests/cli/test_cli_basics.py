@@ -33,6 +33,10 @@ def test_unknown_benchmark_is_refused():
 
 def test_bench_overrides_are_checked_before_any_work():
     out = run_cli("bench", "pipeline", "--set", "train.steps=10")
-    assert out.returncode != 0 and "gan-quality benchmark only" in out.stderr
+    assert out.returncode != 0 and "gan-quality and galaxy-baselines benchmarks only" in out.stderr
     out = run_cli("bench", "gan-quality", "--set", "train.spectrum_wieght=0")
     assert out.returncode != 0 and "spectrum_wieght" in out.stderr.strip().splitlines()[-1]
+    out = run_cli("bench", "galaxy-baselines", "--set", "synthetic.generater=simple")
+    assert out.returncode == 2 and "synthetic.generater" in out.stderr.strip().splitlines()[-1]
+    out = run_cli("bench", "step", "--data", "somewhere")
+    assert out.returncode == 2 and "galaxy-baselines benchmark only" in out.stderr

@@ -54,7 +54,7 @@ def damaged(galaxies, copy_of, field, index, value):
 
 
 @pytest.mark.parametrize("field, index, value, words", [
-    ("labels", 7, 5, "'labels' of sample 7 is 5, not in 0..2"),                         # F14
+    ("labels", 7, 5, "'labels' of sample 7 is 5, not in -1..2"),                        # F14
     ("vote_fractions", (9, 1), np.nan, "'vote_fractions' of sample 9 is nan, not in 0.0..1.0"),  # F23
 ])
 def test_impossible_values_are_refused_before_anything_is_written(field, index, value, words, galaxies, copy_of,

@@ -35,6 +35,19 @@ def test_model_follows_its_config_and_outputs_probabilities():
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_batch_norm_moving_statistics_follow_the_configured_momentum():
+    """With momentum m, one training call moves the moving mean (0) a fraction 1 - m towards the batch mean."""
+    images = np.full((4, 16, 16, 3), 200, np.uint8)
+    moved = {}
+    for momentum in (0.99, 0.9):
+        tf.keras.utils.set_random_seed(0)
+        model = build_classifier(ModelConfig(filters=(4,), dense=(), batch_norm=True, batch_norm_momentum=momentum),
+                                 (16, 16, 3))
+        model(images, training=True)
+        moved[momentum] = float(np.abs(model.get_layer("bn0_0").moving_mean.numpy()).sum())
+    assert moved[0.9] == pytest.approx(10 * moved[0.99], rel=1e-3) and moved[0.99] > 0
+
+
 def test_global_average_head_accepts_other_image_sizes():
     model = build_classifier(ModelConfig(filters=(4,), head="global_avg", dense=()), (24, 24, 3))
     assert model.output_shape == (None, 3)
@@ -47,6 +60,7 @@ def test_too_many_poolings_for_the_images_are_refused_naming_the_key():
 
 @pytest.mark.parametrize("override, message", [
     ("model.dropout=1.0", "model.dropout"),
+    ("model.batch_norm_momentum=1.0", "model.batch_norm_momentum"),
     ("model.activation=relux", "model.activation"),
     ("model.filters=[]", "model.filters"),
     ("optimizer.base_lr=-0.1", "optimizer.base_lr"),

@@ -258,7 +258,7 @@ def test_the_checksum_cache_skips_unchanged_files_and_sees_an_edit_that_kept_the
 def test_a_value_outside_its_range_is_refused_on_write_and_named_on_read(tiny_galaxies, tmp_path):
     fields = {k: v[:4] for k, v in reader.ShardSet(tiny_galaxies, "train").read(0, 4).items()}
     fields["labels"] = np.array([0, 1, 3, 2], np.int8)
-    with pytest.raises(UserError, match="'labels' of sample 2 is 3, not in 0..2"):
+    with pytest.raises(UserError, match="'labels' of sample 2 is 3, not in -1..2"):
         shards.write_dataset(tmp_path / "bad", "galaxies", {"train": fields}, {}, config={}, seed=0)
     set_values(tiny_galaxies, "train-00000-of-00003.h5", "vote_fractions", (5, 2), -0.5)
     with pytest.raises(UserError, match=r"train-00000-of-00003.h5: 'vote_fractions' of sample 5 is -0.5, not in "

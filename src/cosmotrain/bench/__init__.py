@@ -26,6 +26,7 @@ BENCHMARKS = {
     "scaling-model": "scaling_model",
     "peers": "peers",
     "integrity": "integrity",
+    "galaxy-baselines": "galaxy_baselines",
 }
 
 

@@ -21,9 +21,11 @@ TARGETS = """benchmarks (target on this 2-core machine):
   allreduce       link alpha, beta from Horovod allreduces on the cluster; 1/beta / link rate  >= 0.9
   scaling-model   P8 predicted / measured weak-scaling efficiency, 2 and 4 nodes   0.9-1.1
   peers           P9 cosmotrain / plain Keras fit (classifier; GAN), samples/s     >= 1.0
+  galaxy-baselines  best simple-feature classifier's accuracy on the kept test galaxies <= 0.80
 allreduce and scaling-model start a SLURM cluster of network namespaces on this machine
 (scripts/cluster/, needs root) and shape its links with tc."""
 CLUSTER_BENCHMARKS = ("allreduce", "scaling-model")
+CONFIGURED = ("gan-quality", "galaxy-baselines")  # the benchmarks --set applies to
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a shorter run (less precise), for smoke tests")
     parser.add_argument("--results", default="bench/results", metavar="DIR", help="where NAME.json goes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="gan-quality only: override a key of configs/gan_tiny.yaml, e.g. "
-                             "train.spectrum_weight=0 for the adversarial losses alone (repeatable)")
+                        help="gan-quality: override a key of configs/gan_tiny.yaml, e.g. train.spectrum_weight=0 "
+                             "for the adversarial losses alone; galaxy-baselines: of configs/galaxies.yaml, e.g. "
+                             "synthetic.generator=simple (repeatable)")
+    parser.add_argument("--data", metavar="DATASET",
+                        help="galaxy-baselines only: score the baselines on this galaxies dataset instead of "
+                             "making synthetic galaxies")
     parser.add_argument("--nodes", type=_counts, metavar="N[,N...]",
                         help="allreduce, scaling-model: node counts (default 2; 2,4)")
     parser.add_argument("--link-mbit", type=_counts, metavar="MBIT[,MBIT...]",
@@ -52,8 +58,11 @@ def _counts(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.overrides and args.name != "gan-quality":
-        raise UserError(f"--set applies to the gan-quality benchmark only, not to '{args.name}'; drop it")
+    if args.overrides and args.name not in CONFIGURED:
+        raise UserError(f"--set applies to the {' and '.join(CONFIGURED)} benchmarks only, not to '{args.name}'; "
+                        f"drop it")
+    if args.data and args.name != "galaxy-baselines":
+        raise UserError(f"--data applies to the galaxy-baselines benchmark only, not to '{args.name}'; drop it")
     if (args.nodes or args.link_mbit) and args.name not in CLUSTER_BENCHMARKS:
         raise UserError(f"--nodes and --link-mbit apply to {' and '.join(CLUSTER_BENCHMARKS)} only, not to "
                         f"'{args.name}'; drop them")

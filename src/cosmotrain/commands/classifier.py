@@ -1,4 +1,4 @@
-"""`cosmotrain train classifier` and `cosmotrain evaluate classifier`."""
+"""`cosmotrain train classifier`, `cosmotrain evaluate classifier` and `cosmotrain export classifier`."""
 from __future__ import annotations
 
 import argparse
@@ -55,9 +55,50 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_HELP = """Write a trained classifier as a TensorFlow SavedModel that plain TensorFlow loads.
+
+The SavedModel's serving_default signature takes 'images', uint8 [N, H, W, 3] of any size, and
+returns 'probabilities', float32 [N, 3] (round, edge-on, spiral); the preparation 'predict
+classifier' applies to a folder of cut-outs (central --crop of the shorter side, resized to
+the classifier's input) is inside it. DIR/cosmotrain.json records the checkpoint and classes.
+
+  import tensorflow as tf
+  model = tf.saved_model.load("exported/clf")
+  probabilities = model.signatures["serving_default"](images=tf.constant(uint8_images))["probabilities"]
+
+examples:
+  cosmotrain export classifier --run runs/clf --out exported/clf
+  cosmotrain export classifier --run runs/clf --checkpoint latest --crop 1 --out exported/clf-latest"""
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="RUN", help="a run directory made by 'train classifier'")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the SavedModel folder to write")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                        help="which weights: best (lowest validation loss, the default), latest, or a checkpoint "
+                             "prefix such as RUN/checkpoints/ckpt-500")
+    parser.add_argument("--crop", type=float, default=0.5, metavar="F",
+                        help="central fraction of each image's shorter side kept before resizing (default 0.5, as "
+                             "'predict classifier' and the ingest; 1 for images already framed like the training set)")
+    parser.add_argument("--overwrite", action="store_true", help="replace what is in DIR")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from cosmotrain import dist, logs
+
+    dist.init_mpi()
+    logs.setup(args.verbose)
+    from cosmotrain.export_classifier import export_classifier
+
+    export_classifier(args.run, args.out, args.checkpoint, args.crop, args.overwrite)
+    return 0
+
+
 COMMANDS = [
     train_command("classifier", "train the galaxy classifier (Horovod data-parallel)", TRAIN_HELP, "galaxies",
                   "train.epochs=30"),
     Command("evaluate", "classifier", "evaluate a classifier run on the test split", add_evaluate_arguments,
             run_evaluate, description=EVAL_HELP),
+    Command("export", "classifier", "write a trained classifier as a TensorFlow SavedModel (preprocessing inside)",
+            add_export_arguments, run_export, description=EXPORT_HELP),
 ]

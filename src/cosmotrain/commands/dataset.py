@@ -7,7 +7,7 @@ from cosmotrain.commands import Command
 
 HELP = """Check every file of a dataset made by 'cosmotrain data galaxies' or 'cosmotrain data cmb':
 each shard's sha256 and size against manifest.json, its HDF5 datasets (dtypes, shapes, counts)
-and its values (labels 0..2, vote fractions in [0, 1], no NaN or inf). One line per problem,
+and its values (labels -1..2, vote fractions in [0, 1], no NaN or inf). One line per problem,
 naming the file; the last line sums up. Exit code 0 when every file is intact, 1 otherwise.
 Runs on N MPI ranks too (each checks every N-th file).
 

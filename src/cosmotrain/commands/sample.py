@@ -26,14 +26,21 @@ examples:
   mpirun -np 8 cosmotrain sample gan --run runs/gan --checkpoint latest --n 1000000 --out samples/gan
   srun --mpi=pmix cosmotrain sample gan --run runs/gan --n 1000000 --out samples/gan   # same files"""
 
-PREDICT_HELP = """Class probabilities for every image of a galaxies dataset split, across MPI ranks.
+PREDICT_HELP = """Class probabilities for a galaxies dataset split or a folder of cut-outs, across MPI ranks.
 
-Same machinery as 'sample gan': per-rank DIR/part-*.h5, DIR/samples.h5 with virtual datasets
-'ids' [N] (carried from the images), 'probabilities' [N,3] and 'predicted' [N] (int8: 0 round,
-1 edge-on, 2 spiral), DIR/manifest.json; resumable by rerunning the same command.
+--images is a dataset made by 'data galaxies' (its --split) or a folder of JPEG, PNG or FITS
+cut-outs of any size: each is prepared as the Galaxy Zoo ingest prepares the Kaggle JPEGs,
+the central --crop of its shorter side (default 0.5: 212 of 424 px) resized bicubically to the
+classifier's input (docs/classifier.md). Files that cannot be read are skipped, counted and
+listed in DIR/manifest.json. Same machinery as 'sample gan': per-rank DIR/part-*.h5,
+DIR/samples.h5 with virtual datasets 'ids' [N] (a dataset's galaxy ids; a folder's positions in
+the sorted file list), 'probabilities' [N,3] and 'predicted' [N] (int8: 0 round, 1 edge-on,
+2 spiral), DIR/manifest.json; resumable by rerunning the same command. Then DIR/predictions.csv:
+id or file, p_round, p_edge_on, p_spiral, predicted (the class name).
 
 examples:
-  mpirun -np 4 cosmotrain predict classifier --run runs/clf --images data/galaxies --out predictions/test"""
+  mpirun -np 4 cosmotrain predict classifier --run runs/clf --images data/galaxies --out predictions/test
+  cosmotrain predict classifier --run runs/clf --images my_cutouts/ --out predictions/mine"""
 
 VALIDATE_HELP = """The referee: are these patches statistically like real CMB patches they never saw?
 
@@ -91,8 +98,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which weights: best (lowest validation loss, the default), latest, or a checkpoint "
                              "prefix such as RUN/checkpoints/ckpt-500")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips (D4) of each image")
-    parser.add_argument("--images", required=True, metavar="DATASET", help="a galaxies dataset folder")
-    add_split_argument(parser, "test", "DATASET")
+    parser.add_argument("--images", required=True, metavar="PATH",
+                        help="a galaxies dataset, or a folder of JPEG, PNG or FITS cut-outs of any size")
+    add_split_argument(parser, "test", "a dataset PATH")
+    parser.add_argument("--crop", type=float, default=0.5, metavar="F",
+                        help="folder cut-outs: central fraction of the shorter side kept before resizing "
+                             "(default 0.5, as the ingest crops the Kaggle JPEGs; 1 for cut-outs already framed "
+                             "like the training images)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder of the prediction set")
     add_batch_argument(parser, 256, "images")
     parser.add_argument("--overwrite", action="store_true", help="replace a different set already in DIR")
@@ -106,7 +118,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from cosmotrain.predict_classifier import predict_classifier
 
     predict_classifier(args.run, args.checkpoint, args.images, args.split, args.out, args.batch, args.tta,
-                       args.overwrite)
+                       args.overwrite, args.crop)
     return 0
 
 
@@ -141,8 +153,8 @@ def run_validate(args: argparse.Namespace) -> int:
 COMMANDS = [
     Command("sample", "gan", "generate N patches with a trained GAN across MPI ranks", add_gan_arguments, run_gan,
             description=SAMPLE_HELP),
-    Command("predict", "classifier", "classify a dataset's images across MPI ranks", add_predict_arguments,
-            run_predict, description=PREDICT_HELP),
+    Command("predict", "classifier", "classify a dataset's images or a folder of cut-outs across MPI ranks",
+            add_predict_arguments, run_predict, description=PREDICT_HELP),
     Command("validate", "samples", "the referee: test a set of patches against held-out real ones",
             add_validate_arguments, run_validate, description=VALIDATE_HELP),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from cosmotrain.files import save_figure
 from cosmotrain.plots import images
 
 SPLITS = ("train", "val", "test")
-MIN_SYNTHETIC = 30  # ten per class, so every split gets every class
+MIN_SYNTHETIC = 30  # ten per class (simple generator), so every split gets every class
 
 log = logs.get("data")
 
@@ -63,9 +64,27 @@ class GalaxyZooSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class SyntheticSection:
+    """``--synthetic``: which generator, and the JPEG quality of the survey-like one.
+
+    ``survey`` (the default) draws survey-like cut-outs labelled by simulated volunteers with
+    the ``galaxy_zoo.threshold`` rule (galaxies no class keeps get label -1); ``simple`` is the
+    first generator (a third of each class, all kept), kept for comparison.
+    """
+
+    generator: Literal["survey", "simple"] = "survey"
+    jpeg_quality: int = 75          # the survey generator's JPEG quality (1..95, as Pillow takes it)
+
+    def __post_init__(self):
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ConfigError(f"synthetic.jpeg_quality must be 1..95, got {self.jpeg_quality}")
+
+
+@dataclasses.dataclass(frozen=True)
 class GalaxiesConfig:
     dataset: DatasetSection = dataclasses.field(default_factory=DatasetSection)
     galaxy_zoo: GalaxyZooSection = dataclasses.field(default_factory=GalaxyZooSection)
+    synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
 
 
 def make_dataset(source: dict, out: str, overwrite: bool, config_path: str | None, overrides: list[str]) -> None:
@@ -135,15 +154,18 @@ def _check_splits(parts: dict[str, np.ndarray], what: str) -> None:
 
 def _synthetic(plan: dict) -> tuple[dict | None, dict]:
     """Every rank renders its blocks of galaxies; rank 0 gets them all, in id order (None elsewhere)."""
-    cfg = plan["cfg"].dataset
+    cfg, synthetic = plan["cfg"].dataset, plan["cfg"].synthetic
     start, stop = dist.share(plan["n"], galaxies.BLOCK)
     with logs.progress(total=stop - start, desc="rendering galaxies", unit="galaxy") as bar:
-        mine = galaxies.synthetic_galaxies(start, stop, cfg.seed, cfg.image_size, progress=bar.update)
+        mine = galaxies.synthetic_galaxies(start, stop, cfg.seed, cfg.image_size, progress=bar.update,
+                                           generator=synthetic.generator, threshold=plan["cfg"].galaxy_zoo.threshold,
+                                           quality=synthetic.jpeg_quality)
     parts = dist.gather_object(mine)
     if parts is None:
         return None, {}
     fields = {k: np.concatenate([p[k] for p in parts]) for k in mine}
-    return fields, {"source_detail": {"generator": "cosmotrain.data.galaxies", "n": plan["n"]}}
+    return fields, {"source_detail": {"generator": f"cosmotrain.data.galaxies ({synthetic.generator})",
+                                      "n": plan["n"]}}
 
 
 def _galaxy_zoo(plan: dict) -> tuple[dict | None, dict]:
@@ -180,19 +202,31 @@ def _write(plan: dict, fields: dict, extra: dict) -> None:
         raise ConfigError("none of the selected galaxies has a readable image; nothing to write")
     parts = stratified_split(fields["labels"], cfg.dataset.splits, cfg.dataset.seed, SPLITS)
     _check_splits(parts, "readable galaxies")
-    splits = {name: {k: v[idx] for k, v in fields.items()} for name, idx in parts.items()}
-    synthetic = plan["source"] == "synthetic"
+    splits = {name: {k: v[kept_first(fields["labels"], idx)] for k, v in fields.items()} for name, idx in parts.items()}
+    simple = plan["source"] == "synthetic" and cfg.synthetic.generator == "simple"
     attrs = {"class_names": list(galaxies.CLASS_NAMES), "source": plan["source"],
-             "threshold": 1.0 if synthetic else cfg.galaxy_zoo.threshold}
-    counts = {name: np.bincount(s["labels"], minlength=3).tolist() for name, s in splits.items()}
+             "threshold": 1.0 if simple else cfg.galaxy_zoo.threshold}
+    counts = {name: np.bincount(s["labels"][s["labels"] >= 0], minlength=3).tolist() for name, s in splits.items()}
+    unkept = {name: int((s["labels"] < 0).sum()) for name, s in splits.items()}
     train = splits["train"]
     title = f"{plan['out']} ({plan['source']}): the train split"
     preview = images.galaxy_preview(train["images"], train["labels"], list(galaxies.CLASS_NAMES), title)
     shards.write_dataset(plan["out"], "galaxies", splits, attrs, config=plan["config"], seed=cfg.dataset.seed,
-                         samples_per_shard=cfg.dataset.samples_per_shard, extra={**extra, "class_counts": counts},
+                         samples_per_shard=cfg.dataset.samples_per_shard, extra={**extra, "class_counts": counts, "unkept_counts": unkept},
                          also=lambda folder: save_figure(preview, folder / "preview.png", dpi=100))
     for name, c in counts.items():
-        log.info("%-5s %6d galaxies: %d round, %d edge-on, %d spiral", name, sum(c), *c)
+        log.info("%-5s %6d galaxies: %d round, %d edge-on, %d spiral, %d no class kept", name, sum(c) + unkept[name],
+                 *c, unkept[name])
+
+
+def kept_first(labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``idx`` (int [M], into ``labels``) with the kept galaxies (label >= 0) first, each part in its order.
+
+    The schema's promise: in every split, galaxies no class keeps (label -1) come after the
+    kept ones, so hard-label training reads a prefix of the split.
+    """
+    kept = np.asarray(labels)[idx] >= 0
+    return np.concatenate([idx[kept], idx[~kept]])
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0,

@@ -161,6 +161,16 @@ def load_galaxy(path: str | os.PathLike, crop: int, size: int) -> tuple[np.ndarr
     Returns ``(image, None)``, or ``(None, reason)`` with reason one of ``UNREADABLE`` when the
     file is missing, truncated, not a decodable image, or smaller than ``crop``.
     """
+    rgb, problem = decode_rgb(path)
+    if rgb is None:
+        return None, problem
+    if min(rgb.size) < crop:
+        return None, "too-small"
+    return crop_resize(rgb, crop, size), None
+
+
+def decode_rgb(path: str | os.PathLike):
+    """(PIL RGB image, None) of the image file at ``path``, fully decoded, or (None, reason in ``UNREADABLE``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -170,17 +180,21 @@ def load_galaxy(path: str | os.PathLike, crop: int, size: int) -> tuple[np.ndarr
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # decodes everything: a truncated file fails here, not later
-            if min(img.size) < crop:
-                return None, "too-small"
-            rgb = img.convert("RGB")
+            return img.convert("RGB"), None
     except UnidentifiedImageError:
         return None, "corrupt"
     except OSError as err:
         return None, "truncated" if "truncated" in str(err) else "corrupt"
     except (SyntaxError, ValueError, Image.DecompressionBombError):
         return None, "corrupt"
+
+
+def crop_resize(rgb, crop: int, size: int) -> np.ndarray:
+    """The central ``crop`` x ``crop`` pixels of PIL image ``rgb``, resized (bicubic) to uint8 [size,size,3]."""
+    from PIL import Image
+
     box = crop_box(rgb.width, rgb.height, crop)
-    return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, box=box), dtype=np.uint8), None
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, box=box), dtype=np.uint8)
 
 
 def load_galaxies(ids: Iterable[int], image_dir: str | os.PathLike, crop: int, size: int,

@@ -13,6 +13,7 @@ by byte offset (``h5raw``); HDF5 files are opened lazily, in the process that re
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -80,6 +81,16 @@ class ShardSet:
     def attrs(self) -> dict:
         return self.manifest["attrs"]
 
+    def head(self, n: int) -> "ShardSet":
+        """The first ``n`` samples of this split as a set of their own (e.g. the kept galaxies).
+
+        Same files and validation; its own lazily opened handles, so closing one leaves the other open.
+        """
+        view = copy.copy(self)
+        view.n = min(int(n), self.n)
+        view._handles, view._datasets, view._raw_fields, view._fds = {}, {}, {}, {}
+        return view
+
     def sample_shape(self, field: str) -> tuple:
         return tuple(self._open(0)[field].shape[1:]) if self.n else ()
 
@@ -104,7 +115,7 @@ class ShardSet:
 
     def check_values(self, fields: tuple) -> None:
         """Read ``fields`` whole and raise a UserError at the first value outside the schema's range
-        (a label outside 0..2, a NaN vote fraction), naming the file and sample."""
+        (a label outside -1..2, a NaN vote fraction), naming the file and sample."""
         for i, path in enumerate(self.files):
             for name in fields:
                 problem = value_problem(name, self.schema[name], self._open(i)[name][:])

@@ -56,7 +56,7 @@ class Field:
 SCHEMAS: dict[str, dict[str, Field]] = {
     "galaxies": {
         "images": Field("uint8", (None, None, 3)),
-        "labels": Field("int8", (), (0, 2)),
+        "labels": Field("int8", (), (-1, 2)),  # -1: no class reached the vote threshold (votes only)
         "vote_fractions": Field("float32", (3,), (0.0, 1.0)),
         "ids": Field("int64", ()),
     },

@@ -21,6 +21,8 @@ class ModelConfig:
     Each block is ``convs_per_block`` convolutions of ``kernel_size`` (same padding, optional
     BatchNorm before the activation) and a 2x2 pooling; then the feature map is flattened
     (or globally averaged) and goes through the ``dense`` layers, each followed by dropout.
+    ``batch_norm_momentum`` is the BatchNorm moving statistics' momentum: they forget their
+    start in about 1 / (1 - momentum) steps, and evaluation uses them.
     """
 
     filters: tuple[int, ...] = (32, 64, 128)
@@ -31,6 +33,7 @@ class ModelConfig:
     dense: tuple[int, ...] = (128,)
     dropout: float = 0.3
     batch_norm: bool = False
+    batch_norm_momentum: float = 0.99
     activation: str = "relu"
 
     def __post_init__(self):
@@ -45,6 +48,8 @@ class ModelConfig:
                               f"{self.convs_per_block} and {self.kernel_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.batch_norm_momentum < 1.0:
+            raise ConfigError(f"model.batch_norm_momentum must be in (0, 1), got {self.batch_norm_momentum}")
         try:
             tf.keras.activations.get(self.activation)
         except ValueError:
@@ -73,7 +78,7 @@ def _conv_block(x, cfg: ModelConfig, width: int, i: int):
         x = tf.keras.layers.Conv2D(width, cfg.kernel_size, padding="same", use_bias=not cfg.batch_norm,
                                    name=f"conv{i}_{j}")(x)
         if cfg.batch_norm:
-            x = tf.keras.layers.BatchNormalization(name=f"bn{i}_{j}")(x)
+            x = tf.keras.layers.BatchNormalization(momentum=cfg.batch_norm_momentum, name=f"bn{i}_{j}")(x)
         x = tf.keras.layers.Activation(cfg.activation, name=f"act{i}_{j}")(x)
     pool = tf.keras.layers.MaxPooling2D if cfg.pool == "max" else tf.keras.layers.AveragePooling2D
     return pool(2, name=f"pool{i}")(x)

@@ -87,23 +87,28 @@ def misclassified(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, nam
 
 
 def galaxy_preview(images: np.ndarray, labels: np.ndarray, names: list[str], title: str, per_class: int = 10):
-    """The first ``per_class`` galaxies (uint8 [N, H, W, 3]) of each class, one labelled row per class."""
+    """The first ``per_class`` galaxies (uint8 [N, H, W, 3]) of each class, one labelled row per class.
+
+    ``labels`` (int [N]) index ``names``; galaxies of label -1 (no class reached the vote
+    threshold), if any, get a last row of their own.
+    """
     import matplotlib.pyplot as plt
 
     h, w = images.shape[1:3]
-    fig, axes = plt.subplots(len(names), per_class, figsize=(1.05 * per_class + 1.0, 1.15 * len(names) + 0.6),
+    rows = [(c, name) for c, name in enumerate(names)] + ([(-1, "no class ≥ τ")] if (labels < 0).any() else [])
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(1.05 * per_class + 1.0, 1.15 * len(rows) + 0.6),
                              squeeze=False)
-    for c, name in enumerate(names):
+    for row, (c, name) in enumerate(rows):
         members = np.flatnonzero(labels == c)
-        for j, ax in enumerate(axes[c]):
+        for j, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if j < len(members):
                 ax.imshow(images[members[j]])
-        axes[c, 0].set_ylabel(f"{name} ({c})\n{len(members)} images", fontsize=9, rotation=0, ha="right",
-                              va="center")
+        axes[row, 0].set_ylabel(f"{name} ({c})\n{len(members)} images", fontsize=9, rotation=0, ha="right",
+                                va="center")
     fig.suptitle(f"{title}\n{h}×{w} RGB images, first {per_class} of each class", fontsize=9)
     fig.subplots_adjust(wspace=0.04, hspace=0.06, left=0.16)
     return fig

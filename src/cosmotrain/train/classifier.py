@@ -6,6 +6,11 @@ per-rank batch, and Horovod averages them, so one step uses ``batch_size x ranks
 Rank 0 writes everything (``RUN/config.yaml``, ``checkpoints/``, ``history.csv``,
 ``tensorboard/``, ``metrics.json``).
 
+``train.loss`` picks the loss: ``labels`` (cross-entropy on the hard labels, over the galaxies
+a class keeps: the prefix of each split with label >= 0) or ``votes`` (cross-entropy on the vote
+fractions, over every galaxy, as Zoobot trains on Galaxy Zoo). Accuracy is always over the kept
+galaxies; validation also reports the vote-fraction RMSE over all of them.
+
 A run is exactly resumable: the learning rate, dropout masks and D4 augmentation are
 functions of the global step, the data order is a function of (seed, epoch, rank, batch
 index), and a checkpoint
@@ -20,20 +25,19 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain import config, dist, logs, placement, rundir
+from cosmotrain import config, dist, logs, rundir
 from cosmotrain.checkpoints import Checkpointer, TrainState, newest, space_needed, variable_bytes
 from cosmotrain.config import ConfigError
-from cosmotrain.data import epochs, feed, staging
+from cosmotrain.data import feed
 from cosmotrain.data.augment import random_d4
-from cosmotrain.data.reader import ShardSet
-from cosmotrain.errors import UserError
 from cosmotrain.models.classifier import ModelConfig, build_classifier
 from cosmotrain.rundir import Board, History, RunDir
+from cosmotrain.train.classifier_data import FIELDS, TrainData, open_data, rank_share
 from cosmotrain.train.loop import RequeueSignal, agree_in_step, freeze_garbage, nonfinite_error, requeue
 from cosmotrain.train.meters import Meters
 from cosmotrain.train.randomness import StepRandomness, rng_key, seed_everything, stateless_seed
@@ -43,12 +47,13 @@ from cosmotrain.watchdog import RuntimeConfig, Watchdog
 
 log = logs.get("train")
 
-FIELDS = ("images", "labels")
 HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s",
-                   "seconds")
+                   "seconds", "val_vote_rmse")
 BOARD_TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "lr": "train/learning_rate",
               "samples_per_s": "train/samples_per_second", "seconds": "train/epoch_seconds",
-              "val_loss": "val/loss", "val_accuracy": "val/accuracy"}  # history column -> TensorBoard tag
+              "val_loss": "val/loss", "val_accuracy": "val/accuracy",
+              "val_vote_rmse": "val/vote_rmse"}  # history column -> TensorBoard tag
+EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] inside logarithms
 EVAL_BATCH = 256
 AUGMENT_STREAM = 2  # rng_key stream of the D4 augmentation (dropout layers use 1000+)
 
@@ -62,8 +67,10 @@ class TrainConfig:
     ``augment`` turns each training image by a random element of D4 (rotations by 90°,
     flips) inside the step; ``patience`` > 0 stops after that many epochs without a better
     validation loss; ``deterministic`` makes TF's kernels deterministic (exact resume).
+    ``loss``: ``labels`` (hard labels, the kept galaxies) or ``votes`` (vote fractions, all galaxies).
     """
 
+    loss: Literal["labels", "votes"] = "labels"
     epochs: int = 30
     batch_size: int = 64
     seed: int = 1234
@@ -112,94 +119,38 @@ class ClassifierConfig:
 CONFIG = ClassifierConfig  # what `cosmotrain train classifier` reads
 
 
-# ---------------------------------------------------------------- data
-
-@dataclasses.dataclass
-class TrainData:
-    """The opened splits and what training needs to know about them."""
-
-    train: ShardSet
-    val: ShardSet
-    image_shape: tuple
-    class_names: list
-    steps: int
-    warnings: list
-
-
-def open_data(cfg: ClassifierConfig) -> TrainData:
-    """Open and check the train/val splits before any work (same answer on every rank)."""
-    ctx = dist.context()
-    train = ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies")
-    val = ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies")
-    for split in (train, val):
-        split.check_values(("labels", "vote_fractions"))
-    image_shape = train.sample_shape("images")
-    if val.n and val.sample_shape("images") != image_shape:
-        raise UserError(f"{cfg.data.path}: val images are {val.sample_shape('images')}, train images {image_shape}")
-    steps = epochs.split_steps(train, cfg.train.batch_size, ctx.size)
-    epochs.per_rank_count(val.n, ctx.size, f"{val.root} ({val.split} split)")
-    names = list(train.attrs.get("class_names", ["round", "edge-on", "spiral"]))
-    warnings = _missing_class_warnings(train, names)
-    dropped = train.n - ctx.size * steps * cfg.train.batch_size
-    log.info("data: %d train / %d val images of %s; %d steps per epoch, %d samples per epoch unused",
-             train.n, val.n, "x".join(map(str, image_shape)), steps, dropped)
-    if cfg.data.stage_dir:
-        train, val = _staged(cfg, train, val)
-    return TrainData(train, val, image_shape, names, steps, warnings)
-
-
-def _staged(cfg: ClassifierConfig, train: ShardSet, val: ShardSet) -> tuple[ShardSet, ShardSet]:
-    """The splits again, from node-local copies of the shards each node's ranks read (``data.stage_dir``).
-
-    A rank reads its slices of the training split in every epoch and its share of the
-    validation split (``rank_share``).
-    """
-    size, seed = dist.context().size, cfg.train.seed
-    reads = {train.split: lambda r: [run for e in range(cfg.train.epochs)
-                                     for run in epochs.epoch_runs(train.n, r, size, seed, e)],
-             val.split: lambda r: [placement.split_range(val.n, r, size)]}
-    root = staging.stage(cfg.data.path, cfg.data.stage_dir, reads)
-    return ShardSet(root, train.split, kind="galaxies"), ShardSet(root, val.split, kind="galaxies")
-
-
-def _missing_class_warnings(train: ShardSet, names: list) -> list[str]:
-    labels = train.read(0, train.n, ("labels",))["labels"].astype(np.int64)
-    counts = np.bincount(labels, minlength=len(names))
-    out = [f"class '{names[c]}' ({c}) has no samples in the training split; the model cannot learn it"
-           for c in range(len(names)) if counts[c] == 0]
-    for text in out:
-        logs.root_warning(log, text)
-    return out
-
-
 # ---------------------------------------------------------------- the model and its steps
 
 class ClassifierTrainer:
     """Model, optimizer and compiled steps of one rank; no files, no data loading.
 
-    ``train_step(images uint8 [B,H,W,3], labels int8 [B], stop bool)`` does one
-    data-parallel update and returns (local loss, stop anywhere, NaN anywhere).
+    ``train_step(images uint8 [B,H,W,3], labels int8 [B], [votes float32 [B,3],] stop bool)``
+    does one data-parallel update and returns (local loss, stop anywhere, NaN anywhere); the
+    vote fractions are passed with ``train.loss: votes`` only.
     """
 
     def __init__(self, cfg: ClassifierConfig, image_shape: tuple, n_classes: int, steps_per_epoch: int):
         ctx = dist.context()
         self.global_batch = cfg.train.batch_size * ctx.size
         self.compression = cfg.allreduce.compression
+        self.loss = cfg.train.loss
         self.model = build_classifier(cfg.model, image_shape, n_classes)
         self.schedule = LearningRate(cfg.optimizer, self.global_batch, steps_per_epoch, cfg.train.epochs)
         self.optimizer = make_optimizer(cfg.optimizer, self.schedule)
         self.optimizer.build(self.model.trainable_variables)  # slots exist before restore and broadcast
         self.randomness = StepRandomness([self.model], cfg.train.seed, ctx.rank)
         self.augment_key = rng_key(cfg.train.seed, ctx.rank, AUGMENT_STREAM) if cfg.train.augment else None
-        self.meters = Meters(("loss", "correct", "count"))
+        self.meters = Meters(("loss", "count", "correct", "kept"))
         self.after_first_step = FirstStepSync(lambda: self.model.variables + list(self.optimizer.variables))
         # Plain graph functions (no AutoGraph: the steps have no tensor-dependent Python
         # control flow, and tracing does not re-read source files that may be changing).
         self.train_step = tf.function(self._train_step, autograph=False)
-        spec = (tf.TensorSpec((None, *image_shape), tf.uint8), tf.TensorSpec((None,), tf.int8))
+        spec = (tf.TensorSpec((None, *image_shape), tf.uint8), tf.TensorSpec((None,), tf.int8),
+                tf.TensorSpec((None, n_classes), tf.float32))
         self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
 
-    def _train_step(self, images, labels, stop):
+    def _train_step(self, images, labels, *more):
+        *votes, stop = more
         step = self.optimizer.iterations
         self.randomness(step)  # dropout masks of this global step
         if self.augment_key is not None:  # a random rotation/flip per image, keyed by the step
@@ -207,7 +158,8 @@ class ClassifierTrainer:
         labels = tf.cast(labels, tf.int32)
         with tf.GradientTape() as tape:
             probs = self.model(images, training=True)
-            per_sample = tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
+            per_sample = vote_loss(probs, votes[0]) if votes else \
+                tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
             loss = tf.reduce_mean(per_sample)
         # Horovod averages the gradients over ranks (allreduce) before they are applied.
         tape = dist.distributed_tape(tape, "classifier", self.compression)
@@ -216,22 +168,42 @@ class ClassifierTrainer:
         # BatchNorm's moving statistics: each rank saw its own batch, so they are averaged too.
         average_statistics(self.model.non_trainable_variables, "classifier_stats")
         stop_any, nonfinite_any = agree_in_step(stop, loss, "classifier_flags")
-        self.meters.add(tf.reduce_sum(per_sample), _correct(probs, labels), tf.size(labels))
+        correct, kept = _correct(probs, labels)
+        self.meters.add(tf.reduce_sum(per_sample), tf.size(labels), correct, kept)
         return loss, stop_any, nonfinite_any
 
-    def _eval_step(self, images, labels):
+    def _eval_step(self, images, labels, votes):
+        """Sums over a batch: loss (the training loss's kind), its count, correct, kept, squared vote errors."""
         labels = tf.cast(labels, tf.int32)
         probs = self.model(images, training=False)
-        loss = tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
-        return tf.reduce_sum(tf.cast(loss, tf.float64)), _correct(probs, labels), tf.size(labels)
+        kept = tf.cast(labels >= 0, tf.float64)
+        squared = tf.reduce_sum(tf.cast(tf.square(probs - votes), tf.float64))
+        correct, n_kept = _correct(probs, labels)
+        if self.loss == "votes":
+            loss, count = tf.reduce_sum(tf.cast(vote_loss(probs, votes), tf.float64)), tf.size(labels)
+        else:
+            hard = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(labels, 0), probs)
+            loss, count = tf.reduce_sum(tf.cast(hard, tf.float64) * kept), n_kept
+        return loss, count, correct, n_kept, squared, tf.size(labels)
 
     def evaluate(self, batches) -> dict:
-        """Loss and accuracy over all ranks' ``batches`` of (images, labels) (collective)."""
-        sums = np.zeros(3)
-        for images, labels in batches:
-            sums += [float(x) for x in self.eval_step(images, labels)]
-        loss, correct, count = dist.allreduce_sum_array(sums)
-        return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
+        """Loss, accuracy (kept galaxies) and vote RMSE (all) over all ranks' ``batches`` (collective)."""
+        sums = np.zeros(6)
+        for images, labels, votes in batches:
+            sums += [float(x) for x in self.eval_step(images, labels, votes)]
+        loss, count, correct, kept, squared, everyone = dist.allreduce_sum_array(sums)
+        return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(kept, 1),
+                "val_vote_rmse": float(np.sqrt(squared / max(3 * everyone, 1)))}
+
+
+def vote_loss(probs, votes):
+    """Cross-entropy of predicted ``probs`` [B, C] against vote fractions ``votes`` [B, C] (float32 [B]).
+
+    -Σ_c v_c log p_c: the multinomial log-likelihood of the votes (up to a constant), as
+    Zoobot trains on Galaxy Zoo; fractions that sum to less than 1 (the Kaggle tree's) weigh
+    their galaxy less.
+    """
+    return -tf.reduce_sum(votes * tf.math.log(tf.clip_by_value(probs, EPSILON, 1.0)), axis=1)
 
 
 def _number(value):
@@ -244,15 +216,10 @@ def _number(value):
 
 
 def _correct(probs, labels):
-    return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1, output_type=tf.int32), labels), tf.int32))
-
-
-def rank_share(split: ShardSet, batch: int, fields: tuple = FIELDS):
-    """This rank's contiguous share of ``split`` (``dist.share``), in order, in batches of up to ``batch``."""
-    start, stop = dist.share(split.n)
-    for s in range(start, stop, batch):
-        data = split.read(s, min(s + batch, stop), fields)
-        yield tuple(data[f] for f in fields)
+    """(correct, kept) int32 counts of a batch: galaxies of label -1 (no class kept) are in neither."""
+    kept = labels >= 0
+    hits = tf.logical_and(kept, tf.equal(tf.argmax(probs, axis=1, output_type=tf.int32), labels))
+    return tf.reduce_sum(tf.cast(hits, tf.int32)), tf.reduce_sum(tf.cast(kept, tf.int32))
 
 
 # ---------------------------------------------------------------- the run
@@ -285,8 +252,13 @@ def prepare(cfg: ClassifierConfig, run_dir: str | Path, resume: bool = False, ov
 
 
 def _signature(cfg: ClassifierConfig, data: TrainData) -> dict:
-    """What a checkpoint must match to be restored here."""
-    return {"kind": "galaxy-classifier", "model": config.to_dict(cfg.model), "image_shape": list(data.image_shape),
+    """What a checkpoint must match to be restored here.
+
+    The network's shape, not how it is trained: ``batch_norm_momentum`` (how fast BatchNorm's
+    moving statistics follow) is left out, so runs saved before it existed still resume.
+    """
+    model = {k: v for k, v in config.to_dict(cfg.model).items() if k != "batch_norm_momentum"}
+    return {"kind": "galaxy-classifier", "model": model, "image_shape": list(data.image_shape),
             "classes": list(data.class_names), "optimizer": cfg.optimizer.name}
 
 
@@ -361,7 +333,7 @@ class Loop:
     def train_epoch(self, epoch: int, signal: RequeueSignal, batches=None) -> bool:
         """Run the rest of ``epoch``; False if the ranks agreed to stop for a requeue.
 
-        ``batches`` (an iterable of (images, labels)) replaces the HDF5 pipeline; the
+        ``batches`` (an iterable of (images, labels[, votes])) replaces the HDF5 pipeline; the
         benchmarks use it to time the same loop on in-memory data.
         """
         cfg, state, trainer = self.cfg.train, self.state, self.trainer
@@ -372,9 +344,9 @@ class Loop:
                             unit="step", leave=False)
         start, first, shown = time.perf_counter(), state.batch, 0.0
         try:
-            for images, labels in batches:
+            for batch in batches:
                 self.watch.progress(state.step, "training")
-                _, stop, nonfinite = trainer.train_step(images, labels, flags[signal.requested])
+                _, stop, nonfinite = trainer.train_step(*batch, flags[signal.requested])
                 trainer.after_first_step()
                 state.batch, state.step = state.batch + 1, state.step + 1
                 if bool(nonfinite):
@@ -395,13 +367,13 @@ class Loop:
     def pipeline(self, epoch: int, start_batch: int = 0):
         """This rank's training batches of ``epoch`` from ``start_batch`` on, read ahead in a thread."""
         cfg, ctx = self.cfg.train, dist.context()
-        return feed.batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch, FIELDS,
+        return feed.batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch, FIELDS[cfg.loss],
                             start_batch=start_batch, convert=tf.convert_to_tensor)
 
     def _bar_figures(self, start: float, first: int) -> dict:
-        loss, correct, count = self.trainer.meters.local()
+        loss, count, correct, kept = self.trainer.meters.local()
         rate = (self.state.batch - first) * self.trainer.global_batch / (time.perf_counter() - start)
-        return {"loss": f"{loss / max(count, 1):.4f}", "acc": f"{correct / max(count, 1):.4f}",
+        return {"loss": f"{loss / max(count, 1):.4f}", "acc": f"{correct / max(kept, 1):.4f}",
                 "samples/s": f"{rate:.0f}"}
 
     def _end_epoch(self) -> None:
@@ -412,7 +384,7 @@ class Loop:
         trainer.meters.reset()
         val = trainer.evaluate(self.watch.tracked(rank_share(self.data.val, EVAL_BATCH), state.step, "validation"))
         row = {"epoch": state.epoch, "step": state.step, "lr": trainer.schedule.at(max(state.step - 1, 0)),
-               "loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"], **val,
+               "loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / max(sums["kept"], 1), **val,
                "samples_per_s": self.epoch_samples / max(self.epoch_seconds, 1e-9), "seconds": self.epoch_seconds}
         if not np.isfinite([row["loss"], row["val_loss"]]).all():
             raise nonfinite_error(f"the end of epoch {state.epoch}", self._last_checkpoint())
@@ -427,9 +399,10 @@ class Loop:
         self.board.scalars(state.epoch, row)
         self.watch.progress(state.step, "checkpoint")
         self.ckpt.save(state, best=improved)
-        log.info("epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.0f samples/s | lr %.3g%s",
-                 state.epoch, self.cfg.train.epochs, row["loss"], row["accuracy"], row["val_loss"],
-                 row["val_accuracy"], row["samples_per_s"], row["lr"], " | best" if improved else "")
+        log.info("epoch %d/%d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f val_vote_rmse %.4f | %.0f samples/s | "
+                 "lr %.3g%s", state.epoch, self.cfg.train.epochs, row["loss"], row["accuracy"], row["val_loss"],
+                 row["val_accuracy"], row["val_vote_rmse"], row["samples_per_s"], row["lr"],
+                 " | best" if improved else "")
         patience = self.cfg.train.patience
         if patience and state.bad_epochs >= patience:
             self.stopped_early = True
