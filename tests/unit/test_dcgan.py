@@ -216,3 +216,4 @@ def test_spectral_normalisation_keeps_each_layer_of_d_at_unit_gain():
     for v in big:
         matrix = v.numpy().reshape(-1, v.shape[-1])
         assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, rel=0.05), v.name
+

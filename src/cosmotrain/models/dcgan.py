@@ -239,7 +239,23 @@ def _normed(cfg: ModelConfig, layer):
     """``layer``, spectrally normalised (one power iteration per training call) when ``model.d_spectral_norm``."""
     if not cfg.d_spectral_norm:
         return layer
-    return layers.SpectralNormalization(layer, power_iterations=1, name=f"{layer.name}_sn")
+    return SpectralNorm(layer, power_iterations=1, name=f"{layer.name}_sn")
+
+
+class SpectralNorm(layers.SpectralNormalization):
+    """Keras's spectral normalisation without its Python test on a tensor, so it runs inside ``tf.function``.
+
+    Each training call does one power iteration on the kernel reshaped to [fan_in, out]
+    and divides the kernel by its largest singular value, in place (as Keras does).
+    """
+
+    def normalize_weights(self):
+        weights = tf.reshape(self.kernel, [-1, self.kernel_shape[-1]])
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(self.vector_u, weights, transpose_b=True)))
+        u = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(v, weights)))
+        sigma = tf.matmul(tf.matmul(v, weights), u, transpose_b=True)
+        self.vector_u.assign(u)
+        self.kernel.assign(tf.reshape(self.kernel / tf.maximum(sigma, 1e-12), self.kernel_shape))
 
 
 def moving_statistics(model) -> list:

@@ -129,7 +129,7 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
     if cfg.train.spectrum_weight <= 0:
         return None
     return spectrum_loss.SpectrumMatch(real.powers, real.matrix, True, real.moments, cfg.train.variance_weight,
-                                       cfg.train.scatter_weight)
+                                       cfg.train.scatter_weight, cfg.train.spectrum_floor)
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:

@@ -139,7 +139,8 @@ class GanTrainer:
         with tf.GradientTape() as inner:
             inner.watch(x)
             logit = self.discriminator(x, training=True)
-        slope = inner.gradient(tf.reduce_sum(logit), x)
+            total = tf.reduce_sum(logit)  # inside the tape, or its gradient is None
+        slope = inner.gradient(total, x)
         return logit, tf.reduce_mean(tf.reduce_sum(tf.square(slope), axis=[1, 2]))
 
     def _update_average(self, step) -> None:
