@@ -69,6 +69,7 @@ def test_the_best_checkpoint_is_the_one_the_referee_liked_best_on_the_validation
     best = min(badness, key=lambda s: (badness[s], s))
     assert metrics["best_step"] == best and load_generator(run, "best").info["step"] == best
     assert metrics["best"]["referee_badness"] == min(badness.values())
+    assert "referee at step 3 against the validation skies: badness" in out.stderr
     assert set(metrics["final"]["referee_p"]) == {"band_powers", "rings", "scatter", "one_point", "pixel_pdf",
                                                   "minkowski", "memorisation", "diversity"}
 

@@ -331,6 +331,9 @@ class Loop:
         self.state.extra["calibration_gains"] = result["calibration_gains"]  # saved with the next checkpoints
         log.info("monitor at step %d (%.1f s): %s", self.state.step, time.perf_counter() - started,
                  monitors.describe(result))
+        if "referee_badness" in result:
+            log.info("referee at step %d against the validation skies: badness %.1f, failed: %s", self.state.step,
+                     result["referee_badness"], ", ".join(result["referee_failed"]) or "none")
         collapse = monitors.collapse_message(result, self.cfg.monitor.collapse_fraction)
         if collapse:
             logs.root_warning(log, "step %d: %s", self.state.step, collapse)
