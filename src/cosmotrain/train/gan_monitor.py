@@ -75,7 +75,6 @@ class RunMonitor:
         result["calibration_gains"] = None if generate.gains is None else [float(g) for g in generate.gains]
         return result
 
-
     def _referee(self, gathered: list | None) -> dict:
         """Rank 0: the referee's verdict on the monitor's N patches (every rank's share) against the validation skies."""
         if gathered is None:
