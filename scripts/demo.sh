@@ -104,7 +104,8 @@ python - "$DEMO/summary.json" <<'PY'
 import json, sys
 g = json.load(open(sys.argv[1]))["gan"]
 print(f"GAN: final C_ell error/floor {g['cl_error_over_floor']:.2f} (goal {g['goals']['cl_error_over_floor']}), "
-      f"KS/floor {g['ks_over_floor']:.2f} (goal {g['goals']['ks_over_floor']}); best at step {g['best']['step']}: "
+      f"KS/floor {g['ks_over_floor']:.2f} (goal {g['goals']['ks_over_floor']}); best (by the referee on the "
+      f"validation skies) at step {g['best']['step']}: "
       f"{g['best']['cl_error_over_floor']:.2f} / {g['best']['ks_over_floor']:.2f}; {g['steps']} steps on {g['ranks']} "
       f"ranks in {g['train_seconds']:.0f} s; plots in {g['run']}/plots")
 PY
@@ -144,8 +145,10 @@ python - "$DEMO/summary.json" <<'PY'
 import json, sys
 for name, r in json.load(open(sys.argv[1]))["referee"].items():
     verdict = "PASS" if r["pass"] else "FAIL (" + ", ".join(r["failed"]) + ")"
-    print(f"referee, GAN samples {'with' if name == 'calibrated' else 'without'} the calibration filter: {verdict}; "
-          f"figure {r['figure']}")
+    print(f"referee on the test skies, 4096 GAN samples {'with' if name == 'calibrated' else 'without'} the "
+          f"calibration filter: {verdict}; figure {r['figure']}")
+    for test, p in r["p_values"].items():
+        print(f"  {test:13s} {'pass' if test not in r['failed'] else 'FAIL'}  p = {p:.3g}")
 PY
 
 stage "done in $(( $(date +%s) - t0 ))s"

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cosmotrain import dist, logs, rundir, sampleplan
+from cosmotrain.data import referee_side
 from cosmotrain.data.reader import ShardSet, read_manifest
 from cosmotrain.errors import UserError
 from cosmotrain.plots import validation
@@ -32,7 +33,6 @@ from cosmotrain.science import referee
 from cosmotrain.science import referee_features as rf
 
 log = logs.get("validate")
-CHUNK = 512
 
 
 class Source(NamedTuple):
@@ -44,18 +44,6 @@ class Source(NamedTuple):
     reso_arcmin: float | None
     sky: np.ndarray | None
     label: str
-
-
-class Reference(NamedTuple):
-    """Rank 0's real side: probe, sums of reference and training split, memorisation and pairs."""
-
-    probe: rf.Probe
-    moments: rf.Moments
-    train: rf.Moments
-    distances: np.ndarray
-    pairs: np.ndarray
-    candidates: np.ndarray
-    info: dict
 
 
 def validate_samples(samples: str | os.PathLike, reference: str | os.PathLike, split: str = "test",
@@ -164,24 +152,12 @@ def _finite(patches: np.ndarray, start: int, path: Path) -> np.ndarray:
 
 # ---------------------------------------------------------------- the real side (rank 0)
 
-def build_reference(root: str | os.PathLike, split: str, source: Source) -> Reference:
-    """Everything the referee needs from the CMB dataset ``root`` (rank 0)."""
+def build_reference(root: str | os.PathLike, split: str, source: Source) -> referee_side.Reference:
+    """Everything the referee needs from the CMB dataset ``root`` (rank 0), once the samples' pixels match it."""
     splits = read_manifest(root).get("splits", {})
-    for name, role in ((split, "reference"), ("train", "training split (memorisation, sky variance)")):
-        if name not in splits:
-            raise UserError(f"{root} has no '{name}' split for the {role} (it has: {', '.join(splits)}); make "
-                            f"the dataset with splits.{name} > 0 or pass another --split")
-    real, train = ShardSet(root, split, kind="cmb"), ShardSet(root, "train", kind="cmb")
-    _check_pixels(root, real, source)
-    patches, sky = _read(real)
-    probe = rf.make_probe(patches, float(real.attrs["reso_arcmin"]))
-    candidates, train_moments = _training_side(train, probe)
-    order = rf.cross_sky_order(sky, seed=1)
-    info = {"path": str(Path(root).resolve()), "split": split, "n": int(real.n), "skies": sorted(set(sky.tolist())),
-            "train_n": int(train.n), "train_skies": int(len(train_moments.sky_n)), "reso_arcmin": probe.binning.reso_arcmin}
-    return Reference(probe, rf.Moments.of(rf.features(patches, probe), sky, np.unique(sky)), train_moments,
-                     rf.nearest_distances(rf.coarse(patches), candidates), rf.pair_correlations(patches[order]),
-                     candidates, info)
+    if split in splits:
+        _check_pixels(root, ShardSet(root, split, kind="cmb"), source)
+    return referee_side.build(root, split)
 
 
 def _check_pixels(root, real: ShardSet, source: Source) -> None:
@@ -197,28 +173,9 @@ def _check_pixels(root, real: ShardSet, source: Source) -> None:
                         f"against a dataset of the same pixel size")
 
 
-def _read(data: ShardSet) -> tuple[np.ndarray, np.ndarray]:
-    """All patches (float64 [n, H, W] μK) and skies (int64 [n]) of a split."""
-    sample = data.read(0, data.n, ("patches", "sky"))
-    return sample["patches"].astype(np.float64), sample["sky"].astype(np.int64)
-
-
-def _training_side(train: ShardSet, probe: rf.Probe) -> tuple[np.ndarray, rf.Moments]:
-    """The training patches' block means in their 8 rotations/flips, and their per-sky feature sums."""
-    blocks, parts = [], []
-    skies = np.unique(train.read(0, train.n, ("sky",))["sky"])
-    for a in range(0, train.n, CHUNK):
-        chunk = train.read(a, min(a + CHUNK, train.n), ("patches", "sky"))
-        blocks.append(rf.coarse(chunk["patches"]))
-        parts.append(rf.Moments.of(rf.features(chunk["patches"], probe), chunk["sky"], skies))
-    total = rf.Moments(sum(p.n for p in parts), sum(p.total for p in parts), sum(p.outer for p in parts),
-                       sum(p.sky_n for p in parts), sum(p.sky_sum for p in parts))
-    return rf.d4(np.concatenate(blocks)), total
-
-
 # ---------------------------------------------------------------- outputs (rank 0)
 
-def _report(source: Source, built: Reference, split: str, result: dict) -> dict:
+def _report(source: Source, built: referee_side.Reference, split: str, result: dict) -> dict:
     probe = built.probe
     std = np.sqrt(np.diag(built.moments.cov)[probe.columns["bp"]]) * probe.bp_ref
     return {"pass": result["pass"], "failed": result["failed"],

@@ -40,3 +40,7 @@ def test_bench_overrides_are_checked_before_any_work():
     assert out.returncode == 2 and "synthetic.generater" in out.stderr.strip().splitlines()[-1]
     out = run_cli("bench", "step", "--data", "somewhere")
     assert out.returncode == 2 and "galaxy-baselines benchmark only" in out.stderr
+    out = run_cli("bench", "pipeline", "--latent-sets", "3")
+    assert out.returncode == 2 and "gan-quality benchmark only" in out.stderr
+    out = run_cli("bench", "gan-quality", "--set-size", "2")
+    assert out.returncode == 2 and "--set-size >= 4" in out.stderr.strip().splitlines()[-1]

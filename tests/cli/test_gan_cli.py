@@ -45,7 +45,7 @@ def test_training_writes_history_checkpoints_metrics_and_plots(trained):
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("cl_error_over_floor", "ks_over_floor", "score"):
         assert metrics[key] > 0 and metrics["final"][key] == metrics[key]
-    assert metrics["best_step"] in (3, 6) and metrics["best"]["score"] <= metrics["final"]["score"]
+    assert metrics["best_step"] in (3, 6) and metrics["best_by"] == "referee"
     nbins = len(metrics["final"]["ell"])
     assert nbins >= 3 and len(metrics["final"]["cl_ratio"]) == len(metrics["final"]["valid"]) == nbins
     assert metrics["cl_error_over_floor"] == max(r for r, v in zip(metrics["final"]["cl_ratio"],
@@ -54,6 +54,52 @@ def test_training_writes_history_checkpoints_metrics_and_plots(trained):
     assert plots == {"samples.png", "spectra.png", "pixel_pdf.png", "minkowski.png", "losses.png"}
     assert all((run / "plots" / p).stat().st_size > 10_000 for p in plots)
     assert "monitor at step 3" in out.stderr and "C_ell error/floor worst" in out.stderr
+
+
+def test_the_best_checkpoint_is_the_one_the_referee_liked_best_on_the_validation_skies(trained):
+    """Best = the lowest referee badness on the validation split at a monitor step, not the monitors' score."""
+    from cosmotrain.inference import load_generator
+    _, run, out = trained
+    header, *rows = (run / "history.csv").read_text().splitlines()
+    columns = header.split(",")
+    monitored = [dict(zip(columns, r.split(","))) for r in rows if r.split(",")[columns.index("score")]]
+    badness = {int(r["step"]): float(r["referee_badness"]) for r in monitored}
+    assert sorted(badness) == [3, 6] and all(int(r["referee_failed"]) >= 0 for r in monitored)
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = min(badness, key=lambda s: (badness[s], s))
+    assert metrics["best_step"] == best and load_generator(run, "best").info["step"] == best
+    assert metrics["best"]["referee_badness"] == min(badness.values())
+    assert "referee at step 3 against the validation skies: badness" in out.stderr
+    assert set(metrics["final"]["referee_p"]) == {"band_powers", "rings", "scatter", "one_point", "pixel_pdf",
+                                                  "minkowski", "memorisation", "diversity"}
+
+
+def test_the_best_checkpoint_can_still_be_chosen_by_the_monitors(trained, tmp_path):
+    data, _, _ = trained
+    out = train(data, tmp_path / "run", "--set", "monitor.best_by=monitors")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["best_by"] == "monitors" and metrics["best"]["score"] <= metrics["final"]["score"]
+    assert "referee_badness" not in metrics["best"]
+    bad = train(data, tmp_path / "bad", "--set", "monitor.best_by=luck")
+    assert bad.returncode == 2 and "monitor.best_by must be 'referee' or 'monitors'" in bad.stderr
+
+
+def test_bench_gan_quality_counts_referee_passes_per_test_for_final_and_best(trained):
+    """The benchmark's judging on a real run: the same latent sets for both checkpoints, shares in [0, 1]."""
+    from cosmotrain.bench.gan_quality import judge_run
+    data, run, _ = trained
+    judged = judge_run(run, data, "val", sets=3, size=16)
+    assert judged["final"]["step"] == 6 and judged["best"]["step"] == json.loads(
+        (run / "metrics.json").read_text())["best_step"]
+    for which in ("final", "best"):
+        for filt in ("filtered", "unfiltered"):
+            rates = judged[which][filt]
+            assert set(rates["tests"]) == set(rates["median_p"]) and len(rates["tests"]) == 8
+            assert all(r in (0.0, 1 / 3, 2 / 3, 1.0) for r in [rates["all"], *rates["tests"].values()])
+            assert rates["all"] <= min(rates["tests"].values())
+    assert judged["final"]["filtered"]["all"] == 0.0  # 6 steps of training are far from the sky: no set passes
+    assert [line["side"] for line in judged["nyquist_lines"]] == [8, 16]
 
 
 def test_tensorboard_groups_the_scalars_and_names_each_bin_by_its_ell(trained):

@@ -21,7 +21,7 @@ def data(tmp_path_factory):
     return toy_cmb(tmp_path_factory.mktemp("gan") / "cmb")
 
 
-SYNC = """
+SYNC_TEMPLATE = """
 import json
 import numpy as np
 import tensorflow as tf
@@ -54,7 +54,8 @@ mine = {"start": start, "G": weights_digest(G.variables), "D": weights_digest(D.
 everyone = dist.allgather_object(mine)
 if ctx.rank == 0:
     print("RESULT", json.dumps(everyone))
-""" % (TINY,)
+"""
+SYNC = SYNC_TEMPLATE % (TINY,)
 
 
 def test_after_distributed_steps_both_networks_are_identical_on_both_ranks():
@@ -67,6 +68,17 @@ def test_after_distributed_steps_both_networks_are_identical_on_both_ranks():
         assert r0[part] == r1[part], part
     assert r0["G"] != r0["start"]
     assert not set(r0["noise_keys"]) & set(r1["noise_keys"])  # each rank draws its own latents
+
+
+def test_spectral_norm_and_r1_run_in_the_distributed_step_and_keep_the_ranks_identical():
+    """D's power-iteration vectors and R1's second backward pass: still one state on both ranks."""
+    extra = ["model.d_spectral_norm=true", "model.d_batchnorm=false", "train.r1_weight=1.0"]
+    out = run_mpi_python(SYNC_TEMPLATE % (TINY + extra,), np_=2, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
+    r0, r1 = json.loads(line[len("RESULT "):])
+    for part in ("G", "D", "G_opt", "D_opt", "G_average"):
+        assert r0[part] == r1[part], part
 
 
 def train(data, out, *extra):

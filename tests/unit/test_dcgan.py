@@ -176,3 +176,46 @@ def test_the_monitors_real_patches_are_drawn_one_by_one_from_the_whole_split(tmp
     assert len(set(index // block)) >= 28  # 8 blocks of 64 would touch 8 of the 32
     assert np.any(np.diff(index) < 0)  # in random order: the reference (the first ones) is no corner of the set
     np.testing.assert_array_equal(gan_monitor.real_patches(split, 512, seed=2024), drawn)
+
+
+def test_the_output_beam_suppresses_pixel_scale_power_like_a_gaussian_beam():
+    """A 2.5-pixel FWHM beam keeps a constant and the large scales, and all but removes a pixel-grid pattern."""
+    from cosmotrain.models.dcgan import Beam
+    beam, side = Beam(2.5), 64
+    assert np.allclose(beam(np.full((1, side, side, 1), 3.0, np.float32)).numpy(), 3.0, atol=1e-5)
+    checker = np.fromfunction(lambda i, j: np.cos(np.pi * i) * np.cos(np.pi * j), (side, side))  # the Nyquist corner
+    out = beam(checker[None, :, :, None].astype(np.float32)).numpy()[0, 8:-8, 8:-8, 0]
+    assert np.std(out) < 1e-3 * np.std(checker)  # a 10' beam on 4' pixels: ~1e-4 of the amplitude
+    wave = np.fromfunction(lambda i, j: np.cos(2 * np.pi * 2 * i / side), (side, side))  # 2 fundamentals
+    kept = beam(wave[None, :, :, None].astype(np.float32)).numpy()[0, 8:-8, 8:-8, 0]
+    sigma, k = 2.5 / np.sqrt(8 * np.log(2)), 2 * np.pi * 2 / side  # pixels, radians per pixel
+    assert np.std(kept) == pytest.approx(np.exp(-0.5 * (sigma * k) ** 2) * np.std(wave[8:-8, 8:-8]), rel=0.005)
+    assert not Beam(2.5).trainable_weights
+
+
+def test_a_generator_with_the_output_beam_makes_smooth_patches():
+    cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, upsample="resize-nearest",
+                      output_kernel=3, output_beam=2.5)
+    patches = build_generator(cfg)(np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)).numpy()
+    power = np.abs(np.fft.fft2(patches - patches.mean(axis=(1, 2), keepdims=True))) ** 2
+    assert power[:, 16, 16].mean() < 1e-4 * power[:, 1:4, 1:4].mean()  # the Nyquist corner is beamed away
+
+
+def test_a_beam_too_wide_for_the_patch_is_refused_naming_the_key():
+    with pytest.raises(UserError, match="model.output_beam"):
+        ModelConfig(image_size=32, output_beam=9.0)
+
+
+def test_spectral_normalisation_keeps_each_layer_of_d_at_unit_gain():
+    cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, d_batchnorm=False,
+                      d_spectral_norm=True)
+    d = build_discriminator(cfg)
+    big = [v for v in d.trainable_variables if "kernel" in v.name]
+    for v in big:
+        v.assign(v * 50.0)  # far from unit gain
+    for _ in range(30):  # one power iteration per training call
+        d(np.zeros((2, 32, 32), np.float32), training=True)
+    for v in big:
+        matrix = v.numpy().reshape(-1, v.shape[-1])
+        assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, rel=0.05), v.name
+

@@ -48,6 +48,9 @@ class ModelConfig:
     bn_momentum: float = 0.9      # moving-average momentum of every BatchNorm
     leaky_slope: float = 0.2
     d_minibatch_std: bool = False  # D's last map gets one more channel: how much its batch's features scatter
+    d_spectral_norm: bool = False  # spectral normalisation of D's convolutions and logit (Miyato et al. 2018)
+    output_beam: float = 0.0      # > 0: a fixed Gaussian last filter of this FWHM in pixels (the instrument's
+                                  # beam): G makes the sky, the beam smooths it like the real patches' beam did
 
     def __post_init__(self):
         """Refuse sizes that cannot make a network, naming the key (before any work)."""
@@ -64,6 +67,9 @@ class ModelConfig:
                                    self.output_filter >= self.image_size):
             raise UserError(f"model.output_filter must be 0 or an odd size below model.image_size "
                             f"{self.image_size}, got {self.output_filter}; e.g. 25")
+        if not 0 <= self.output_beam < self.image_size / 4:
+            raise UserError(f"model.output_beam (FWHM, pixels) must be >= 0 and below model.image_size / 4, got "
+                            f"{self.output_beam}; e.g. 2.5 for a 10' beam on 4' pixels")
         if not (0 <= self.bn_momentum < 1 and self.leaky_slope >= 0):
             raise UserError(f"model.bn_momentum must be in [0, 1) and model.leaky_slope >= 0, got "
                             f"{self.bn_momentum} and {self.leaky_slope}")
@@ -106,6 +112,8 @@ def build_generator(cfg: ModelConfig):
         x = IsotropicFilter(cfg.output_filter, name="spectrum_filter")(x)
     if cfg.output == "tanh":
         x = layers.Activation("tanh", name="tanh")(x)
+    if cfg.output_beam:
+        x = Beam(cfg.output_beam, name="beam")(x)
     out = layers.Reshape((cfg.image_size, cfg.image_size), name="patch")(x)
     return tf.keras.Model(z, out, name="generator")
 
@@ -161,6 +169,36 @@ class IsotropicFilter(layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
+class Beam(layers.Layer):
+    """A fixed circular Gaussian of FWHM ``fwhm`` pixels: float32 [B, H, W, 1] → [B, H, W, 1].
+
+    The real patches are a sky seen through the instrument's beam, whose transfer function
+    falls as exp(−ℓ²σ²/2): at the Nyquist ℓ of 4' pixels a 10' beam leaves 1e-5 of the
+    sky's power. A generator's last convolutions leave pixel-scale power there that no
+    loss pushes down that far; the same beam as the generator's last step suppresses it as
+    the real sky's was. Truncated at 3σ, reflected at the borders; no weights.
+    """
+
+    def __init__(self, fwhm: float, **kwargs):
+        super().__init__(**kwargs)
+        self.fwhm = float(fwhm)
+        sigma = self.fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        self.half = max(1, math.ceil(3.0 * sigma))
+        u = tf.range(-self.half, self.half + 1, dtype=tf.float32)
+        g = tf.exp(-0.5 * (u / sigma) ** 2)
+        g = g / tf.reduce_sum(g)
+        self.rows, self.cols = tf.reshape(g, (-1, 1, 1, 1)), tf.reshape(g, (1, -1, 1, 1))  # separable
+
+    def call(self, x):
+        h = self.half
+        x = tf.pad(x, [[0, 0], [h, h], [h, h], [0, 0]], mode="REFLECT")
+        x = tf.nn.conv2d(x, self.rows, strides=1, padding="VALID")
+        return tf.nn.conv2d(x, self.cols, strides=1, padding="VALID")
+
+    def get_config(self):
+        return {**super().get_config(), "fwhm": self.fwhm}
+
+
 class MinibatchStd(layers.Layer):
     """float32 [B, h, w, C] → [B, h, w, C + 1]: the batch's mean feature scatter as one more channel.
 
@@ -183,8 +221,9 @@ def build_discriminator(cfg: ModelConfig):
     x = layers.Reshape((cfg.image_size, cfg.image_size, 1), name="to_map")(image)
     channels = cfg.d_filters
     for i in range(k):
-        x = layers.Conv2D(channels, cfg.kernel, strides=2, padding="same", use_bias=not (cfg.d_batchnorm and i),
-                          kernel_initializer=_init(), name=f"down{i}")(x)
+        x = _normed(cfg, layers.Conv2D(channels, cfg.kernel, strides=2, padding="same",
+                                       use_bias=not (cfg.d_batchnorm and i), kernel_initializer=_init(),
+                                       name=f"down{i}"))(x)
         if cfg.d_batchnorm and i:
             x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"down{i}_bn")(x)
         x = layers.LeakyReLU(cfg.leaky_slope, name=f"down{i}_lrelu")(x)
@@ -192,8 +231,31 @@ def build_discriminator(cfg: ModelConfig):
     if cfg.d_minibatch_std:
         x = MinibatchStd(name="minibatch_std")(x)
     x = layers.Flatten(name="flatten")(x)
-    logit = layers.Dense(1, kernel_initializer=_init(), name="logit")(x)
+    logit = _normed(cfg, layers.Dense(1, kernel_initializer=_init(), name="logit"))(x)
     return tf.keras.Model(image, logit, name="discriminator")
+
+
+def _normed(cfg: ModelConfig, layer):
+    """``layer``, spectrally normalised (one power iteration per training call) when ``model.d_spectral_norm``."""
+    if not cfg.d_spectral_norm:
+        return layer
+    return SpectralNorm(layer, power_iterations=1, name=f"{layer.name}_sn")
+
+
+class SpectralNorm(layers.SpectralNormalization):
+    """Keras's spectral normalisation without its Python test on a tensor, so it runs inside ``tf.function``.
+
+    Each training call does one power iteration on the kernel reshaped to [fan_in, out]
+    and divides the kernel by its largest singular value, in place (as Keras does).
+    """
+
+    def normalize_weights(self):
+        weights = tf.reshape(self.kernel, [-1, self.kernel_shape[-1]])
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(self.vector_u, weights, transpose_b=True)))
+        u = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(v, weights)))
+        sigma = tf.matmul(tf.matmul(v, weights), u, transpose_b=True)
+        self.vector_u.assign(u)
+        self.kernel.assign(tf.reshape(self.kernel / tf.maximum(sigma, 1e-12), self.kernel_shape))
 
 
 def moving_statistics(model) -> list:

@@ -59,6 +59,8 @@ class MonitorConfig:
     examples: int = 8             # patches kept for the plots
     calibration_patches: int = 0  # > 0: before each monitor, fit G's calibration filter on this many patches of
                                   # its own (science.calibration); 0: score G as it is
+    best_by: str = "referee"      # what picks checkpoints/best: "referee" (its verdict on the monitor's N patches
+                                  # against the validation skies, data.referee_side.badness) or "monitors" (score)
     seed: int = 2024
 
 
@@ -73,6 +75,10 @@ def check_config(cfg: MonitorConfig, n_train: int, n_val: int, size: int) -> Non
     if cfg.calibration_patches < 0:
         raise UserError(f"monitor.calibration_patches must be >= 0 (0 turns the calibration filter off), got "
                         f"{cfg.calibration_patches}")
+    if cfg.best_by not in ("referee", "monitors"):
+        raise UserError(f"monitor.best_by must be 'referee' or 'monitors', got {cfg.best_by!r}")
+    if cfg.best_by == "referee" and cfg.generated < 4:
+        raise UserError(f"monitor.best_by: referee needs monitor.generated >= 4, got {cfg.generated}")
     if cfg.generated < size:
         raise UserError(f"monitor.generated {cfg.generated} is smaller than the {size} ranks; raise it")
     if n_val < 2:

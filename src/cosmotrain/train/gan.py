@@ -40,7 +40,7 @@ from cosmotrain.rundir import Board, History, RunDir
 from cosmotrain.science import monitors
 from cosmotrain.train.gan_config import GanConfig
 from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, real_patches,
-                                          real_rings, spectrum_term)
+                                          real_rings, referee_reference, spectrum_term)
 from cosmotrain.train.gan_step import METERS, GanTrainer
 from cosmotrain.train.loop import RequeueSignal, freeze_garbage, nonfinite_error, requeue
 from cosmotrain.train.randomness import seed_everything
@@ -58,11 +58,13 @@ BOARD_TAGS = {"d_loss": "train/discriminator_loss", "g_loss": "train/generator_l
               "cl_error_over_floor": "monitor/cl_error_over_floor_worst_bin", "ks_over_floor": "monitor/ks_over_floor",
               "ks": "monitor/ks_distance", "variance_ratio": "monitor/pixel_variance_ratio",
               **{f"mf_{v}_over_floor": f"monitor/minkowski_{v}_over_floor" for v in ("v0", "v1", "v2")}}
+REFEREE_COLUMNS = ("referee_badness", "referee_failed")  # history: the best-checkpoint referee, when on
 REQUIRED_ATTRS = ("reso_arcmin",)
+BEST_BY = {"referee": "referee_badness", "monitors": "score"}  # the monitor result that picks checkpoints/best
 AVERAGE = "generator_average"  # checkpoint name of the moving average of G's weights
 SUMMARY_KEYS = ("score", "cl_error_over_floor", "ks_over_floor", "ks", "ks_floor", "variance_ratio",
                 "mf_v0_over_floor", "mf_v1_over_floor", "mf_v2_over_floor", "worst_bin_ell", "ell", "valid",
-                "cl_ratio", "cl_rel_error", "calibration_gains", "step")
+                "cl_ratio", "cl_rel_error", "calibration_gains", "step", "referee_badness", "referee_failed", "referee_p")
 
 
 # ---------------------------------------------------------------- data
@@ -141,7 +143,7 @@ def prepare(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite
     held_out = dist.root_computes(real_patches, data.val, min(cfg.monitor.reference, data.val.n), cfg.monitor.seed,
                                   share=False)
     monitor = RunMonitor(cfg.monitor, held_out, real, data.attrs, cfg.model.latent_dim,
-                         calibration_target(cfg, measured))
+                         calibration_target(cfg, measured), referee_reference(cfg))
     trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, measured))
     ckpt = Checkpointer(run.checkpoints, _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints,
                         on_first_save=run.drop_replaced)
@@ -228,7 +230,7 @@ class Loop:
                  state: TrainState, monitor: RunMonitor):
         self.cfg, self.run_dir, self.data, self.trainer, self.ckpt = cfg, run, data, trainer, ckpt
         self.state, self.monitor = state, monitor
-        columns = LOSS_COLUMNS + tuple(monitors.scalar_columns(monitor.probe.binning.nbins))
+        columns = LOSS_COLUMNS + tuple(monitors.scalar_columns(monitor.probe.binning.nbins)) + REFEREE_COLUMNS
         self.history = History(run.history, columns)
         self.history.resume(state.step, key="step")
         self.board = Board(run.tensorboard, {**BOARD_TAGS, **_per_bin_tags(monitor.probe.binning.ell)})
@@ -293,10 +295,11 @@ class Loop:
         improved = False
         if monitor_due:
             result = self._monitor()
-            row.update(monitors.scalar_row(result))
-            improved = self.state.best is None or result["score"] < self.state.best
+            row.update(monitors.scalar_row(result), **_referee_cells(result))
+            choice = result[BEST_BY[self.cfg.monitor.best_by]]
+            improved = self.state.best is None or choice < self.state.best
             if improved:
-                self.state.best, self.state.extra["best_step"] = result["score"], step
+                self.state.best, self.state.extra["best_step"] = choice, step
                 rundir.write_json(self.run_dir.best_monitor, _without_examples(result))
         self.history.append(row)
         self.board.scalars(step, row)
@@ -328,6 +331,9 @@ class Loop:
         self.state.extra["calibration_gains"] = result["calibration_gains"]  # saved with the next checkpoints
         log.info("monitor at step %d (%.1f s): %s", self.state.step, time.perf_counter() - started,
                  monitors.describe(result))
+        if "referee_badness" in result:
+            log.info("referee at step %d against the validation skies: badness %.1f, failed: %s", self.state.step,
+                     result["referee_badness"], ", ".join(result["referee_failed"]) or "none")
         collapse = monitors.collapse_message(result, self.cfg.monitor.collapse_fraction)
         if collapse:
             logs.root_warning(log, "step %d: %s", self.state.step, collapse)
@@ -354,7 +360,7 @@ class Loop:
         plots = self._plots(final)
         summary = {
             "cl_error_over_floor": final["cl_error_over_floor"], "ks_over_floor": final["ks_over_floor"],
-            "score": final["score"], "best_step": state.extra["best_step"],
+            "score": final["score"], "best_step": state.extra["best_step"], "best_by": self.cfg.monitor.best_by,
             "best_checkpoint": newest(run.best_checkpoints),
             "final": _summary(final), "best": _summary(best),
             "goals": {"cl_error_over_floor": self.cfg.monitor.cl_goal, "ks_over_floor": self.cfg.monitor.ks_goal},
@@ -398,6 +404,13 @@ def _per_bin_tags(ell) -> dict:
         tags[f"cl_ratio_{b:02d}"] = f"monitor/cl_error_over_floor_by_bin/ell_{centre:04.0f}"
         tags[f"cl_rel_error_{b:02d}"] = f"monitor/cl_relative_error_by_bin/ell_{centre:04.0f}"
     return tags
+
+
+def _referee_cells(result: dict) -> dict:
+    """History cells of the referee on the validation skies: its badness and how many tests failed (empty when off)."""
+    if "referee_badness" not in result:
+        return {}
+    return {"referee_badness": result["referee_badness"], "referee_failed": len(result["referee_failed"])}
 
 
 def _summary(result: dict) -> dict:

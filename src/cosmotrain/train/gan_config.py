@@ -35,6 +35,10 @@ class TrainConfig:
                                    # variance, w x as much as a ring of the same scatter; needs spectrum_weight > 0
     scatter_weight: float = 0.0    # c > 0: that mismatch also counts how far each ring's power scatters between
                                    # the batch's patches from the real scatter; needs spectrum_weight > 0
+    spectrum_floor: float = 1e-6   # the spectrum term leaves out rings whose real power is below this fraction of
+                                   # the strongest ring's (1e-6: the beam-damped rings above ℓ ≈ 1700 at 4')
+    r1_weight: float = 0.0         # γ > 0: D's loss adds γ/2 x the mean squared gradient of its logit at the real
+                                   # patches (R1, Mescheder et al. 2018): D cannot get steep where the data is
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -49,6 +53,10 @@ class TrainConfig:
         self._check_weights()
 
     def _check_weights(self) -> None:
+        if not 0 <= self.spectrum_floor < 1:
+            raise ConfigError(f"train.spectrum_floor must be in [0, 1), got {self.spectrum_floor}")
+        if not self.r1_weight >= 0:
+            raise ConfigError(f"train.r1_weight must be >= 0 (0 turns the R1 penalty off), got {self.r1_weight}")
         if not self.spectrum_weight >= 0:
             raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got "
                               f"{self.spectrum_weight}")

@@ -4,7 +4,9 @@ Every ``monitor.every`` steps, ``RunMonitor.run`` fits G's calibration filter on
 G's own latents (``monitor.calibration_patches`` > 0; ``science.calibration``), makes the
 monitors' N patches (each rank its share, the same N whatever the rank count), measures
 them, adds the sums over ranks and scores them on rank 0 against the validation split:
-skies training never sees (``science.monitors``). The real side is built once per run:
+skies training never sees (``science.monitors``); with ``monitor.best_by: referee`` rank 0 also
+runs the referee (``data.referee_side``) on the N patches against those skies, and its
+``referee_badness`` picks the best checkpoint. The real side is built once per run:
 ``real_patches`` draws the validation reference, ``monitor_patches`` training patches for
 the μK transform, the floors' pool (real sets of other skies than the reference's, as a
 perfect generator's would be) and ``real_rings``, the Fourier ring powers of the spectrum
@@ -17,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cosmotrain import dist
+from cosmotrain.data import referee_side
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.files import plain_json
 from cosmotrain.models.generator import Transform
@@ -47,8 +50,8 @@ class RunMonitor:
     """The science monitors of a run: fixed latents and the probe on every rank, the reference on rank 0."""
 
     def __init__(self, cfg: MonitorConfig, held_out: np.ndarray | None, pool: np.ndarray | None, attrs: dict,
-                 latent_dim: int, target: np.ndarray | None = None):
-        self.cfg, self.target = cfg, target
+                 latent_dim: int, target: np.ndarray | None = None, judge: referee_side.Reference | None = None):
+        self.cfg, self.target, self.judge = cfg, target, judge  # judge: rank 0's referee (validation skies)
         z = np.random.default_rng([cfg.seed, 3]).standard_normal((cfg.generated, latent_dim)).astype(np.float32)
         self.latents = _mine(z)  # the same N patches whatever the rank count
         c = np.random.default_rng([cfg.seed, 5]).standard_normal((cfg.calibration_patches, latent_dim))
@@ -63,12 +66,29 @@ class RunMonitor:
         if self.target is not None:
             generate.gains = calibration.fit(generate.network(self.calibration_latents), self.target,
                                              dist.allreduce_sum_array)
-        local = self.probe.measure(generate(self.latents), keep_examples=True)
+        made = generate(self.latents)
+        local = self.probe.measure(made, keep_examples=True)
         total = monitors.combine(local, dist.allreduce_sum_array, dist.gather_object)
-        result = dist.root_computes(lambda: {**monitors.score(self.reference, total),
+        gathered = dist.gather_object(made) if self.cfg.best_by == "referee" else None
+        result = dist.root_computes(lambda: {**monitors.score(self.reference, total), **self._referee(gathered),
                                              "examples_uK": plain_json(total.examples[:self.cfg.examples])})
         result["calibration_gains"] = None if generate.gains is None else [float(g) for g in generate.gains]
         return result
+
+    def _referee(self, gathered: list | None) -> dict:
+        """Rank 0: the referee's verdict on the monitor's N patches (every rank's share) against the validation skies."""
+        if gathered is None:
+            return {}
+        verdict = referee_side.judge(self.judge, np.concatenate(gathered))
+        return {"referee_badness": referee_side.badness(verdict), "referee_failed": verdict["failed"],
+                "referee_p": {name: t["p_value"] for name, t in verdict["tests"].items()}}
+
+
+def referee_reference(cfg: GanConfig):
+    """Rank 0's referee against the validation skies when it picks the best checkpoint (None elsewhere or off)."""
+    if cfg.monitor.best_by != "referee":
+        return None
+    return dist.root_computes(referee_side.build, cfg.data.path, cfg.data.val_split, share=False)
 
 
 def monitor_patches(split: ShardSet, cfg: MonitorConfig) -> np.ndarray:
@@ -108,7 +128,7 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
     if cfg.train.spectrum_weight <= 0:
         return None
     return spectrum_loss.SpectrumMatch(real.powers, real.matrix, True, real.moments, cfg.train.variance_weight,
-                                       cfg.train.scatter_weight)
+                                       cfg.train.scatter_weight, cfg.train.spectrum_floor)
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:

@@ -6,7 +6,8 @@ The losses, computed from D's logits with a numerically stable sigmoid cross-ent
     J_G = -(1/N) Σ_i log D(G(z_i))                        (G learns, D fixed; non-saturating)
 
 with optional one-sided label smoothing (real label 1 - s) and label flipping (each sample's
-D label swapped with probability p). With ``train.spectrum_weight`` λ > 0, G minimises
+D label swapped with probability p). With ``train.r1_weight`` γ > 0, D minimises J_D +
+γ/2 · mean |∇_x D(x)|² over the real batch (R1, Mescheder et al. 2018). With ``train.spectrum_weight`` λ > 0, G minimises
 J_G + λ·S, S being its batch's power-spectrum mismatch with the training patches
 (``train.spectrum_loss``). Each step updates D on a real batch and a fresh fake batch, then
 G on another fresh fake batch.
@@ -104,12 +105,13 @@ class GanTrainer:
         real_label, fake_label = self._labels(batch, step)
         z = tf.random.stateless_normal(latent, stateless_seed(self.keys[0], step))
         with tf.GradientTape() as tape:
-            real_logit = D(x, training=True)
+            real_logit, r1 = self._real_logit(x)
             fake_logit = D(G(z, training=True), training=True)
             d_loss = _bce(real_label, real_logit) + _bce(fake_label, fake_logit)
+            d_objective = d_loss + 0.5 * self.cfg.train.r1_weight * r1
         # Horovod averages D's gradients over ranks; its own name keeps its tensors apart from G's.
         tape = dist.distributed_tape(tape, "discriminator", self.cfg.allreduce.compression)
-        grads = tape.gradient(d_loss, D.trainable_variables)
+        grads = tape.gradient(d_objective, D.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
         # Generator step, non-saturating J_G = -mean log D(G(z)) on new fakes; D is fixed.
         z = tf.random.stateless_normal(latent, stateless_seed(self.keys[1], step))
@@ -129,6 +131,17 @@ class GanTrainer:
         self.meters.add(d_loss, g_loss, g_spectrum, tf.reduce_mean(tf.sigmoid(real_logit)),
                         tf.reduce_mean(tf.sigmoid(fake_logit)), 1)
         return stop_any, nonfinite_any
+
+    def _real_logit(self, x):
+        """D's logits [B, 1] on real patches x [B, H, W] and R1: the mean over the batch of |∂logit/∂x|² (0 when off)."""
+        if self.cfg.train.r1_weight <= 0:
+            return self.discriminator(x, training=True), tf.constant(0.0)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            logit = self.discriminator(x, training=True)
+            total = tf.reduce_sum(logit)  # inside the tape, or its gradient is None
+        slope = inner.gradient(total, x)
+        return logit, tf.reduce_mean(tf.reduce_sum(tf.square(slope), axis=[1, 2]))
 
     def _update_average(self, step) -> None:
         """average ← d·average + (1 − d)·G for every variable (BatchNorm statistics too).

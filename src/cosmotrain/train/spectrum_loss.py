@@ -133,13 +133,14 @@ class SpectrumMatch:
     """
 
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
-                 moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0):
+                 moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
+                 floor: float = SIGNIFICANT):
         powers = np.asarray(real_powers, dtype=np.float64)
         if powers.ndim != 2 or powers.shape[1] != matrix.shape[1] or len(powers) < 2 \
                 or not np.all(np.isfinite(powers)) or np.any(powers < 0):
             raise ValueError("the real ring powers must hold one finite power >= 0 per ring for N >= 2 patches")
         target = powers.mean(axis=0)
-        keep = target > SIGNIFICANT * target.max()  # rings without real power: nothing to match
+        keep = target > floor * target.max()  # rings without real power (below floor x the strongest): left out
         self.size = int(round(math.sqrt(matrix.shape[0])))
         self.matrix = tf.constant(matrix[:, keep] / target[keep], tf.float32)  # powers in units of the target
         self.window = tf.constant(window(self.size), tf.float32)
