@@ -150,7 +150,7 @@ def init_mpi(threads: int | None = None) -> Context:
     Under ``horovodrun --gloo`` there is no MPI job to join: a ``UserError`` says how to launch.
     """
     global _ctx, _comm
-    if _launched_by_gloo():
+    if launched_by_gloo():
         from cosmotrain.errors import UserError
 
         raise UserError("this command runs on MPI ranks, and horovodrun --gloo starts none; launch it with mpirun "
@@ -177,7 +177,8 @@ def _meet_failures() -> None:
     _failures = MPI.COMM_WORLD.Dup()
 
 
-def _launched_by_gloo() -> bool:
+def launched_by_gloo() -> bool:
+    """Started by ``horovodrun --gloo``: several ranks, but no MPI job among them."""
     return "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ
 
 
