@@ -72,7 +72,9 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_rerun_and_resumed(galax
 def test_kill_9_of_a_rank_ends_the_job_and_resume_continues(galaxies, tmp_path):
     run = tmp_path / "run"
     job = start(galaxies, run, tmp_path / "log", np_=2)
-    job.wait_for(lambda: latest_checkpoint(run), "the first checkpoint")
+    # Rank 1's pid is in its heartbeat, written first one beat period (10 s) after the start:
+    # the first checkpoint of the (small) kept galaxy set can come sooner.
+    job.wait_for(lambda: latest_checkpoint(run) and heartbeat(run, 1), "the first checkpoint and rank 1's heartbeat")
     step, ranks = latest_checkpoint(run), job.ranks()
     os.kill(heartbeat(run, 1)["pid"], signal.SIGKILL)
     assert job.finish() != 0  # within the hang guard: the other rank does not wait for ever
