@@ -136,10 +136,18 @@ cl_start_slurmctld() {
 
 # slurmd of node I in its namespace, with its own hostname, /tmp and /dev/shm. nsenter, not
 # `ip netns exec`: that remounts /sys, and slurmd then finds no /sys/fs/cgroup.
+# A checkout under /tmp (a CI's fresh clone) stays visible on every node, as a parallel file
+# system would be: it is bound into the node's own /tmp, in the node's mount namespace only.
 cl_start_slurmd() {
-  local i=$1
+  local i=$1 repo share=""
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+  case $repo in
+    /tmp/*)
+      mkdir -p "$CL_DIR/nodetmp/n$i/${repo#/tmp/}"
+      share="mount --bind '$repo' '$CL_DIR/nodetmp/n$i/${repo#/tmp/}' && " ;;
+  esac
   nsenter --net="/run/netns/ctc-n$i" unshare --uts --mount --propagation private sh -c \
-    "mount --bind '$CL_DIR/nodetmp/n$i' /tmp && mount -t tmpfs -o size=2g,mode=1777 ctc-shm-n$i /dev/shm \
+    "$share mount --rbind '$CL_DIR/nodetmp/n$i' /tmp && mount -t tmpfs -o size=2g,mode=1777 ctc-shm-n$i /dev/shm \
      && hostname n$i && exec slurmd -N n$i -f '$CL_CONF'"
   grep -qx "pidfile $CL_DIR/slurmd.n$i.pid" "$CL_DIR/created" || cl_record pidfile "$CL_DIR/slurmd.n$i.pid"
 }
