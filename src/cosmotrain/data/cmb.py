@@ -327,8 +327,7 @@ class _SplitWriter:
             self.h5 = h5py.File(self.folder / "patches.h5", "w")
         except OSError as err:
             shutil.rmtree(self.folder, ignore_errors=True)
-            raise UserError(f"cannot stage patches in {out.parent} ({err}); free disk space there or choose "
-                            f"another --out") from None
+            raise _staging_error(out.parent, err) from None
         self.members = {name: np.flatnonzero(self.split == k) for k, name in enumerate(SPLITS)}
         self.patches = {name: self.h5.create_dataset(name, (len(skies) * self.per_map,) + grid.shape, np.float32,
                                                      chunks=(min(64, self.per_map),) + grid.shape)
@@ -341,8 +340,7 @@ class _SplitWriter:
         try:
             self.patches[name][slot:slot + self.per_map] = patches
         except OSError as err:
-            raise UserError(f"cannot stage patches in {self.folder} ({err}); free disk space there or choose "
-                            f"another --out") from None
+            raise _staging_error(self.folder, err) from None
 
     def skies(self) -> dict:
         """The skies of every split, for the manifest: {split: [sky index, ...]}."""
@@ -359,6 +357,10 @@ class _SplitWriter:
         self.patches = {}
         self.h5.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _staging_error(where: Path, err: OSError) -> UserError:
+    return UserError(f"cannot stage patches in {where} ({err}); free disk space there or choose another --out")
 
 
 # ---------------------------------------------------------------- pictures
