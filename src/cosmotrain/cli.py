@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 
 from cosmotrain import __version__
 from cosmotrain.commands import Command
@@ -109,18 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(err: UserError) -> int:
     """One line on stderr; a multi-rank job is aborted so no rank waits for the others."""
-    from cosmotrain import dist, placement
+    from cosmotrain import dist
 
-    ctx = dist.context()
-    if ctx.size > 1:
-        dist.fail(err)  # returns only when every rank met the mistake and printed it
-        return 2
-    rank = f" [rank {placement.env_rank()}]" if placement.env_rank() else ""
-    print(f"cosmotrain{rank}: error: {err}", file=sys.stderr, flush=True)
-    if dist.launched_by_gloo():
-        # No collective to meet on: horovodrun ends the other ranks as soon as one exits, so
-        # wait to let those meeting the same mistake print it too.
-        time.sleep(dist.FAIL_WAIT)
+    dist.fail(err)  # returns only when every rank met the mistake and printed it
     return 2
 
 

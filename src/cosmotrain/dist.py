@@ -206,23 +206,44 @@ def fail(err: BaseException, tb=None) -> None:
 
     A mistake that every rank meets (a bad input found while checking, before any work) is
     printed by every rank: the ranks wait up to ``FAIL_WAIT`` seconds for each other, and if
-    all arrive this returns on every rank (the caller exits with code 2). Otherwise, and for
-    any other exception, the whole job is aborted at once.
+    all arrive this returns on every rank (the caller exits with code 2). Before any runtime
+    is up a UserError is printed and this returns. Otherwise, and for any other exception,
+    the whole job is aborted at once.
     """
     from cosmotrain.errors import UserError
 
     kind = type(err)
-    rank = _ctx.rank if _ctx.engine != "single" else env_rank()
     if isinstance(err, UserError):
-        sys.stderr.write(f"cosmotrain [rank {rank}]: error: {err}\n")
-        sys.stderr.flush()
+        say(f"error: {err}")
+        if _ctx.size == 1:
+            if launched_by_gloo():
+                # No collective to meet on: horovodrun ends the other ranks as soon as one
+                # exits, so wait to let those meeting the same mistake print it too.
+                time.sleep(FAIL_WAIT)
+            return
         if _everyone_failed(FAIL_WAIT):
             return
     else:
         sys.__excepthook__(kind, err, tb)
-        sys.stderr.write(f"cosmotrain [rank {rank}]: aborting the job after {kind.__name__}\n")
-    sys.stderr.flush()
+        say(f"aborting the job after {kind.__name__}")
     abort(2 if isinstance(err, UserError) else 1)
+
+
+def say(text: str) -> None:
+    """Write ``cosmotrain [rank r]: text`` to stderr as one line in one system call.
+
+    One ``write`` per line, so the lines of ranks sharing a pipe (mpirun, srun) never
+    interleave mid-line. A single process started alone prints no rank.
+    """
+    rank = _ctx.rank if _ctx.size > 1 else env_rank()
+    tag = f" [rank {rank}]" if _ctx.size > 1 or rank else ""
+    line = f"cosmotrain{tag}: {text}\n"
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), line.encode())
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an in-memory stream
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _everyone_failed(wait: float) -> bool:

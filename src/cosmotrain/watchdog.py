@@ -30,7 +30,6 @@ import dataclasses
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -232,6 +231,5 @@ class Watchdog:
 
 def _end_job(message: str) -> None:
     """Print ``message`` as this rank's one line and end every rank of the job."""
-    sys.stderr.write(f"cosmotrain [rank {dist.context().rank}]: error: {message}\n")
-    sys.stderr.flush()
+    dist.say(f"error: {message}")
     dist.abort(EXIT_STALLED)
