@@ -49,7 +49,7 @@ def measure_spectra(root: str | os.PathLike, split: str = "train", edges: np.nda
     Ranks (if any) share the patches; every rank returns the same result. Band powers are
     C_ℓ in μK² of the patches as they are (beam and pixel window included).
     """
-    data = ShardSet(root, split, kind=KIND)
+    data = ShardSet(root, split, kind=KIND, shared=True)
     attrs = data.attrs
     shape = data.sample_shape("patches")
     reso = float(attrs["reso_arcmin"])

@@ -98,7 +98,7 @@ def evaluate_classifier(run_dir: str | Path, tta: bool = False, which: str = "be
     out = Path(out) if out else run.eval
     suffix = "_tta" if tta else ""
     dist.root_computes(_check_out, out / f"metrics{suffix}.json", overwrite)
-    test = ShardSet(root, split, kind="galaxies")
+    test = ShardSet(root, split, kind="galaxies", shared=True)
     test.require_samples("evaluation (pass --split)")
     test.check_values(("labels",))
     problem = writable_problem(out)

@@ -83,7 +83,7 @@ def predict_classifier(run: str, checkpoint: str, images: str, split: str, out: 
 
 def _dataset(images: str, split: str, classifier: TrainedClassifier) -> Source:
     """Split ``split`` of the galaxies dataset ``images``, whose images must fit the classifier as they are."""
-    data = ShardSet(images, split, kind="galaxies")
+    data = ShardSet(images, split, kind="galaxies", shared=True)
     data.require_samples("predicting (pick another --split)")
     problem = image_shape_problem(classifier.image_shape, data.sample_shape("images"))
     if problem:

@@ -181,12 +181,10 @@ def classifier_reads(manifest: dict, size: int) -> dict:
             "val": lambda r: [placement.split_range(n_val, r, size)]}
 
 
-@pytest.mark.xfail(strict=False, reason="since the survey galaxies (H) the val shard is not staged: the reader "
-                   "finds the damage on rank 0 only, which aborts rank 1 before it prints (to fix)")
-def test_a_corrupted_shard_stops_staging_on_every_rank(cluster, work, galaxies, tmp_path):
+def test_a_corrupted_shard_stops_a_staged_run_on_every_rank(cluster, work, galaxies, tmp_path):
     bad = tmp_path / "galaxies"
     subprocess.run(["cp", "-r", str(galaxies), str(bad)], check=True)
-    with h5py.File(bad / "val-00000-of-00002.h5", "r+") as f:  # rank 0 reads it: valid HDF5, wrong bytes
+    with h5py.File(bad / "val-00000-of-00002.h5", "r+") as f:  # rank 0 hashes it: valid HDF5, wrong bytes
         f["images"][0, 0, 0, 0] ^= 1
     run = tmp_path / "run"
     proc = subprocess.run(["srun", "-N", "2", *ONE_PER_NODE, "--mpi=pmix", str(VENV / "bin/cosmotrain"), "train",

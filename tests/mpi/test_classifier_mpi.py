@@ -1,6 +1,7 @@
 """The classifier trainer on 2 real Open MPI ranks: consistency, gradient averaging, exact resume, SIGUSR1."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +211,24 @@ def test_fp16_gradients_and_no_fusion_train_in_step_and_change_the_numbers_sligh
     np.testing.assert_allclose(fp16[kernel], fp32[kernel], atol=0.05 * np.abs(fp32[kernel]).max())
     final = json.loads((run / "metrics.json").read_text())["final"]
     assert abs(metrics["final"]["val_accuracy"] - final["val_accuracy"]) < 0.1
+
+
+@pytest.mark.parametrize("shard", ["train-00001-of-00004.h5", "val-00000-of-00001.h5"])
+def test_a_damaged_shard_one_rank_hashes_stops_every_rank_with_its_name(reference, tmp_path, shard):
+    """Ranks share the hashing of the shards (rank 1 hashes train shard 1, rank 0 the val shard); the
+    one that finds the damage must not leave the others to die silently or to wait."""
+    import h5py
+
+    data = tmp_path / "galaxies"
+    shutil.copytree(reference[0], data)
+    with h5py.File(data / shard, "r+") as f:  # valid HDF5, wrong bytes: only the checksum can tell
+        f["images"][0, 0, 0, 0] ^= 1
+    res = train_cli(data, tmp_path / "run")
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]
+    assert res.returncode == 2 and len(errors) == 2, res.stderr
+    assert {e.split("]")[0] for e in errors} == {"cosmotrain [rank 0", "cosmotrain [rank 1"}, res.stderr
+    assert all(f"{data / shard} does not match its sha256" in e for e in errors), res.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_bad_allreduce_setting_is_one_line_on_every_rank_before_any_work(reference, tmp_path):

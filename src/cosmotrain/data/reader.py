@@ -49,13 +49,15 @@ def read_manifest(root: str | os.PathLike) -> dict:
 class ShardSet:
     """One split of a dataset, validated on open; reads contiguous global ranges.
 
-    ``verify`` checks the shards' sha256 (this rank's share of them, through the cache of
-    ``checksums``); False skips it (a dataset just written, benchmarks). HDF5 files are
-    opened lazily, in the process that reads them (never before a fork).
+    ``verify`` checks the shards' sha256 (through the cache of ``checksums``); False skips it
+    (a dataset just written, benchmarks). ``shared``: every rank of the job opens the split
+    together (a collective), each hashes its share of the shards and a problem any rank finds
+    is raised on every rank; otherwise this process hashes them all. HDF5 files are opened
+    lazily, in the process that reads them (never before a fork).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", kind: str | None = None,
-                 verify: bool = True):
+                 verify: bool = True, shared: bool = False):
         self.root = Path(root)
         self.manifest = read_manifest(root)
         self.kind = self.manifest["kind"]
@@ -75,7 +77,7 @@ class ShardSet:
         self._raw_fields: dict = {}
         self._fds: dict = {}
         self._pid = os.getpid()
-        self._validate(entries, verify)
+        self._validate(entries, verify, shared)
 
     @property
     def attrs(self) -> dict:
@@ -94,15 +96,21 @@ class ShardSet:
     def sample_shape(self, field: str) -> tuple:
         return tuple(self._open(0)[field].shape[1:]) if self.n else ()
 
-    def _validate(self, entries: list, verify: bool) -> None:
+    def _validate(self, entries: list, verify: bool, shared: bool) -> None:
         ctx = dist.context()
+        share = shared and ctx.size > 1
+        problem = None
         for k, (path, entry) in enumerate(zip(self.files, entries)):
-            if verify and k % ctx.size == ctx.rank:  # each rank hashes its share of the files
+            if verify and (not share or k % ctx.size == ctx.rank):
                 problem = checksums.problem(path, entry["sha256"], entry.get("bytes"))
             else:
                 problem = checksums.size_problem(path, entry.get("bytes"))
             if problem:
-                raise UserError(problem)
+                break
+        if share:  # the same first problem on every rank, so every rank stops with the same line
+            problem = next((p for p in dist.allgather_object(problem) if p), None)
+        if problem:
+            raise UserError(problem)
         for i, path in enumerate(self.files):
             h5 = self._open(i)
             for name, field in self.schema.items():

@@ -45,8 +45,8 @@ class TrainData:
 def open_data(cfg: ClassifierConfig) -> TrainData:
     """Open and check the train/val splits before any work (same answer on every rank)."""
     ctx = dist.context()
-    train = ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies")
-    val = ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies")
+    train = ShardSet(cfg.data.path, cfg.data.train_split, kind="galaxies", shared=True)
+    val = ShardSet(cfg.data.path, cfg.data.val_split, kind="galaxies", shared=True)
     for split in (train, val):
         split.check_values(("labels", "vote_fractions"))
     image_shape = train.sample_shape("images")
@@ -99,7 +99,8 @@ def _staged(cfg: ClassifierConfig, train: ShardSet, val: ShardSet) -> tuple[Shar
                                      for run in epochs.epoch_runs(train.n, r, size, seed, e)],
              val.split: lambda r: [placement.split_range(val.n, r, size)]}
     root = staging.stage(cfg.data.path, cfg.data.stage_dir, reads)
-    return ShardSet(root, train.split, kind="galaxies").head(train.n), ShardSet(root, val.split, kind="galaxies")
+    staged = ShardSet(root, train.split, kind="galaxies", shared=True).head(train.n)
+    return staged, ShardSet(root, val.split, kind="galaxies", shared=True)
 
 
 def _missing_class_warnings(labels: np.ndarray, names: list) -> list[str]:

@@ -81,7 +81,7 @@ class TrainData:
 
 def open_data(cfg: GanConfig) -> TrainData:
     """Open and check the CMB training split against the model, before any work."""
-    train = ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
+    train = ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb", shared=True)
     shape = train.sample_shape("patches")
     size = cfg.model.image_size
     if shape != (size, size):
@@ -102,7 +102,8 @@ def open_data(cfg: GanConfig) -> TrainData:
         n_epochs = -(-cfg.train.steps // steps)
         reads = {train.split: lambda r: [run for e in range(n_epochs)
                                          for run in epochs.epoch_runs(train.n, r, ranks, cfg.train.seed, e)]}
-        train = ShardSet(staging.stage(cfg.data.path, cfg.data.stage_dir, reads), train.split, kind="cmb")
+        staged = staging.stage(cfg.data.path, cfg.data.stage_dir, reads)
+        train = ShardSet(staged, train.split, kind="cmb", shared=True)
     return TrainData(train, val, attrs, steps)
 
 
@@ -115,7 +116,7 @@ def open_val(cfg: GanConfig) -> ShardSet:
         raise UserError(f"{cfg.data.path} has no '{cfg.data.val_split}' split apart from the training one for the "
                         f"monitors (splits: {', '.join(splits)}); make the dataset with splits.val > 0 or pass "
                         f"--set data.val_split=NAME")
-    return ShardSet(cfg.data.path, cfg.data.val_split, kind="cmb")
+    return ShardSet(cfg.data.path, cfg.data.val_split, kind="cmb", shared=True)
 
 
 # ---------------------------------------------------------------- the run
