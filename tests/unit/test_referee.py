@@ -23,7 +23,8 @@ from cosmotrain.science import referee_features as rf
 SHAPE, RESO, FWHM, LMAX = (32, 32), 8.0, 20.0, 1600
 N_SKIES, TRAIN_SKIES, REF_SKIES, SAMPLE_SKIES = 30, 6, 4, 4
 CALIBRATION_DRAWS, POWER_DRAWS = 2000, 200
-RING_K = 11  # ℓ ≈ 920; measured: k = 14 also 100 %, k = 8 (ℓ ≈ 670) 46 % (docs/sampling.md)
+RING_KS = (11, 14)  # ℓ ≈ 920, 1180; below, the sets' own cosmic variance wins (docs/sampling.md):
+MISSED_KS = (8,)    # measured 93 % at k = 8 (ℓ ≈ 670), 69 % at k = 5, 52 % at k = 3
 
 
 def _draws(n: int, seed: int):
@@ -165,8 +166,10 @@ def _power(pool, perturbed_patches, name, test):
     return float(np.mean(failed))
 
 
-def test_a_five_percent_boost_of_one_ring_fails(pool):
-    assert _power(pool, _ring_boost(pool.patches, RING_K, 1.05), "ring", "rings") >= 0.95
+@pytest.mark.parametrize("k", [*RING_KS, *(pytest.param(k, marks=pytest.mark.xfail(
+    reason="G1's goal (>= 95 %) is not met at low rings: measured 93 %", strict=False)) for k in MISSED_KS)])
+def test_a_five_percent_boost_of_one_ring_fails(pool, k):
+    assert _power(pool, _ring_boost(pool.patches, k, 1.05), f"ring {k}", "rings") >= 0.95
 
 
 def test_a_patch_to_patch_scatter_of_0_8_fails(pool):
