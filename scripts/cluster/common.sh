@@ -3,6 +3,9 @@
 # Everything this cluster creates is named with the prefix "ctc-" (namespaces ctc-nI, host
 # links ctc-vI, bridge ctc-br0) and listed in $CL_DIR/created as it is made.
 
+# shellcheck source-path=SCRIPTDIR source=../slurm/conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../slurm/conf.sh"
+
 CL_DIR=${COSMOTRAIN_CLUSTER_DIR:-/var/tmp/cosmotrain-cluster}
 CL_CONF=$CL_DIR/slurm.conf
 CL_NET=${COSMOTRAIN_CLUSTER_NET:-10.213.0}
@@ -88,40 +91,14 @@ cl_write_conf() {
   local i cpus mem
   cpus=${COSMOTRAIN_CLUSTER_CPUS:-$(nproc)}
   mem=$(( $(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) * 9 / 10 / $1 ))
-  cat >"$CL_CONF" <<EOF
-ClusterName=ctcluster
-SlurmctldHost=ctl($CL_NET.1)
-SlurmctldPort=$CL_PORT
-SlurmdPort=$((CL_PORT + 1))
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-# cred_expire also delays a requeued job's restart (default 120 s); 20 s keeps tests short.
-AuthInfo=socket=$CL_DIR/munge/munge.sock,cred_expire=20
-StateSaveLocation=$CL_DIR/ctld
-SlurmdSpoolDir=$CL_DIR/spool/%n
-SlurmctldPidFile=$CL_DIR/slurmctld.pid
-SlurmdPidFile=$CL_DIR/slurmd.%n.pid
-SlurmctldLogFile=$CL_DIR/log/slurmctld.log
-SlurmdLogFile=$CL_DIR/log/slurmd.%n.log
-# No cgroup.conf and no cgroup plugins: this host has no systemd (see ENVIRONMENT.md).
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-# A node that stops answering is DOWN after 10 s (a production site uses minutes); it
-# rejoins by itself when its slurmd starts again.
-SlurmdTimeout=10
-MessageTimeout=5
-ReturnToService=2
-JobRequeue=1
-KillWait=5
-TmpFS=/tmp
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-SchedulerParameters=sched_interval=2
-EOF
+  {
+    slurm_conf_common ctcluster "ctl($CL_NET.1)" "$CL_PORT" "$CL_DIR" /%n .%n 5
+    # A node that stops answering is DOWN after 10 s (a production site uses minutes); it
+    # rejoins by itself when its slurmd starts again.
+    echo "SlurmdTimeout=10"
+    echo "MessageTimeout=5"
+    echo "TmpFS=/tmp"
+  } >"$CL_CONF"
   for i in $(seq "$1"); do
     echo "NodeName=n$i NodeAddr=$(cl_node_addr "$i") CPUs=$cpus RealMemory=$mem State=UNKNOWN" >>"$CL_CONF"
   done

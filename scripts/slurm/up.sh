@@ -9,6 +9,9 @@
 #   COSMOTRAIN_SLURM_PORT  slurmctld port; slurmd uses the next one (default 6817)
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/conf.sh"
+
 dir=${COSMOTRAIN_SLURM_DIR:-/tmp/cosmotrain-slurm}
 port=${COSMOTRAIN_SLURM_PORT:-6817}
 conf=$dir/slurm.conf
@@ -41,37 +44,11 @@ fi
 # --- slurm.conf: one node with this machine's cores and memory, one partition.
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) * 9 / 10 ))
-cat >"$conf" <<EOF
-ClusterName=cosmotrain
-SlurmctldHost=localhost
-SlurmctldPort=$port
-SlurmdPort=$((port + 1))
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-# cred_expire also delays a requeued job's restart (default 120 s); 20 s keeps tests short.
-AuthInfo=socket=$dir/munge/munge.sock,cred_expire=20
-StateSaveLocation=$dir/ctld
-SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
-SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
-# No cgroup.conf and no cgroup plugins: this host has no systemd (see ENVIRONMENT.md).
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-JobRequeue=1
-KillWait=10
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-SchedulerParameters=sched_interval=2
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-EOF
+{
+  slurm_conf_common cosmotrain localhost "$port" "$dir" "" "" 10
+  echo "NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+  echo "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP"
+} >"$conf"
 export SLURM_CONF=$conf
 
 # --- daemons: -i ignores state from an earlier cluster in this directory.
