@@ -60,7 +60,10 @@ def test_a_first_dataset_write_killed_does_not_block_the_rerun(tmp_path):
 
 def test_kill_9_during_a_sample_write_then_the_rerun_finishes_the_same_set(gan_run, tmp_path):
     samples, whole = tmp_path / "samples", tmp_path / "whole"
-    args = ("sample", "gan", "--run", gan_run, "--checkpoint", "latest", "--n", "30000", "--batch", "500")
+    # Batches are marked done every 2 s (sampleset.COMMIT_SECONDS) and the tiny generator makes
+    # ~13 000 patches/s on 2 idle ranks: 150 000 leave most of the set undone at the first mark.
+    n = 150_000
+    args = ("sample", "gan", "--run", gan_run, "--checkpoint", "latest", "--n", str(n), "--batch", "500")
     job = Job(*args, "--out", samples, np_=2, log=tmp_path / "log")
     job.wait_for(lambda: all((samples / f"part-0000{r}.h5").is_file() for r in (0, 1)), "both parts", every=0.01)
     job.wait_for(lambda: any(h5_done(samples / f"part-0000{r}.h5") for r in (0, 1)), "a batch marked done")
@@ -69,7 +72,7 @@ def test_kill_9_during_a_sample_write_then_the_rerun_finishes_the_same_set(gan_r
     rerun = cli(*args, "--out", samples, np_=2)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     made = int(re.search(r"\((\d+) made now", rerun.stdout).group(1))
-    assert 0 < made < 30000  # only what the kill left undone
+    assert 0 < made < n  # only what the kill left undone
     assert cli(*args, "--out", whole).returncode == 0
     with h5py.File(samples / "samples.h5") as a, h5py.File(whole / "samples.h5") as b:
         assert np.array_equal(a["patches"][:], b["patches"][:])
