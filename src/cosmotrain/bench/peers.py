@@ -265,7 +265,7 @@ def write_cmb(root: Path, n: int, size: int = 64) -> Path:
         return {"patches": rng.normal(0, 100, (count, size, size)).astype(np.float32),
                 "centers": np.zeros((count, 2), np.float64), "sky": np.full(count, sky, np.int32)}
 
-    shards.write_dataset(root, "cmb", {"train": split(n, 0), "val": split(256, 1)}, {"reso_arcmin": 4.0, "nside": 1024, "lmax": 2047,
-                                                         "fwhm_arcmin": 10.0, "cl_source": "bench", "seed": 0},
+    attrs = {"reso_arcmin": 4.0, "nside": 1024, "lmax": 2047, "fwhm_arcmin": 10.0, "cl_source": "bench", "seed": 0}
+    shards.write_dataset(root, "cmb", {"train": split(n, 0), "val": split(256, 1)}, attrs,
                          config={"bench": True}, seed=0, samples_per_shard=2048)
     return root
