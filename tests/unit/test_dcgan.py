@@ -219,3 +219,35 @@ def test_spectral_normalisation_keeps_each_layer_of_d_at_unit_gain():
         matrix = v.numpy().reshape(-1, v.shape[-1])
         assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, rel=0.05), v.name
 
+
+
+def test_noise_inputs_are_part_of_the_latent_vector_and_start_silent():
+    """With model.noise_inputs, G's latent vector carries a white-noise map per upsampled grid: a patch still
+    depends on its own latent vector only, and the noise moves it once its weight is not 0."""
+    from cosmotrain.models.dcgan import input_dim, noise_sides
+    cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, upsample="resize-nearest",
+                      output_kernel=3, output="linear", noise_inputs=True)
+    assert noise_sides(cfg) == [8, 16, 32] and input_dim(cfg) == 8 + 64 + 256 + 1024
+    g = build_generator(cfg)
+    z = np.random.default_rng(0).standard_normal((4, input_dim(cfg))).astype(np.float32)
+    other = z.copy()
+    other[:, 8:] = np.random.default_rng(1).standard_normal((4, input_dim(cfg) - 8))
+    np.testing.assert_array_equal(g(z[:2], training=False).numpy(), g(z, training=False).numpy()[:2])
+    np.testing.assert_allclose(g(other, training=False).numpy(), g(z, training=False).numpy(), atol=1e-6)  # weights 0
+    for layer in g.layers:
+        if layer.name.endswith("_noise"):
+            layer.scale.assign(tf.ones_like(layer.scale))
+    assert np.abs(g(other, training=False).numpy() - g(z, training=False).numpy()).max() > 1e-3
+
+
+def test_the_spectrum_path_of_d_reads_the_patch_ring_powers():
+    """model.d_spectrum hands D log10 of the patch's ring powers as science.rings measures them (mean removed)."""
+    from cosmotrain.models.dcgan import RingSpectrum
+    from cosmotrain.science import rings
+    x = np.random.default_rng(4).standard_normal((3, 32, 32)).astype(np.float32) + 5.0
+    expected = rings.patch_ring_powers(x - x.mean(axis=(1, 2), keepdims=True), rings.ring_matrix(32, 16))
+    got = RingSpectrum(32)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got[:, 1:], np.log10(expected[:, 1:]), atol=1e-4)
+    cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, d_spectrum=16)
+    d = build_discriminator(cfg)
+    assert d.get_layer("spectrum_dense").output_shape == (None, 16) and d(x).shape == (3, 1)

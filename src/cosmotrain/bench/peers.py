@@ -63,7 +63,7 @@ def keras_gan(data: str, steps: str, model_json: str) -> dict:
     """A keras-io DCGAN: ``train_step`` trains D on real + fake, then G; run by ``fit``. Samples/s."""
     import tensorflow as tf
 
-    from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator
+    from cosmotrain.models.dcgan import ModelConfig, build_discriminator, build_generator, input_dim
 
     cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(model_json).items()})
     train = sorted(Path(data).glob("train-*.h5"))
@@ -71,7 +71,7 @@ def keras_gan(data: str, steps: str, model_json: str) -> dict:
     scale = 5 * 100.0  # μK → network units, as a tutorial rescales its inputs
     dataset = _h5_dataset(train, ("patches",), (tf.float32,), n).map(lambda x: x / scale)
     keras_io_gan, epoch_timer = _keras_classes()
-    gan = keras_io_gan(build_discriminator(cfg), build_generator(cfg), cfg.latent_dim)
+    gan = keras_io_gan(build_discriminator(cfg), build_generator(cfg), input_dim(cfg))
     gan.compile(tf.keras.optimizers.Adam(2e-4, beta_1=0.5), tf.keras.optimizers.Adam(2e-4, beta_1=0.5))
     timer = epoch_timer()
     per_epoch = n // BATCH

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tensorflow.keras import layers
 
 from cosmotrain.errors import UserError
+from cosmotrain.science import rings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ModelConfig:
     d_spectral_norm: bool = False  # spectral normalisation of D's convolutions and logit (Miyato et al. 2018)
     output_beam: float = 0.0      # > 0: a fixed Gaussian last filter of this FWHM in pixels (the instrument's
                                   # beam): G makes the sky, the beam smooths it like the real patches' beam did
+    d_spectrum: int = 0           # > 0: D also reads the patch's log ring powers (Hann window) through a dense
+                                  # layer of this width, beside its convolutions (no BatchNorm on that path)
+    noise_inputs: bool = False    # each upsampled map of G gets one more input, a map of white noise scaled per
+                                  # channel (Karras et al. 2019); the noise is part of G's latent vector
 
     def __post_init__(self):
         """Refuse sizes that cannot make a network, naming the key (before any work)."""
@@ -85,16 +90,35 @@ def upsamplings(cfg: ModelConfig) -> int:
     return k
 
 
+def noise_sides(cfg: ModelConfig) -> list[int]:
+    """Sides of G's maps that get a noise input (``model.noise_inputs``): each upsampled map with BN + ReLU."""
+    if not cfg.noise_inputs:
+        return []
+    hidden = upsamplings(cfg) if cfg.output_kernel else upsamplings(cfg) - 1
+    return [cfg.base_size * 2 ** (i + 1) for i in range(hidden)]
+
+
+def input_dim(cfg: ModelConfig) -> int:
+    """Length of G's latent vector: ``latent_dim``, then one value per pixel of each noise map (``noise_sides``)."""
+    return cfg.latent_dim + sum(side * side for side in noise_sides(cfg))
+
+
 def _init():
     return tf.keras.initializers.RandomNormal(0.0, 0.02)
 
 
 def build_generator(cfg: ModelConfig):
-    """z float32 [N, latent_dim] → patches float32 [N, image_size, image_size] (network units)."""
+    """z float32 [N, input_dim(cfg)] → patches float32 [N, image_size, image_size] (network units).
+
+    z's first ``latent_dim`` values feed the dense layer; with ``noise_inputs``, the rest are
+    the noise maps of ``noise_sides``, smallest first, row by row.
+    """
     k = upsamplings(cfg)
     hidden = k if cfg.output_kernel else k - 1  # upsamplings with BatchNorm + ReLU
     channels = cfg.g_filters  # enough for the halvings: ModelConfig checked it
-    z = tf.keras.Input((cfg.latent_dim,), name="z")
+    latent = tf.keras.Input((input_dim(cfg),), name="z")
+    sides = noise_sides(cfg)
+    z, *noise = tf.split(latent, [cfg.latent_dim, *[s * s for s in sides]], axis=1) if sides else (latent,)
     x = layers.Dense(cfg.base_size ** 2 * channels, use_bias=False, kernel_initializer=_init(), name="project")(z)
     x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="project_bn")(x)
     x = layers.ReLU(name="project_relu")(x)
@@ -102,6 +126,8 @@ def build_generator(cfg: ModelConfig):
     for i in range(hidden):
         channels //= 2
         x = _upsample(x, cfg, channels, f"up{i}", bias=False)
+        if sides:
+            x = NoiseInput(name=f"up{i}_noise")([x, noise[i]])
         x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"up{i}_bn")(x)
         x = layers.ReLU(name=f"up{i}_relu")(x)
     if cfg.output_kernel:
@@ -115,7 +141,7 @@ def build_generator(cfg: ModelConfig):
     if cfg.output_beam:
         x = Beam(cfg.output_beam, name="beam")(x)
     out = layers.Reshape((cfg.image_size, cfg.image_size), name="patch")(x)
-    return tf.keras.Model(z, out, name="generator")
+    return tf.keras.Model(latent, out, name="generator")
 
 
 def _upsample(x, cfg: ModelConfig, channels: int, name: str, bias: bool):
@@ -125,6 +151,23 @@ def _upsample(x, cfg: ModelConfig, channels: int, name: str, bias: bool):
                                       kernel_initializer=_init(), name=name)(x)
     x = layers.UpSampling2D(2, interpolation=cfg.upsample.split("-")[1], name=f"{name}_resize")(x)
     return layers.Conv2D(channels, cfg.kernel, padding="same", use_bias=bias, kernel_initializer=_init(), name=name)(x)
+
+
+class NoiseInput(layers.Layer):
+    """[x float32 [B, h, w, C], noise float32 [B, h·w]] → x + noise (as an h×w map) × a weight per channel.
+
+    A CMB patch is a Gaussian field: thousands of independent modes. A DCGAN makes all of
+    them from ``latent_dim`` numbers through its convolutions; a noise map at each scale
+    hands G independent randomness where the field has it (StyleGAN's noise inputs,
+    Karras et al. 2019). The weights start at 0, so G starts as it would without them.
+    """
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[0][-1],), initializer="zeros")
+
+    def call(self, inputs):
+        x, noise = inputs
+        return x + tf.reshape(noise, [-1, x.shape[1], x.shape[2], 1]) * self.scale
 
 
 class IsotropicFilter(layers.Layer):
@@ -231,8 +274,36 @@ def build_discriminator(cfg: ModelConfig):
     if cfg.d_minibatch_std:
         x = MinibatchStd(name="minibatch_std")(x)
     x = layers.Flatten(name="flatten")(x)
+    if cfg.d_spectrum:
+        s = RingSpectrum(cfg.image_size, name="ring_spectrum")(image)
+        s = layers.Dense(cfg.d_spectrum, kernel_initializer=_init(), name="spectrum_dense")(s)
+        x = layers.Concatenate(name="with_spectrum")([x, layers.LeakyReLU(cfg.leaky_slope, name="spectrum_lrelu")(s)])
     logit = _normed(cfg, layers.Dense(1, kernel_initializer=_init(), name="logit"))(x)
     return tf.keras.Model(image, logit, name="discriminator")
+
+
+class RingSpectrum(layers.Layer):
+    """patches float32 [B, s, s] → float32 [B, s/2 + 1]: log10 of each ring's mean power (Hann window, mean removed).
+
+    D's convolutions see a patch through BatchNorm, which takes out whatever a whole batch
+    shares, such as a few per cent too much power in one ring; this path hands D the
+    patch's own power spectrum (``science.rings``), with no normalisation in between.
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        self.window = tf.constant(rings.window(size), tf.float32)
+        self.matrix = tf.constant(rings.ring_matrix(size, size // 2), tf.float32)
+
+    def call(self, x):
+        x = (x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)) * self.window
+        f = tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))
+        power = tf.reshape(tf.math.real(f * tf.math.conj(f)), [-1, self.size * self.size])
+        return tf.math.log(tf.matmul(power, self.matrix) + 1e-12) / math.log(10.0)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 def _normed(cfg: ModelConfig, layer):

@@ -34,6 +34,7 @@ from cosmotrain.data import epochs, feed, staging
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.data.theory import dataset_theory
 from cosmotrain.errors import UserError
+from cosmotrain.models.dcgan import input_dim
 from cosmotrain.models.generator import Transform
 from cosmotrain.plots import images, pixels, spectra, training
 from cosmotrain.rundir import Board, History, RunDir
@@ -143,7 +144,7 @@ def prepare(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite
     measured = real_rings(cfg, real, transform, data.attrs)
     held_out = dist.root_computes(real_patches, data.val, min(cfg.monitor.reference, data.val.n), cfg.monitor.seed,
                                   share=False)
-    monitor = RunMonitor(cfg.monitor, held_out, real, data.attrs, cfg.model.latent_dim,
+    monitor = RunMonitor(cfg.monitor, held_out, real, data.attrs, input_dim(cfg.model),
                          calibration_target(cfg, measured), referee_reference(cfg))
     trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, measured))
     ckpt = Checkpointer(run.checkpoints, _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cosmotrain import dist
-from cosmotrain.models.dcgan import build_discriminator, build_generator, moving_statistics
+from cosmotrain.models.dcgan import build_discriminator, build_generator, input_dim, moving_statistics
 from cosmotrain.models.generator import Transform, TrainedGenerator
 from cosmotrain.train import spectrum_loss
 from cosmotrain.train.gan_config import GanConfig
@@ -100,7 +100,7 @@ class GanTrainer:
         G, D = self.generator, self.discriminator
         batch = tf.shape(real_uK)[0]
         x = tf.cast(self.transform.to_net(real_uK), tf.float32)
-        latent = [batch, self.cfg.model.latent_dim]
+        latent = [batch, input_dim(self.cfg.model)]
         # Discriminator step, J_D: real patches labelled 1, fresh fakes labelled 0; G is fixed.
         real_label, fake_label = self._labels(batch, step)
         z = tf.random.stateless_normal(latent, stateless_seed(self.keys[0], step))
