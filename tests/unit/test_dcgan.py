@@ -251,3 +251,20 @@ def test_the_spectrum_path_of_d_reads_the_patch_ring_powers():
     cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, d_spectrum=16)
     d = build_discriminator(cfg)
     assert d.get_layer("spectrum_dense").output_shape == (None, 16) and d(x).shape == (3, 1)
+
+
+def test_ring_gains_scale_each_ring_of_the_patch_without_wrapping_its_edges():
+    """model.ring_gains: a cosine of the patch's own cosine transform (no jump at the edges once mirrored) comes
+    out scaled by exactly its ring's gain; the layer starts as the identity."""
+    from cosmotrain.models.dcgan import RingGains
+    layer, side = RingGains(32), 32
+    i = np.arange(side)[:, None] + 0.5
+    wave = np.cos(np.pi * 16 * i / side) * np.ones((1, side))  # 16 half-fundamentals: ring 8
+    smooth = np.random.default_rng(5).standard_normal((2, side, side)).cumsum(axis=1).cumsum(axis=2)
+    x = np.stack([wave, *smooth])[..., None].astype(np.float32)
+    np.testing.assert_allclose(layer(x).numpy(), x, atol=1e-3 * np.abs(x).max())
+    layer.log_gain.assign(np.log(np.where(np.arange(17) == 8, 1.5, 1.0)).astype(np.float32))
+    np.testing.assert_allclose(layer(x).numpy()[0, ..., 0], 1.5 * wave, atol=1e-4)
+    cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, output="linear",
+                      ring_gains=True)
+    assert build_generator(cfg).get_layer("ring_gains").log_gain.shape == (17,)

@@ -22,6 +22,7 @@ import dataclasses
 import math
 from typing import Literal
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.keras import layers
 
@@ -52,6 +53,8 @@ class ModelConfig:
     d_spectral_norm: bool = False  # spectral normalisation of D's convolutions and logit (Miyato et al. 2018)
     output_beam: float = 0.0      # > 0: a fixed Gaussian last filter of this FWHM in pixels (the instrument's
                                   # beam): G makes the sky, the beam smooths it like the real patches' beam did
+    ring_gains: bool = False      # G's last linear step before the beam: a learned gain per Fourier ring of the
+                                  # patch (its isotropic transfer function), applied to the mirrored patch
     d_spectrum: int = 0           # > 0: D also reads the patch's log ring powers (Hann window) through a dense
                                   # layer of this width, beside its convolutions (no BatchNorm on that path)
     noise_inputs: bool = False    # each upsampled map of G gets one more input, a map of white noise scaled per
@@ -136,6 +139,8 @@ def build_generator(cfg: ModelConfig):
         x = _upsample(x, cfg, 1, f"up{k - 1}", bias=True)
     if cfg.output_filter:
         x = IsotropicFilter(cfg.output_filter, name="spectrum_filter")(x)
+    if cfg.ring_gains:
+        x = RingGains(cfg.image_size, name="ring_gains")(x)
     if cfg.output == "tanh":
         x = layers.Activation("tanh", name="tanh")(x)
     if cfg.output_beam:
@@ -168,6 +173,39 @@ class NoiseInput(layers.Layer):
     def call(self, inputs):
         x, noise = inputs
         return x + tf.reshape(noise, [-1, x.shape[1], x.shape[2], 1]) * self.scale
+
+
+class RingGains(layers.Layer):
+    """float32 [B, s, s, 1] → [B, s, s, 1]: each Fourier ring k ≤ |k| < k + 1 of the patch scaled by exp(w_k).
+
+    A stack of 3×3 convolutions makes a spectrum that is smooth in ℓ: G's ring powers came
+    out too low at the acoustic peaks and too high in the troughs between them (±12 %), with
+    any weight on the spectrum term. One gain per ring is exactly the freedom that ripple
+    needs. The patch is filtered beside its mirror images (a tile with no jump at its edges,
+    ``science.calibration``'s problem) and cropped back; modes beyond the top ring keep the
+    top ring's gain. The weights start at 0: the identity.
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        k = np.fft.fftfreq(2 * size) * size  # the tile's modes in fundamentals of the patch
+        index = np.minimum(np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int), size // 2)
+        self.index = tf.constant(index, tf.int32)
+
+    def build(self, input_shape):
+        self.log_gain = self.add_weight(name="log_gain", shape=(self.size // 2 + 1,), initializer="zeros")
+
+    def call(self, x):
+        x = x[..., 0]
+        tile = tf.concat([x, tf.reverse(x, [1])], axis=1)
+        tile = tf.concat([tile, tf.reverse(tile, [2])], axis=2)
+        gain = tf.exp(tf.gather(self.log_gain, self.index))
+        modes = tf.signal.fft2d(tf.complex(tile, tf.zeros_like(tile))) * tf.complex(gain, tf.zeros_like(gain))
+        return tf.math.real(tf.signal.ifft2d(modes))[:, :self.size, :self.size, None]
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 class IsotropicFilter(layers.Layer):
