@@ -17,9 +17,8 @@ from slurm_cluster import REPO, VENV, require_cli
 pytestmark = pytest.mark.slurm
 N_GALAXIES = 600
 # Both classifier runs (straight and pre-empted) train this long; long enough that the
-# signal lands after the first epoch and before the last.
-# 12 epochs, not fewer: the preemption test signals after the first one, and on an idle machine
-# 3 epochs of classifier_tiny ended within the second the signal took to reach the ranks.
+# signal lands after the first epoch and before the last (with 3 epochs, on an idle machine,
+# the last two ended within the second SIGUSR1 took to reach the ranks).
 TRAIN_ARGS = ["--set", "train.epochs=12"]
 # gan_tiny's 1500 steps take 10+ minutes on 2 loaded cores; 100 steps prove the job works.
 GAN_ARGS = ["--set", "train.steps=100", "--set", "train.checkpoint_every=50", "--set", "monitor.every=100"]
