@@ -27,8 +27,7 @@ from cosmotrain.science import rings
 def mirrored_apply(x: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """Ring k's scales × gains[k], on each patch's 2×2 mirrored tile, cropped back: float32 [N, s, s]."""
     size = x.shape[-1]
-    k = np.fft.fftfreq(2 * size) * size  # the tile's modes, in fundamentals of the patch
-    ring = np.minimum(np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int), len(gains))
+    ring = np.minimum(rings.mode_rings(size, tile=2), len(gains))
     tile = np.concatenate([x, x[:, ::-1]], axis=1)
     tile = np.concatenate([tile, tile[:, :, ::-1]], axis=2)
     out = np.fft.ifft2(np.fft.fft2(tile) * np.append(gains, 1.0)[ring]).real

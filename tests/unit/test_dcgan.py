@@ -220,7 +220,6 @@ def test_spectral_normalisation_keeps_each_layer_of_d_at_unit_gain():
         assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, rel=0.05), v.name
 
 
-
 def test_noise_inputs_are_part_of_the_latent_vector_and_start_silent():
     """With model.noise_inputs, G's latent vector carries a white-noise map per upsampled grid: a patch still
     depends on its own latent vector only, and the noise moves it once its weight is not 0."""

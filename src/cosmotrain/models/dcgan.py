@@ -66,8 +66,7 @@ class ModelConfig:
                 self.output_kernel < 0:
             raise UserError("model.latent_dim, base_size, g_filters, d_filters and kernel must be >= 1 and "
                             "model.output_kernel >= 0")
-        k = upsamplings(self)
-        hidden = k if self.output_kernel else k - 1
+        hidden = hidden_upsamplings(self)
         if self.g_filters >> hidden < 1:
             raise UserError(f"model.g_filters {self.g_filters} is too small for {hidden} halvings; use at least "
                             f"{2 ** hidden}")
@@ -93,12 +92,17 @@ def upsamplings(cfg: ModelConfig) -> int:
     return k
 
 
+def hidden_upsamplings(cfg: ModelConfig) -> int:
+    """G's upsamplings followed by BatchNorm + ReLU: all of them with ``output_kernel``, else all but the last."""
+    k = upsamplings(cfg)
+    return k if cfg.output_kernel else k - 1
+
+
 def noise_sides(cfg: ModelConfig) -> list[int]:
     """Sides of G's maps that get a noise input (``model.noise_inputs``): each upsampled map with BN + ReLU."""
     if not cfg.noise_inputs:
         return []
-    hidden = upsamplings(cfg) if cfg.output_kernel else upsamplings(cfg) - 1
-    return [cfg.base_size * 2 ** (i + 1) for i in range(hidden)]
+    return [cfg.base_size * 2 ** (i + 1) for i in range(hidden_upsamplings(cfg))]
 
 
 def input_dim(cfg: ModelConfig) -> int:
@@ -116,8 +120,7 @@ def build_generator(cfg: ModelConfig):
     z's first ``latent_dim`` values feed the dense layer; with ``noise_inputs``, the rest are
     the noise maps of ``noise_sides``, smallest first, row by row.
     """
-    k = upsamplings(cfg)
-    hidden = k if cfg.output_kernel else k - 1  # upsamplings with BatchNorm + ReLU
+    k, hidden = upsamplings(cfg), hidden_upsamplings(cfg)
     channels = cfg.g_filters  # enough for the halvings: ModelConfig checked it
     latent = tf.keras.Input((input_dim(cfg),), name="z")
     sides = noise_sides(cfg)
@@ -189,9 +192,7 @@ class RingGains(layers.Layer):
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
         self.size = size
-        k = np.fft.fftfreq(2 * size) * size  # the tile's modes in fundamentals of the patch
-        index = np.minimum(np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int), size // 2)
-        self.index = tf.constant(index, tf.int32)
+        self.index = tf.constant(np.minimum(rings.mode_rings(size, tile=2), size // 2), tf.int32)
 
     def build(self, input_shape):
         self.log_gain = self.add_weight(name="log_gain", shape=(self.size // 2 + 1,), initializer="zeros")

@@ -25,9 +25,13 @@ def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
     return max(top, 2)
 
 
-def mode_rings(size: int) -> np.ndarray:
-    """int [size, size]: the ring of each ``fft2`` mode of a size×size patch, k <= |k| < k + 1 fundamentals."""
-    k = np.fft.fftfreq(size) * size
+def mode_rings(size: int, tile: int = 1) -> np.ndarray:
+    """int [tile·size, tile·size]: the ring of each ``fft2`` mode, k <= |k| < k + 1 fundamentals of a size×size patch.
+
+    ``tile`` > 1: the modes of a tile of ``tile`` × ``tile`` patches (e.g. a patch beside its
+    mirror images, 2), 1/tile of a patch fundamental apart.
+    """
+    k = np.fft.fftfreq(tile * size) * size
     return np.floor(np.hypot(k[:, None], k[None, :]) + 1e-9).astype(int)
 
 
