@@ -25,7 +25,8 @@ The tests (``run``):
 
 * ``band_powers``: χ² of the mean band powers (bins two fundamentals wide, up to the
   Nyquist ℓ) with their full covariance;
-* ``rings``: the same per ring one fundamental wide, the largest |z| (Bonferroni over rings);
+* ``rings``: the same per ring one fundamental wide (on the patch's Laplacian: sharper),
+  the largest |z| (Bonferroni over rings);
 * ``scatter``: the per-bin patch-to-patch variance, log ratio samples/reference, two-sided:
   χ² over bins and the largest |z| (Bonferroni over both);
 * ``one_point``: per-patch σ, skewness and excess kurtosis (mean over patches) and the

@@ -8,10 +8,13 @@ thresholds) and measures, for each patch of float ``[N, H, W]`` μK, one row of
   relative to the reference's mean (so 1 is the reference);
 * ``bp2``: the squared deviation of ``bp`` from 1 (the scatter test's raw material);
 * ``ring``: power in rings one fundamental wide (k ≤ |k| < k+1), relative to the
-  reference's mean: the sharp, per-ring estimator. Its window is a Tukey one (cosine edges
-  over half the side, ``RING_TAPER``): Hann's spreads a ring's power over its neighbours
-  (a 5 % boost of one ring reads as ≈ 2.6 %), no window lets the patch edges leak large
-  scales into every ring; measured in tests/unit/test_referee.py;
+  reference's mean: the sharp, per-ring estimator (``ring_mode_powers``). It is measured
+  on the patch's discrete Laplacian under a Tukey window (cosine edges over half the side,
+  ``RING_TAPER``): the Laplacian prewhitens the steep CMB spectrum, so what the window
+  leaks from the large scales into a ring is small against the ring's own power, and the
+  Tukey window spreads a ring less over its neighbours than Hann (which read a 5 % boost
+  of one ring as ≈ 2.6 %). The Laplacian's k⁴ transfer cancels in the ratio to the
+  reference. Measured in tests/unit/test_referee.py and ``bench/experiments/ring_windows.py``;
 * ``one``: per-patch mean (μK), σ (μK), skewness and excess kurtosis; ``one2`` their
   squared deviations from the reference's means;
 * ``pdf``: the fraction of the patch's pixels in each PDF bin of (T − patch mean) / patch σ
@@ -47,11 +50,10 @@ class Probe:
     """The referee's measurements, fixed from the reference patches; picklable."""
 
     binning: spectra.Binning     # bins 2 fundamentals wide, Hann window
-    ring_binning: spectra.Binning  # the ring estimator's Tukey window (its bins are not used)
     ring_matrix: np.ndarray      # float64 [H·(W//2+1), R]: rfft2 powers → rings 2..Nyquist
     ring_k: np.ndarray           # int [R]: each ring's k in fundamentals
     bp_ref: np.ndarray           # float64 [B]: reference mean band powers, μK²
-    ring_ref: np.ndarray         # float64 [R]: reference mean ring powers, μK²
+    ring_ref: np.ndarray         # float64 [R]: reference mean ring powers of the Laplacian, μK²
     one_ref: np.ndarray          # float64 [4]: reference means of the one-point statistics
     sigma: float                 # reference pixel σ about the patch means, μK
     pdf_edges: np.ndarray        # float64 [P+1], (T − patch mean) / patch σ
@@ -82,14 +84,13 @@ def make_probe(reference: np.ndarray, reso_arcmin: float) -> Probe:
     x = np.asarray(reference, dtype=np.float64)
     shape = (int(x.shape[1]), int(x.shape[2]))
     binning = spectra.make_binning(shape, reso_arcmin)
-    ring_binning = spectra.make_binning(shape, reso_arcmin, window="tukey", alpha=RING_TAPER)
     matrix, ks = _ring_matrix(binning)
     powers = spectra.mode_powers(x, binning).reshape(len(x), -1)
-    ring_powers = spectra.mode_powers(x, ring_binning).reshape(len(x), -1) @ matrix
+    ring_powers = ring_mode_powers(x) @ matrix
     one = one_point(x)
     sigma = float(np.sqrt(np.mean((x - x.mean(axis=(1, 2), keepdims=True)) ** 2)))
     edges = np.linspace(-PDF_SIGMAS, PDF_SIGMAS, PDF_BINS + 1)
-    return Probe(binning, ring_binning, matrix, ks, (powers @ binning.matrix).mean(axis=0), ring_powers.mean(axis=0),
+    return Probe(binning, matrix, ks, (powers @ binning.matrix).mean(axis=0), ring_powers.mean(axis=0),
                  one.mean(axis=0), sigma, edges, np.asarray(THRESHOLDS))
 
 
@@ -109,6 +110,17 @@ def _ring_matrix(binning: spectra.Binning) -> tuple[np.ndarray, np.ndarray]:
     for j, k in enumerate(ks):
         matrix[ring == k, j] = weight[ring == k]
     return matrix / matrix.sum(axis=0), ks
+
+
+def ring_mode_powers(x: np.ndarray) -> np.ndarray:
+    """|rfft2|² of each patch's 5-point Laplacian, Tukey-windowed: float64 [N, H·(W//2+1)].
+
+    The Laplacian of the (H−2)×(W−2) interior pixels is zero-padded back to H×W, so its
+    modes lie on the patch's own Fourier grid and ``_ring_matrix`` applies.
+    """
+    lap = 4.0 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+    lap = lap * spectra.apodization_window(lap.shape[1:], "tukey", RING_TAPER)
+    return (np.abs(np.fft.rfft2(lap, s=x.shape[1:])) ** 2).reshape(len(x), -1)
 
 
 def one_point(x: np.ndarray) -> np.ndarray:
@@ -134,7 +146,7 @@ def features(patches: np.ndarray, probe: Probe) -> np.ndarray:
     pdf = _histograms(standard, probe.pdf_edges)
     mf = stats.minkowski_functionals(standard, probe.thresholds, sigma=1.0, mean=0.0).reshape(len(x), -1)
     scale = np.array([probe.sigma, probe.sigma, 1.0, 1.0])
-    ring = spectra.mode_powers(x, probe.ring_binning).reshape(len(x), -1) @ probe.ring_matrix / probe.ring_ref
+    ring = ring_mode_powers(x) @ probe.ring_matrix / probe.ring_ref
     return np.concatenate([bp, (bp - 1.0) ** 2, ring, one,
                            ((one - probe.one_ref) / scale) ** 2, pdf, mf], axis=1)
 
