@@ -16,7 +16,7 @@ setup(
     description="Data-parallel CNN and DCGAN training for galaxies and CMB maps (Horovod, MPI, HDF5)",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"cosmotrain": ["data/*.txt", "configs/*.yaml"]},
+    package_data={"cosmotrain": ["data/*.txt", "configs/*.yaml", "ompi_rules.conf"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "numpy<2", "h5py", "healpy", "mpi4py", "PyYAML", "tqdm", "matplotlib", "scipy", "pillow", "horovod==0.28.1",
