@@ -118,9 +118,14 @@ def ring_mode_powers(x: np.ndarray) -> np.ndarray:
     The Laplacian of the (H−2)×(W−2) interior pixels is zero-padded back to H×W, so its
     modes lie on the patch's own Fourier grid and ``_ring_matrix`` applies.
     """
-    lap = 4.0 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+    lap = laplacian(x)
     lap = lap * spectra.apodization_window(lap.shape[1:], "tukey", RING_TAPER)
     return (np.abs(np.fft.rfft2(lap, s=x.shape[1:])) ** 2).reshape(len(x), -1)
+
+
+def laplacian(x: np.ndarray) -> np.ndarray:
+    """Minus the 5-point Laplacian of each patch's interior pixels: [N, H−2, W−2]."""
+    return 4.0 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
 
 
 def one_point(x: np.ndarray) -> np.ndarray:
