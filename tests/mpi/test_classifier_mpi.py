@@ -213,6 +213,15 @@ def test_fp16_gradients_and_no_fusion_train_in_step_and_change_the_numbers_sligh
     assert abs(metrics["final"]["val_accuracy"] - final["val_accuracy"]) < 0.1
 
 
+def test_gradients_sent_as_they_are_computed_give_the_same_weights_as_sent_together(reference, tmp_path):
+    """allreduce.overlap changes when the gradients travel (one group after the backward pass, or each
+    as soon as it exists), not what arrives: two ranks' sums are exact either way."""
+    data, ref, _ = reference
+    res = train_cli(data, tmp_path / "grouped", "--set", "allreduce.overlap=false")
+    assert res.returncode == 0, res.stderr
+    assert_same_weights(ref, tmp_path / "grouped")
+
+
 @pytest.mark.parametrize("shard", ["train-00001-of-00004.h5", "val-00000-of-00001.h5"])
 def test_a_damaged_shard_one_rank_hashes_stops_every_rank_with_its_name(reference, tmp_path, shard):
     """Ranks share the hashing of the shards (rank 1 hashes train shard 1, rank 0 the val shard); the

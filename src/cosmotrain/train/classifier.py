@@ -132,7 +132,7 @@ class ClassifierTrainer:
     def __init__(self, cfg: ClassifierConfig, image_shape: tuple, n_classes: int, steps_per_epoch: int):
         ctx = dist.context()
         self.global_batch = cfg.train.batch_size * ctx.size
-        self.compression = cfg.allreduce.compression
+        self.allreduce = cfg.allreduce
         self.loss = cfg.train.loss
         self.model = build_classifier(cfg.model, image_shape, n_classes)
         self.schedule = LearningRate(cfg.optimizer, self.global_batch, steps_per_epoch, cfg.train.epochs)
@@ -162,7 +162,7 @@ class ClassifierTrainer:
                 tf.keras.losses.sparse_categorical_crossentropy(labels, probs)
             loss = tf.reduce_mean(per_sample)
         # Horovod averages the gradients over ranks (allreduce) before they are applied.
-        tape = dist.distributed_tape(tape, "classifier", self.compression)
+        tape = dist.distributed_tape(tape, "classifier", self.allreduce)
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         # BatchNorm's moving statistics: each rank saw its own batch, so they are averaged too.

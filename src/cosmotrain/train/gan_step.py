@@ -110,7 +110,7 @@ class GanTrainer:
             d_loss = _bce(real_label, real_logit) + _bce(fake_label, fake_logit)
             d_objective = d_loss + 0.5 * self.cfg.train.r1_weight * r1
         # Horovod averages D's gradients over ranks; its own name keeps its tensors apart from G's.
-        tape = dist.distributed_tape(tape, "discriminator", self.cfg.allreduce.compression)
+        tape = dist.distributed_tape(tape, "discriminator", self.cfg.allreduce)
         grads = tape.gradient(d_objective, D.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
         # Generator step, non-saturating J_G = -mean log D(G(z)) on new fakes; D is fixed.
@@ -121,7 +121,7 @@ class GanTrainer:
             g_loss = _bce(tf.ones_like(g_logit), g_logit)
             g_spectrum = self.spectrum(fake) if self.spectrum is not None else tf.constant(0.0)
             g_objective = g_loss + self.cfg.train.spectrum_weight * g_spectrum
-        tape = dist.distributed_tape(tape, "generator", self.cfg.allreduce.compression)
+        tape = dist.distributed_tape(tape, "generator", self.cfg.allreduce)
         grads = tape.gradient(g_objective, G.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
         average_statistics(self._statistics, "gan_stats")
