@@ -33,7 +33,11 @@ def test_unknown_benchmark_is_refused():
 
 def test_bench_overrides_are_checked_before_any_work():
     out = run_cli("bench", "pipeline", "--set", "train.steps=10")
-    assert out.returncode != 0 and "gan-quality and galaxy-baselines benchmarks only" in out.stderr
+    assert out.returncode != 0 and "gan-quality, galaxy-baselines, scaling-model benchmarks only" in out.stderr
+    out = run_cli("bench", "scaling-model", "--set", "train.batch_size=8")  # before any cluster starts
+    assert out.returncode == 2 and "allreduce.KEY=VALUE only" in out.stderr.strip().splitlines()[-1]
+    out = run_cli("bench", "scaling-model", "--set", "allreduce.fusion_threshold_mb=-1")
+    assert out.returncode == 2 and "fusion_threshold_mb must be >= 0" in out.stderr.strip().splitlines()[-1]
     out = run_cli("bench", "gan-quality", "--set", "train.spectrum_wieght=0")
     assert out.returncode != 0 and "spectrum_wieght" in out.stderr.strip().splitlines()[-1]
     out = run_cli("bench", "galaxy-baselines", "--set", "synthetic.generater=simple")

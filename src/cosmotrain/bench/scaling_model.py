@@ -17,8 +17,10 @@ steps on in-memory batches) and for each link bandwidth (``--link-mbit``, defaul
    overlaps the backward pass or fights the compute for the cores.
 
 Each point's ``ratio`` = predicted ÷ measured efficiency; the headline ``ratio`` is the one
-farthest from 1 (goal: within 0.9–1.1). ``variants`` repeat one point with fp16 gradients and
-with fusion off (``allreduce.fp16``, ``allreduce.fusion_threshold_mb=0``), measured and predicted.
+farthest from 1 (goal: within 0.9–1.1). ``variants`` repeat one point with fp16 gradients, with
+fusion off and with each network's gradients sent as one group after its backward pass
+(``allreduce.fp16``, ``allreduce.fusion_threshold_mb=0``, ``allreduce.overlap=false``), measured
+and predicted. ``--set KEY=VALUE`` (allreduce keys) changes every point's settings.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def worker(spec: str) -> None:
     out["gan"] = gan_steps(settings, spec["steps"], spec["rounds"])
     if not spec["alone"]:
         for model in MODELS:
-            out[model]["comm_s"] = rounds_alone(out[model]["rounds"], settings.fp16, spec["steps"])
+            out[model]["comm_s"] = rounds_alone(out[model]["rounds"], settings, spec["steps"])
     if ctx.is_root:
         print(json.dumps(out), flush=True)
 
@@ -111,18 +113,23 @@ def gan_steps(settings, steps: int, rounds: int) -> dict:
             "rounds": gan_rounds(trainer.generator, trainer.discriminator, stats)}
 
 
-def rounds_alone(rounds: list, fp16: bool, reps: int) -> float:
+def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> float:
     """Median seconds of a step's allreduce rounds alone: tensors of the gradients' sizes, issued
-    together in one ``tf.function`` per round as the step issues them, rounds one after another.
+    in one ``tf.function`` per round as the step issues them (one group, or one allreduce each
+    with ``overlap``), rounds one after another.
 
     The step minus its compute should take this long if communication does not overlap it.
     """
     import tensorflow as tf
 
-    dtype = tf.float16 if fp16 else tf.float32
+    dtype = tf.float16 if settings.fp16 else tf.float32
     tensors = [[tf.zeros([max(1, b // 4)], dtype) for b in r] for r in rounds]
-    calls = [tf.function(lambda xs, i=i: [dist.allreduce_mean(x, name=f"round{i}_{j}") for j, x in enumerate(xs)],
-                         autograph=False) for i in range(len(rounds))]
+    if settings.overlap:
+        calls = [tf.function(lambda xs, i=i: [dist.allreduce_mean(x, name=f"round{i}_{j}") for j, x in enumerate(xs)],
+                             autograph=False) for i in range(len(rounds))]
+    else:
+        calls = [tf.function(lambda xs, i=i: dist.grouped_allreduce_mean(xs, name=f"round{i}"), autograph=False)
+                 for i in range(len(rounds))]
     times = []
     for _ in range(reps + 1):
         clock = _Clock()
@@ -153,25 +160,45 @@ def run(args) -> dict:
     mbits = args.link_mbit or ([200] if args.quick else [50, 200, 1000])
     size = dict(steps=10, rounds=2, sizes=allreduce.SIZES[:6], seconds_per_size=0.3) if args.quick else \
         dict(steps=30, rounds=5, sizes=allreduce.SIZES, seconds_per_size=2.0)
+    base = allreduce_overrides(args.overrides)
     with cluster(max(nodes)) as running, running.scratch() as tmp:
         write_bench_dataset(Path(tmp) / "data", n_train=4 * BATCH)
 
         def launch(n: int, sweep: bool, mpi: bool = True, **allreduce_settings) -> list[dict]:
             spec = {**size, "sizes": list(size["sizes"]), "scratch": tmp, "sweep": sweep, "alone": not mpi,
-                    "allreduce": allreduce_settings}
+                    "allreduce": {**base, **allreduce_settings}}
             return running.srun(n, WORKER, json.dumps(spec), mpi=mpi)
 
         try:
             running.shape(0)
             alone = {n: launch(n, False, mpi=False) for n in sorted({1, *nodes})}
-            points, variants = measure_points(running, launch, alone, nodes, mbits, quick=args.quick)
+            points, variants = measure_points(running, launch, alone, nodes, mbits, args.quick,
+                                             bool(base.get("fp16")))
         finally:
             running.shape(0)
     worst = max(points, key=lambda p: abs(math.log(p["ratio"])))
-    return {"ratio": worst["ratio"], "target": list(TARGET), "points": points, "variants": variants,
+    return {"ratio": worst["ratio"], "target": list(TARGET), "allreduce": base, "points": points, "variants": variants,
             "one_rank_step_ms": {m: round(1e3 * alone[1][0][m]["step_s"], 3) for m in MODELS},
             "contention": {str(n): contention(alone, n) for n in alone}, "per_rank_batch": BATCH,
             "threads_per_rank": 1, "machine_cores": os.cpu_count()}
+
+
+def allreduce_overrides(overrides: list[str]) -> dict:
+    """``--set allreduce.KEY=VALUE`` as AllreduceConfig keyword arguments (checked here, before the cluster starts)."""
+    import yaml
+
+    from cosmotrain.config import ConfigError
+
+    settings = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        name = key.removeprefix("allreduce.")
+        if name == key or name not in {f.name for f in dataclasses.fields(dist.AllreduceConfig)}:
+            raise ConfigError(f"scaling-model takes --set allreduce.KEY=VALUE only (fp16, fusion_threshold_mb, "
+                              f"cycle_time_ms, overlap), not {item!r}")
+        settings[name] = yaml.safe_load(value)
+    dist.AllreduceConfig(**settings)
+    return settings
 
 
 def contention(alone: dict, n: int) -> dict:
@@ -180,19 +207,21 @@ def contention(alone: dict, n: int) -> dict:
             for m in MODELS}
 
 
-def measure_points(running, launch, alone: dict, nodes: list, mbits: list, quick: bool) -> tuple[list, list]:
-    """Measured and predicted points for every bandwidth × node count, and the fp16/fusion variants."""
+def measure_points(running, launch, alone: dict, nodes: list, mbits: list, quick: bool,
+                   fp16: bool = False) -> tuple[list, list]:
+    """Measured and predicted points for every bandwidth × node count, and the fp16/no-fusion/grouped variants."""
     points, variants = [], []
     for mbit in mbits:
         running.shape(mbit)
         for n in nodes:
             measured = launch(n, True)[0]
             link = perfmodel.fit_link(measured["sweep"]["sizes"], measured["sweep"]["seconds"], n)
-            points += [point(m, n, mbit, measured, link, alone) for m in MODELS]
+            points += [point(m, n, mbit, measured, link, alone, fp16) for m in MODELS]
             if not quick and n == nodes[0] and mbit == mbits[len(mbits) // 2]:
-                for name, settings in (("fp16", {"fp16": True}), ("no-fusion", {"fusion_threshold_mb": 0})):
+                for name, settings in (("fp16", {"fp16": True}), ("no-fusion", {"fusion_threshold_mb": 0}),
+                                       ("grouped", {"overlap": False})):
                     other = launch(n, False, **settings)[0]
-                    variants += [{**point(m, n, mbit, other, link, alone, fp16=settings.get("fp16", False)),
+                    variants += [{**point(m, n, mbit, other, link, alone, fp16=settings.get("fp16", fp16)),
                                   "variant": name, "baseline_measured_step_ms": round(1e3 * measured[m]["step_s"], 3)}
                                  for m in MODELS]
     return points, variants

@@ -25,7 +25,7 @@ TARGETS = """benchmarks (target on this 2-core machine):
 allreduce and scaling-model start a SLURM cluster of network namespaces on this machine
 (scripts/cluster/, needs root) and shape its links with tc."""
 CLUSTER_BENCHMARKS = ("allreduce", "scaling-model")
-CONFIGURED = ("gan-quality", "galaxy-baselines")  # the benchmarks --set applies to
+CONFIGURED = ("gan-quality", "galaxy-baselines", "scaling-model")  # the benchmarks --set applies to
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="gan-quality: override a key of configs/gan_tiny.yaml, e.g. train.spectrum_weight=0 "
                              "for the adversarial losses alone; galaxy-baselines: of configs/galaxies.yaml, e.g. "
-                             "synthetic.generator=simple (repeatable)")
+                             "synthetic.generator=simple; scaling-model: an allreduce setting of every point, "
+                             "e.g. allreduce.overlap=false (repeatable)")
     parser.add_argument("--data", metavar="DATASET",
                         help="galaxy-baselines only: score the baselines on this galaxies dataset instead of "
                              "making synthetic galaxies")
@@ -63,7 +64,7 @@ def _counts(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     if args.overrides and args.name not in CONFIGURED:
-        raise UserError(f"--set applies to the {' and '.join(CONFIGURED)} benchmarks only, not to '{args.name}'; "
+        raise UserError(f"--set applies to the {', '.join(CONFIGURED)} benchmarks only, not to '{args.name}'; "
                         f"drop it")
     if args.data and args.name != "galaxy-baselines":
         raise UserError(f"--data applies to the galaxy-baselines benchmark only, not to '{args.name}'; drop it")
