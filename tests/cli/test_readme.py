@@ -133,3 +133,10 @@ def test_generator_sample_gives_the_sample_sets_patches(walked):
     result = subprocess.run([sys.executable, "-c", SAME_PATCHES, TINY["N_SAMPLES"]], cwd=work, env=walkthrough_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_manual_stays_a_manual():
+    """At most 400 lines with a table of contents: design history goes to docs/, results to bench/README.md."""
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 400, f"README.md has {len(lines)} lines; move detail to docs/"
+    assert "## Contents" in lines
