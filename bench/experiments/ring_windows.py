@@ -2,19 +2,19 @@
 
     python bench/experiments/ring_windows.py MODE [DRAWS] [dft|sky]
 
-MODE: ``new`` (the shipped estimator: the patch's Laplacian under a Tukey window, cosine
-edges over half the side), ``hann`` (the rings test's window before 2026-12-04), ``flat``
-(no window), ``flatx`` (no window, axis modes dropped), ``tukeyA`` (scipy's periodic Tukey
-window of fraction A, e.g. tukey0.5: the rings test of 2026-12-04 to 12-05), ``laptukeyA``,
-``lapflat``, ``gradtukeyA`` (the same after a 5-point Laplacian or on the two first
-differences: prewhitened). Prints the per-test real-against-real pass rates over DRAWS
-draws (default 2000), then the share of 200 draws in which the rings test fails a 5 %
-boost and a 5 % cut of each ring k = 2 … 15, made either on the patches' own Fourier grid
-(``dft``, as tests/unit/test_referee.py; default) or in the sky's C_ℓ over the ring's ℓ
-range, the skies synthesised again (``sky``). Figures in docs/sampling.md. About 4 (dft)
-or 8 (sky) minutes per mode.
+MODE: ``new`` (the shipped estimator: each ring read twice from the patch's Laplacian,
+under a Tukey window with cosine edges over half the side and without a window),
+``hann`` (the rings test's window before 2026-12-04), ``flat`` (no window), ``flatx`` (no
+window, axis modes dropped), ``tukeyA`` (scipy's periodic Tukey window of fraction A, e.g.
+tukey0.5: the rings test of 2026-12-04 to 12-05), ``laptukeyA`` (laptukey0.5: the rings
+test of 2026-12-05 morning), ``lapflat``, ``gradtukeyA`` (the same after a 5-point
+Laplacian or on the two first differences: prewhitened). Prints the per-test
+real-against-real pass rates over DRAWS draws (default 2000), then the share of 200 draws
+in which the rings test fails a 5 % boost and a 5 % cut of each ring k = 2 … 15, made
+either on the patches' own Fourier grid (``dft``, as tests/unit/test_referee.py; default)
+or in the sky's C_ℓ over the ring's ℓ range, the skies synthesised again (``sky``). Figures
+in docs/sampling.md. About 4 (dft) or 8 (sky) minutes per mode.
 """
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,7 +27,6 @@ from cosmotrain.data import sky as skies  # noqa: E402
 from cosmotrain.science import referee_features as rf  # noqa: E402
 
 MODE = sys.argv[1]
-SHIPPED_FEATURES, SHIPPED_PROBE = rf.features, rf.make_probe
 
 
 def taper(n: int) -> np.ndarray:
@@ -45,7 +44,7 @@ def prewhitened(x: np.ndarray) -> list[np.ndarray]:
     return [x[:, 1:, 1:] - x[:, :-1, 1:], x[:, 1:, 1:] - x[:, 1:, :-1]]
 
 
-def ring_powers(x: np.ndarray) -> np.ndarray:
+def mode_powers(x: np.ndarray) -> np.ndarray:
     """|rfft2|² of each patch under the MODE window, window-weighted mean removed: [N, modes]."""
     x = np.asarray(x, np.float64)
     if MODE.startswith(("lap", "grad")):  # prewhitened, zero-padded back to the patch's Fourier grid
@@ -66,16 +65,9 @@ def without_axes(shape: tuple, matrix: np.ndarray) -> np.ndarray:
     return m / m.sum(axis=0)
 
 
-def make_probe(reference, reso):
-    probe = SHIPPED_PROBE(reference, reso)
-    matrix = without_axes(probe.shape, probe.ring_matrix) if MODE == "flatx" else probe.ring_matrix
-    return dataclasses.replace(probe, ring_matrix=matrix, ring_ref=(ring_powers(reference) @ matrix).mean(axis=0))
-
-
-def features(patches, probe):
-    rows = SHIPPED_FEATURES(patches, probe)
-    rows[:, probe.columns["ring"]] = ring_powers(patches) @ probe.ring_matrix / probe.ring_ref
-    return rows
+def ring_powers(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """One reading per ring, [N, R], in place of the shipped two."""
+    return mode_powers(x) @ (without_axes(x.shape[1:], matrix) if MODE == "flatx" else matrix)
 
 
 def sky_boost(pool, k: int, factor: float) -> np.ndarray:
@@ -91,7 +83,7 @@ def sky_boost(pool, k: int, factor: float) -> np.ndarray:
 
 
 if MODE != "new":
-    rf.features, rf.make_probe = features, make_probe
+    rf.ring_powers = ring_powers
 pool = T.Pool()
 results = [pool.referee(r, s) for r, s in T._draws(int(sys.argv[2]) if len(sys.argv) > 2 else 2000, 1)]
 per_test, whole = T._rates(results)

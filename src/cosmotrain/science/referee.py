@@ -25,8 +25,8 @@ The tests (``run``):
 
 * ``band_powers``: χ² of the mean band powers (bins two fundamentals wide, up to the
   Nyquist ℓ) with their full covariance;
-* ``rings``: the same per ring one fundamental wide (on the patch's Laplacian: sharper),
-  the largest |z| (Bonferroni over rings);
+* ``rings``: the same per ring one fundamental wide (on the patch's Laplacian: sharper;
+  each ring read with and without a window), the largest |z| (Bonferroni over both);
 * ``scatter``: the per-bin patch-to-patch variance, log ratio samples/reference, two-sided:
   χ² over bins and the largest |z| (Bonferroni over both);
 * ``one_point``: per-patch σ, skewness and excess kurtosis (mean over patches) and the
@@ -154,8 +154,11 @@ def rings(s: Moments, r: Moments, var: Variance, probe: Probe) -> dict:
     vs, vr = var.split(s, r, cols)
     z = (s.mean[cols] - r.mean[cols]) / np.sqrt(np.diag(vs + vr))
     worst, p = max_z(z)
-    return verdict("rings", worst, p, f"largest |z| of the mean power in {len(z)} rings one fundamental wide",
-                   worst_ring_k=int(probe.ring_k[int(np.argmax(np.abs(z)))]), z=z.tolist())
+    n, at = len(probe.ring_k), int(np.argmax(np.abs(z)))
+    return verdict("rings", worst, p, f"largest |z| of the mean power in {n} rings one fundamental wide, "
+                   "read with and without a window", worst_ring_k=int(probe.ring_k[at % n]),
+                   worst_reading=("windowed", "unwindowed")[at // n], z_windowed=z[:n].tolist(),
+                   z_unwindowed=z[n:].tolist())
 
 
 def _log_variance_ratio(s: Moments, r: Moments, var: Variance, raw: slice, sq: slice, centre: np.ndarray,

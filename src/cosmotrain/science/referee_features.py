@@ -8,13 +8,14 @@ thresholds) and measures, for each patch of float ``[N, H, W]`` μK, one row of
   relative to the reference's mean (so 1 is the reference);
 * ``bp2``: the squared deviation of ``bp`` from 1 (the scatter test's raw material);
 * ``ring``: power in rings one fundamental wide (k ≤ |k| < k+1), relative to the
-  reference's mean: the sharp, per-ring estimator (``ring_mode_powers``). It is measured
-  on the patch's discrete Laplacian under a Tukey window (cosine edges over half the side,
-  ``RING_TAPER``): the Laplacian prewhitens the steep CMB spectrum, so what the window
-  leaks from the large scales into a ring is small against the ring's own power, and the
-  Tukey window spreads a ring less over its neighbours than Hann (which read a 5 % boost
-  of one ring as ≈ 2.6 %). The Laplacian's k⁴ transfer cancels in the ratio to the
-  reference. Measured in tests/unit/test_referee.py and ``bench/experiments/ring_windows.py``;
+  reference's mean: the sharp, per-ring estimator (``ring_powers``), read twice from the
+  patch's discrete Laplacian, which prewhitens the steep CMB spectrum (its k⁴ transfer
+  cancels in the ratio to the reference). First under a Tukey window (cosine edges over
+  half the side, ``RING_TAPER``): little of the large scales leaks into a ring, so it sees
+  a change in the sky's C_ℓ. Then without a window: on the patch's own Fourier grid,
+  edges included, where a generator's errors live (a 5 % boost of one low ring there is
+  caught far more often than through the window). Measured in tests/unit/test_referee.py
+  and ``bench/experiments/ring_windows.py``;
 * ``one``: per-patch mean (μK), σ (μK), skewness and excess kurtosis; ``one2`` their
   squared deviations from the reference's means;
 * ``pdf``: the fraction of the patch's pixels in each PDF bin of (T − patch mean) / patch σ
@@ -53,7 +54,7 @@ class Probe:
     ring_matrix: np.ndarray      # float64 [H·(W//2+1), R]: rfft2 powers → rings 2..Nyquist
     ring_k: np.ndarray           # int [R]: each ring's k in fundamentals
     bp_ref: np.ndarray           # float64 [B]: reference mean band powers, μK²
-    ring_ref: np.ndarray         # float64 [R]: reference mean ring powers of the Laplacian, μK²
+    ring_ref: np.ndarray         # float64 [2R]: reference mean ring powers (``ring_powers``), μK²
     one_ref: np.ndarray          # float64 [4]: reference means of the one-point statistics
     sigma: float                 # reference pixel σ about the patch means, μK
     pdf_edges: np.ndarray        # float64 [P+1], (T − patch mean) / patch σ
@@ -66,7 +67,7 @@ class Probe:
     @property
     def columns(self) -> dict[str, slice]:
         """Name → column range of ``features``."""
-        sizes = {"bp": self.binning.nbins, "bp2": self.binning.nbins, "ring": len(self.ring_k), "one": 4,
+        sizes = {"bp": self.binning.nbins, "bp2": self.binning.nbins, "ring": len(self.ring_ref), "one": 4,
                  "one2": 4, "pdf": len(self.pdf_edges) - 1, "mf": 3 * len(self.thresholds)}
         out, start = {}, 0
         for name, size in sizes.items():
@@ -86,11 +87,11 @@ def make_probe(reference: np.ndarray, reso_arcmin: float) -> Probe:
     binning = spectra.make_binning(shape, reso_arcmin)
     matrix, ks = _ring_matrix(binning)
     powers = spectra.mode_powers(x, binning).reshape(len(x), -1)
-    ring_powers = ring_mode_powers(x) @ matrix
+    rings = ring_powers(x, matrix)
     one = one_point(x)
     sigma = float(np.sqrt(np.mean((x - x.mean(axis=(1, 2), keepdims=True)) ** 2)))
     edges = np.linspace(-PDF_SIGMAS, PDF_SIGMAS, PDF_BINS + 1)
-    return Probe(binning, matrix, ks, (powers @ binning.matrix).mean(axis=0), ring_powers.mean(axis=0),
+    return Probe(binning, matrix, ks, (powers @ binning.matrix).mean(axis=0), rings.mean(axis=0),
                  one.mean(axis=0), sigma, edges, np.asarray(THRESHOLDS))
 
 
@@ -112,15 +113,17 @@ def _ring_matrix(binning: spectra.Binning) -> tuple[np.ndarray, np.ndarray]:
     return matrix / matrix.sum(axis=0), ks
 
 
-def ring_mode_powers(x: np.ndarray) -> np.ndarray:
-    """|rfft2|² of each patch's 5-point Laplacian, Tukey-windowed: float64 [N, H·(W//2+1)].
+def ring_powers(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Each patch's power in the rings of ``matrix`` [modes, R], read from its 5-point Laplacian
+    under the Tukey window, then without: float64 [N, 2R] (μK² per pixel², unnormalised).
 
     The Laplacian of the (H−2)×(W−2) interior pixels is zero-padded back to H×W, so its
     modes lie on the patch's own Fourier grid and ``_ring_matrix`` applies.
     """
     lap = laplacian(x)
-    lap = lap * spectra.apodization_window(lap.shape[1:], "tukey", RING_TAPER)
-    return (np.abs(np.fft.rfft2(lap, s=x.shape[1:])) ** 2).reshape(len(x), -1)
+    taper = spectra.apodization_window(lap.shape[1:], "tukey", RING_TAPER)
+    return np.concatenate([(np.abs(np.fft.rfft2(lap * w, s=x.shape[1:])) ** 2).reshape(len(x), -1) @ matrix
+                           for w in (taper, 1.0)], axis=1)
 
 
 def laplacian(x: np.ndarray) -> np.ndarray:
@@ -151,7 +154,7 @@ def features(patches: np.ndarray, probe: Probe) -> np.ndarray:
     pdf = _histograms(standard, probe.pdf_edges)
     mf = stats.minkowski_functionals(standard, probe.thresholds, sigma=1.0, mean=0.0).reshape(len(x), -1)
     scale = np.array([probe.sigma, probe.sigma, 1.0, 1.0])
-    ring = ring_mode_powers(x) @ probe.ring_matrix / probe.ring_ref
+    ring = ring_powers(x, probe.ring_matrix) / probe.ring_ref
     return np.concatenate([bp, (bp - 1.0) ** 2, ring, one,
                            ((one - probe.one_ref) / scale) ** 2, pdf, mf], axis=1)
 
