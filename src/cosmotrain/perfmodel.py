@@ -12,10 +12,10 @@ n ranks' (``efficiency``). A step is
   scaling-model``);
 - a *round* is a set of allreduces that must finish before the step can go on: the
   classifier has one (its gradients), the GAN two (D's gradients, then G's, which need D's
-  update). cosmotrain sends each network's gradients as one Horovod group once its
-  backward pass is done (``allreduce.overlap: false``), so a round is one negotiation; the
-  step's small allreduces (NaN/stop flags, BatchNorm statistics, a few KB) are counted in
-  its last round;
+  update). Each round is taken as one negotiation, which is what ``allreduce.overlap:
+  false`` does (each network's gradients leave as one Horovod group once its backward
+  pass is done); the step's small allreduces (NaN/stop flags, BatchNorm statistics, a few
+  KB) are counted in its last round;
 - Horovod packs the tensors of a round into *fusion buffers* of at most the fusion
   threshold (``fusion_threshold_mb``; 0 = one allreduce per tensor), and each buffer is one
   MPI allreduce: the ring algorithm sends 2(n−1)/n of its S bytes over each rank's link and
@@ -24,9 +24,9 @@ n ranks' (``efficiency``). A step is
 - α and β come from a fit to timed Horovod allreduces (``fit_link``), so Horovod's own
   per-call costs (its cycle, negotiation, the copies into the fusion buffer) are in them.
 
-No overlap of communication with the backward pass, as cosmotrain sends by default. With
-``allreduce.overlap: true`` (Horovod's own way) the prediction is an upper bound on the step
-time where the allreduces hide behind the backward pass, and a lower bound where they break
+No overlap of communication with the backward pass is assumed. With ``allreduce.overlap:
+true`` (the default, Horovod's own way) the prediction is an upper bound on the step time
+where the allreduces hide behind the backward pass, and a lower bound where they break
 into more rounds than the model counts.
 """
 from __future__ import annotations

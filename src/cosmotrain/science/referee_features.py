@@ -115,7 +115,7 @@ def _ring_matrix(binning: spectra.Binning) -> tuple[np.ndarray, np.ndarray]:
 
 def ring_powers(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Each patch's power in the rings of ``matrix`` [modes, R], read from its 5-point Laplacian
-    under the Tukey window, then without: float64 [N, 2R] (μK² per pixel², unnormalised).
+    under the Tukey window, then without: float64 [N, 2R] (unnormalised powers).
 
     The Laplacian of the (H−2)×(W−2) interior pixels is zero-padded back to H×W, so its
     modes lie on the patch's own Fourier grid and ``_ring_matrix`` applies.
