@@ -32,7 +32,7 @@ import socket
 import statistics
 from pathlib import Path
 
-from cosmotrain import dist, perfmodel
+from cosmotrain import config, dist, perfmodel
 from cosmotrain.bench import allreduce
 from cosmotrain.scaling_report import classifier_rounds, gan_rounds
 
@@ -85,7 +85,6 @@ def gan_steps(settings, steps: int, rounds: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from cosmotrain import config
     from cosmotrain.models.dcgan import moving_statistics
     from cosmotrain.models.generator import Transform
     from cosmotrain.train.gan_config import GanConfig
@@ -124,12 +123,13 @@ def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> flo
 
     dtype = tf.float16 if settings.fp16 else tf.float32
     tensors = [[tf.zeros([max(1, b // 4)], dtype) for b in r] for r in rounds]
-    if settings.overlap:
-        calls = [tf.function(lambda xs, i=i: [dist.allreduce_mean(x, name=f"round{i}_{j}") for j, x in enumerate(xs)],
-                             autograph=False) for i in range(len(rounds))]
-    else:
-        calls = [tf.function(lambda xs, i=i: dist.grouped_allreduce_mean(xs, name=f"round{i}"), autograph=False)
-                 for i in range(len(rounds))]
+
+    def send(xs, i):
+        if settings.overlap:
+            return [dist.allreduce_mean(x, name=f"round{i}_{j}") for j, x in enumerate(xs)]
+        return dist.grouped_allreduce_mean(xs, name=f"round{i}")
+
+    calls = [tf.function(lambda xs, i=i: send(xs, i), autograph=False) for i in range(len(rounds))]
     times = []
     for _ in range(reps + 1):
         clock = _Clock()
@@ -184,21 +184,17 @@ def run(args) -> dict:
 
 
 def allreduce_overrides(overrides: list[str]) -> dict:
-    """``--set allreduce.KEY=VALUE`` as AllreduceConfig keyword arguments (checked here, before the cluster starts)."""
-    import yaml
-
-    from cosmotrain.config import ConfigError
-
-    settings = {}
+    """``--set allreduce.KEY=VALUE`` as AllreduceConfig keyword arguments, checked as any config
+    override is (keys, types, ranges) before the cluster starts."""
+    raw: dict = {}
     for item in overrides:
-        key, _, value = item.partition("=")
-        name = key.removeprefix("allreduce.")
-        if name == key or name not in {f.name for f in dataclasses.fields(dist.AllreduceConfig)}:
-            raise ConfigError(f"scaling-model takes --set allreduce.KEY=VALUE only (fp16, fusion_threshold_mb, "
-                              f"cycle_time_ms, overlap), not {item!r}")
-        settings[name] = yaml.safe_load(value)
-    dist.AllreduceConfig(**settings)
-    return settings
+        if not item.strip().startswith("allreduce."):
+            raise config.ConfigError(f"scaling-model takes --set allreduce.KEY=VALUE only (fp16, fusion_threshold_mb, "
+                                     f"cycle_time_ms, overlap), not {item!r}")
+        config.apply_override(raw, item)
+    section = raw.get("allreduce", {})
+    checked = config.from_dict(dist.AllreduceConfig, section, "allreduce")
+    return {name: getattr(checked, name) for name in section}
 
 
 def contention(alone: dict, n: int) -> dict:
