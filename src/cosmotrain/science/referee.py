@@ -48,7 +48,7 @@ import dataclasses
 import numpy as np
 from scipy import stats as sps
 
-from cosmotrain.science.referee_features import Moments, Probe
+from cosmotrain.science.referee_features import RING_READINGS, Moments, Probe
 
 ALPHA = 0.005
 MEMO_QUANTILE = 0.01
@@ -157,8 +157,8 @@ def rings(s: Moments, r: Moments, var: Variance, probe: Probe) -> dict:
     n, at = len(probe.ring_k), int(np.argmax(np.abs(z)))
     return verdict("rings", worst, p, f"largest |z| of the mean power in {n} rings one fundamental wide, "
                    "read with and without a window", worst_ring_k=int(probe.ring_k[at % n]),
-                   worst_reading=("windowed", "unwindowed")[at // n], z_windowed=z[:n].tolist(),
-                   z_unwindowed=z[n:].tolist())
+                   worst_reading=RING_READINGS[at // n],
+                   **{f"z_{name}": z[i * n:(i + 1) * n].tolist() for i, name in enumerate(RING_READINGS)})
 
 
 def _log_variance_ratio(s: Moments, r: Moments, var: Variance, raw: slice, sq: slice, centre: np.ndarray,

@@ -44,6 +44,7 @@ THRESHOLDS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 PDF_BINS, PDF_SIGMAS = 16, 4.0
 COARSE_SIDE = 8  # nearest neighbours are searched among 8x8 block means
 RING_TAPER = 0.5  # the ring estimator's Tukey window: cosine edges over this fraction of the side
+RING_READINGS = ("windowed", "unwindowed")  # ``ring_powers``' two halves, in order
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
