@@ -2,8 +2,9 @@
 
     python bench/experiments/ring_windows.py MODE [DRAWS] [dft|sky]
 
-MODE: ``new`` (the shipped estimator: each ring read twice from the patch's Laplacian,
-under a Tukey window with cosine edges over half the side and without a window),
+MODE: ``new`` (the shipped estimator: each ring read twice, from the interior Laplacian
+under a Tukey window with cosine edges over half the side, and from the patch's periodic
+component × the periodic Laplacian without a window),
 ``hann`` (the rings test's window before 2026-12-04), ``flat`` (no window), ``flatx`` (no
 window, axis modes dropped), ``tukeyA`` (scipy's periodic Tukey window of fraction A, e.g.
 tukey0.5: the rings test of 2026-12-04 to 12-05), ``laptukeyA`` (laptukey0.5: the rings
