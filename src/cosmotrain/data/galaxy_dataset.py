@@ -82,6 +82,8 @@ class SyntheticSection:
 
 @dataclasses.dataclass(frozen=True)
 class GalaxiesConfig:
+    """A galaxies dataset's whole configuration (``configs/galaxies.yaml``): where the images
+    come from (``galaxy_zoo`` or ``synthetic``), their size, splits and shards."""
     dataset: DatasetSection = dataclasses.field(default_factory=DatasetSection)
     galaxy_zoo: GalaxyZooSection = dataclasses.field(default_factory=GalaxyZooSection)
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
