@@ -1,4 +1,5 @@
 """Feeding the step: per-rank batches read ahead in a thread, as the trainers iterate them."""
+import sys
 import threading
 import time
 
@@ -65,3 +66,15 @@ def test_leaving_a_prefetch_loop_early_stops_its_thread():
     while any(t.name == "prefetch" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "prefetch thread still running"
         time.sleep(0.05)
+
+
+def test_reading_threads_shorten_the_gil_slices_only_while_they_run():
+    """The step must not wait 5 ms for the GIL between batches; the rest of the program keeps Python's slices."""
+    before = sys.getswitchinterval()
+    first, second = feed.prefetch(iter(range(10)), depth=2), feed.prefetch(iter(range(10)), depth=2)
+    next(first), next(second)
+    assert sys.getswitchinterval() == min(feed.SWITCH_INTERVAL, before)
+    first.close()
+    assert sys.getswitchinterval() == min(feed.SWITCH_INTERVAL, before)  # the second still reads
+    assert list(second) == list(range(1, 10))
+    assert sys.getswitchinterval() == before
