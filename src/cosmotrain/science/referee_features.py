@@ -128,7 +128,7 @@ def ring_powers(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     lap = laplacian(x)
     taper = spectra.apodization_window(lap.shape[1:], "tukey", RING_TAPER)
     windowed = np.abs(np.fft.rfft2(lap * taper, s=x.shape[1:])) ** 2
-    periodic = np.abs(np.fft.rfft2(periodic_component(x)) * _laplacian_transfer(x.shape[1:])) ** 2
+    periodic = np.abs(_periodic_modes(x) * _laplacian_transfer(x.shape[1:])) ** 2
     return np.concatenate([p.reshape(len(x), -1) @ matrix for p in (windowed, periodic)], axis=1)
 
 
@@ -138,16 +138,24 @@ def periodic_component(x: np.ndarray) -> np.ndarray:
     across opposite edges, so p's Fourier modes carry no cross of edge leakage.
     """
     x = np.asarray(x, dtype=np.float64)
+    return np.fft.irfft2(_periodic_modes(x), s=x.shape[1:])
+
+
+def _periodic_modes(x: np.ndarray) -> np.ndarray:
+    """rfft2 of each patch's periodic component: its own modes minus the smooth part's, whose
+    periodic Laplacian is the jumps across opposite edges (the mean is left to p)."""
+    x = np.asarray(x, dtype=np.float64)
+    rows, cols = x[:, -1, :] - x[:, 0, :], x[:, :, -1] - x[:, :, 0]
     jumps = np.zeros_like(x)
-    jumps[:, 0, :] += x[:, -1, :] - x[:, 0, :]
-    jumps[:, -1, :] -= x[:, -1, :] - x[:, 0, :]
-    jumps[:, :, 0] += x[:, :, -1] - x[:, :, 0]
-    jumps[:, :, -1] -= x[:, :, -1] - x[:, :, 0]
-    transfer = -_laplacian_transfer(x.shape[1:])
+    jumps[:, 0, :] += rows
+    jumps[:, -1, :] -= rows
+    jumps[:, :, 0] += cols
+    jumps[:, :, -1] -= cols
+    transfer = _laplacian_transfer(x.shape[1:])
     transfer[0, 0] = 1.0
-    smooth = np.fft.rfft2(jumps) / transfer
+    smooth = -np.fft.rfft2(jumps) / transfer
     smooth[:, 0, 0] = 0.0
-    return x - np.fft.irfft2(smooth, s=x.shape[1:])
+    return np.fft.rfft2(x) - smooth
 
 
 def _laplacian_transfer(shape: tuple[int, int]) -> np.ndarray:
