@@ -7,10 +7,10 @@ k = 2, 3, 4, 6, 10, 14: how far a 5 % boost of the ring on the patch's own Fouri
 moves each reading (``sensitivity``, 1 = by exactly 5 %), the reading's mean ÷ standard
 deviation over patches, and their product, the boost's signal-to-noise per patch (a
 Gaussian field's ring of m independent modes allows √m: 2.83 at k = 2). Readings: the
-shipped unwindowed one (``periodic``: the periodic component × the periodic Laplacian),
-the interior Laplacian zero-padded (``interior``, shipped before), the periodic component
-of the interior Laplacian (``interior_periodic``) and the shipped windowed one. Under a
-minute. Figures in docs/sampling.md.
+shipped two (``rf.ring_powers``: ``unwindowed``, the periodic component × the periodic
+Laplacian, and ``windowed``), the interior Laplacian zero-padded (``interior``, shipped
+before) and the periodic component of the interior Laplacian (``interior_periodic``).
+Under a minute. Figures in docs/sampling.md.
 """
 import sys
 from pathlib import Path
@@ -23,16 +23,19 @@ from cosmotrain.data import cmb_spectrum  # noqa: E402
 from cosmotrain.data import sky as skies  # noqa: E402
 from cosmotrain.science import referee_features as rf  # noqa: E402
 
-N = T.SHAPE[0]
-RING = np.floor(np.hypot((np.fft.fftfreq(N) * N)[:, None], (np.fft.rfftfreq(N) * N)[None, :]) + 1e-9)
-WEIGHT = np.where(np.arange(N // 2 + 1) % (N // 2) == 0, 1.0, 2.0)[None, :] * np.ones_like(RING)
-TAPER = rf.spectra.apodization_window((N - 2, N - 2), "tukey", rf.RING_TAPER)
-READINGS = {
-    "periodic": lambda x: np.fft.rfft2(rf.periodic_component(x)) * rf._laplacian_transfer(x.shape[1:]),
+MATRIX, KS = rf._ring_matrix(rf.spectra.make_binning(T.SHAPE, T.RESO))  # the referee's rings k = 2 …
+ALTERNATIVES = {  # the patch's Fourier modes under readings the referee does not ship
     "interior": lambda x: np.fft.rfft2(rf.laplacian(x), s=x.shape[1:]),
     "interior_periodic": lambda x: np.fft.rfft2(rf.periodic_component(rf.laplacian(x)), s=x.shape[1:]),
-    "windowed": lambda x: np.fft.rfft2(rf.laplacian(x) * TAPER, s=x.shape[1:]),
 }
+
+
+def ring_power(x: np.ndarray, name: str, k: int) -> np.ndarray:
+    """Each patch's power in ring k under reading ``name`` (the shipped two: ``rf.ring_powers``)."""
+    j = int(np.flatnonzero(KS == k)[0])
+    if name in ALTERNATIVES:
+        return (np.abs(ALTERNATIVES[name](x)) ** 2).reshape(len(x), -1) @ MATRIX[:, j]
+    return rf.ring_powers(x, MATRIX)[:, j + len(KS) * rf.RING_READINGS.index(name)]
 
 
 def patches() -> np.ndarray:
@@ -43,15 +46,11 @@ def patches() -> np.ndarray:
                            for i in range(6)]).astype(np.float64)
 
 
-def ring_power(x: np.ndarray, read, k: int) -> np.ndarray:
-    return (np.abs(read(x)) ** 2 * WEIGHT * (RING == k)).sum(axis=(1, 2))
-
-
 x = patches()
 for k in (2, 3, 4, 6, 10, 14):
     boosted = T._ring_boost(x[None], k, 1.05)[0]
-    for name, read in READINGS.items():
-        plain, moved = ring_power(x, read, k), ring_power(boosted, read, k)
+    for name in ("unwindowed", *ALTERNATIVES, "windowed"):
+        plain, moved = ring_power(x, name, k), ring_power(boosted, name, k)
         sensitivity = (moved.mean() / plain.mean() - 1) / 0.05
         spread = plain.mean() / plain.std()
         print(f"k={k:2d} {name:18s} sensitivity {sensitivity:6.3f}  mean/sd {spread:5.3f}  "
