@@ -3,12 +3,17 @@
     python bench/experiments/shared_core.py [MBITS]      # root, from the checkout; e.g. 200,1000
 
 On each of 2 nodes (one rank, one core; ``make cluster-test``'s cluster, links shaped to
-each of MBITS, default 200,1000 Mbit/s), twice per bandwidth: a 1 MiB Horovod allreduce
-timed alone and while the rank's core runs the classifier's compute-only steps in a second
-thread; and those steps timed alone and while 40 such allreduces run. Prints rank 0's
-medians in ms. About 2 minutes. Figures in docs/cluster.md (P8).
+each of MBITS, default 200,1000 Mbit/s), twice per bandwidth: the classifier's compute-only
+steps timed in a one-rank job of their own (``srun --mpi=none``: no Horovod beside them);
+then, as a 2-node Horovod job, those steps timed with Horovod idle (its background thread
+still meets the other rank every cycle), a 1 MiB Horovod allreduce timed alone and while
+the rank's core runs the steps in a second thread, and the steps timed while 40 such
+allreduces run. Prints the medians in ms (rank 0's for the job). About 3 minutes.
+``HOROVOD_CYCLE_TIME=10`` exported changes Horovod's cycle from 1 ms for the whole run.
+Figures in docs/cluster.md (P8).
 """
 import json
+import os
 import statistics
 import sys
 import threading
@@ -18,8 +23,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def worker() -> None:
+def worker(alone: bool = False) -> None:
     sys.setswitchinterval(5e-4)  # the two Python threads take turns quickly (see feed.SWITCH_INTERVAL)
+    if alone:  # srun --mpi=none: forget the job step, so this rank starts as a one-rank job of its own
+        for name in [k for k in os.environ if k.startswith(("SLURM_", "PMIX_", "PMI_", "OMPI_"))]:
+            del os.environ[name]
     from cosmotrain import dist
 
     ctx = dist.init_horovod(threads=1)
@@ -31,6 +39,10 @@ def worker() -> None:
     quiet_logs()
     cfg = bench_config(batch=32)
     compute = bare_loop(build_classifier(cfg.model, (IMAGE, IMAGE, 3)), memory_batches(5, 32, seed=1 + ctx.rank))
+    if alone:
+        compute()
+        print(json.dumps({"compute_without_horovod_ms": round(1e3 * statistics.median(compute()[0] for _ in range(20)), 1)}))
+        return
     x = tf.zeros([262144], tf.float32)
     reduce = tf.function(lambda v: dist.allreduce_mean(v, name="probe"), autograph=False)
     compute(), reduce(x)
@@ -44,7 +56,8 @@ def worker() -> None:
             times.append(time.perf_counter() - start)
         return 1e3 * statistics.median(times)
 
-    out = {"allreduce_alone_ms": reduces(10), "compute_alone_ms": 1e3 * statistics.median(compute()[0] for _ in range(6))}
+    out = {"allreduce_alone_ms": reduces(10),
+           "compute_beside_idle_horovod_ms": 1e3 * statistics.median(compute()[0] for _ in range(20))}
     stop = threading.Event()
     busy = threading.Thread(target=lambda: [compute() for _ in iter(stop.is_set, True)])
     busy.start()
@@ -68,13 +81,15 @@ def worker() -> None:
 def main() -> None:
     from cosmotrain.bench.cluster import cluster
 
-    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import shared_core; shared_core.worker()"
+    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import shared_core; shared_core.worker(sys.argv[1] == 'alone')"
     with cluster(2) as running:
         try:
             for mbit in [int(m) for m in (sys.argv[1] if len(sys.argv) > 1 else "200,1000").split(",")]:
                 running.shape(mbit)
                 for _ in range(2):
-                    print(f"{mbit} Mbit/s", running.srun(2, code)[0], flush=True)
+                    alone = [r["compute_without_horovod_ms"] for r in running.srun(2, code, "alone", mpi=False)]
+                    print(f"{mbit} Mbit/s", {"compute_without_horovod_ms": alone, **running.srun(2, code, "job")[0]},
+                          flush=True)
         finally:
             running.shape(0)
 
