@@ -29,15 +29,16 @@ def worker() -> None:
                                        time_trainer_steps, write_bench_dataset)
 
     quiet_logs()
-    scratch = Path(tempfile.mkdtemp(prefix="step-profile-"))  # node-local /tmp
-    data = write_bench_dataset(scratch / "data", n_train=4 * 32)
-    run = prepared_run(bench_config(32), data, scratch / "run")
-    batches = memory_batches(20, 32, seed=1 + ctx.rank)
-    time_trainer_steps(run, batches)  # trace, first-step broadcast, Horovod's negotiation
-    tf.profiler.experimental.start(str(scratch / "profile"))
-    time_trainer_steps(run, batches[:4], 1)
-    tf.profiler.experimental.stop()
-    steps = read_steps(next((scratch / "profile").rglob("*.xplane.pb")))
+    with tempfile.TemporaryDirectory(prefix="step-profile-") as tmp:  # node-local /tmp
+        scratch = Path(tmp)
+        data = write_bench_dataset(scratch / "data", n_train=4 * 32)
+        run = prepared_run(bench_config(32), data, scratch / "run")
+        batches = memory_batches(20, 32, seed=1 + ctx.rank)
+        time_trainer_steps(run, batches)  # trace, first-step broadcast, Horovod's negotiation
+        tf.profiler.experimental.start(str(scratch / "profile"))
+        time_trainer_steps(run, batches[:4], 1)
+        tf.profiler.experimental.stop()
+        steps = read_steps(next((scratch / "profile").rglob("*.xplane.pb")))
     every = dict(dist.allgather_object((socket.gethostname(), steps)))
     if ctx.is_root:
         print(json.dumps(every), flush=True)
