@@ -13,7 +13,6 @@ allreduces run. Prints the medians in ms (rank 0's for the job). About 3 minutes
 Figures in docs/cluster.md (P8).
 """
 import json
-import os
 import statistics
 import sys
 import threading
@@ -25,10 +24,11 @@ HERE = Path(__file__).resolve().parent
 
 def worker(alone: bool = False) -> None:
     sys.setswitchinterval(5e-4)  # the two Python threads take turns quickly (see feed.SWITCH_INTERVAL)
-    if alone:  # srun --mpi=none: forget the job step, so this rank starts as a one-rank job of its own
-        for name in [k for k in os.environ if k.startswith(("SLURM_", "PMIX_", "PMI_", "OMPI_"))]:
-            del os.environ[name]
     from cosmotrain import dist
+    from cosmotrain.bench.cluster import leave_job_step
+
+    if alone:  # srun --mpi=none
+        leave_job_step()
 
     ctx = dist.init_horovod(threads=1)
     import tensorflow as tf
@@ -41,7 +41,8 @@ def worker(alone: bool = False) -> None:
     compute = bare_loop(build_classifier(cfg.model, (IMAGE, IMAGE, 3)), memory_batches(5, 32, seed=1 + ctx.rank))
     if alone:
         compute()
-        print(json.dumps({"compute_without_horovod_ms": round(1e3 * statistics.median(compute()[0] for _ in range(20)), 1)}))
+        median = statistics.median(compute()[0] for _ in range(20))
+        print(json.dumps({"compute_without_horovod_ms": round(1e3 * median, 1)}))
         return
     x = tf.zeros([262144], tf.float32)
     reduce = tf.function(lambda v: dist.allreduce_mean(v, name="probe"), autograph=False)
@@ -81,17 +82,15 @@ def worker(alone: bool = False) -> None:
 def main() -> None:
     from cosmotrain.bench.cluster import cluster
 
-    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import shared_core; shared_core.worker(sys.argv[1] == 'alone')"
-    with cluster(2) as running:
-        try:
-            for mbit in [int(m) for m in (sys.argv[1] if len(sys.argv) > 1 else "200,1000").split(",")]:
-                running.shape(mbit)
-                for _ in range(2):
-                    alone = [r["compute_without_horovod_ms"] for r in running.srun(2, code, "alone", mpi=False)]
-                    print(f"{mbit} Mbit/s", {"compute_without_horovod_ms": alone, **running.srun(2, code, "job")[0]},
-                          flush=True)
-        finally:
-            running.shape(0)
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import shared_core; "
+            f"shared_core.worker(sys.argv[1] == 'alone')")
+    with cluster(2) as running:  # unshaped again on leaving
+        for mbit in [int(m) for m in (sys.argv[1] if len(sys.argv) > 1 else "200,1000").split(",")]:
+            running.shape(mbit)
+            for _ in range(2):
+                alone = [r["compute_without_horovod_ms"] for r in running.srun(2, code, "alone", mpi=False)]
+                print(f"{mbit} Mbit/s", {"compute_without_horovod_ms": alone, **running.srun(2, code, "job")[0]},
+                      flush=True)
 
 
 if __name__ == "__main__":

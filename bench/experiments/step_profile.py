@@ -7,7 +7,8 @@ MBITS Mbit/s), the classifier trainer's step as ``bench scaling-model`` times it
 per-rank batch 32, in-memory batches), then ``tf.profiler`` around 4 more steps. From each
 node's trace it prints, per step: the step's wall time, when the dense kernel's gradient
 (most of the bytes) was computed, and when the backward pass's last op ended, in ms from
-the step's start; the rest of the step is the gradients' allreduces and Adam's update. About a minute. Figures in docs/cluster.md (P8).
+the step's start; the rest of the step is the gradients' allreduces and Adam's update.
+About a minute. Figures in docs/cluster.md (P8).
 """
 import json
 import socket
@@ -45,7 +46,8 @@ def worker() -> None:
 
 
 def read_steps(path: Path) -> list:
-    """Per ``_train_step`` call: wall ms, when the dense kernel's gradient and the whole backward pass ended (ms from its start)."""
+    """Per ``_train_step`` call: wall ms, and when the dense kernel's gradient and the whole
+    backward pass ended (ms from the call's start)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
@@ -65,8 +67,10 @@ def read_steps(path: Path) -> list:
     for begin, end, _ in sorted(steps):
         inside = [op for op in ops if begin <= op[0] <= end]
         dense = [op[1] for op in inside if DENSE_GRADIENT in op[2]]
-        found.append({"step_ms": round(end - begin, 1), "dense_gradient_ms": round(dense[0] - begin, 1) if dense else None,
-                      "backward_end_ms": round(max(op[1] for op in inside if "gradient_tape/" in op[2]) - begin, 1)})
+        backward_end = max(op[1] for op in inside if "gradient_tape/" in op[2])
+        found.append({"step_ms": round(end - begin, 1),
+                      "dense_gradient_ms": round(dense[0] - begin, 1) if dense else None,
+                      "backward_end_ms": round(backward_end - begin, 1)})
     return found
 
 
@@ -74,14 +78,11 @@ def main() -> None:
     from cosmotrain.bench.cluster import cluster
 
     code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import step_profile; step_profile.worker()"
-    with cluster(2) as running:
-        try:
-            for mbit in [int(m) for m in (sys.argv[1] if len(sys.argv) > 1 else "200").split(",")]:
-                running.shape(mbit)
-                for host, steps in running.srun(2, code)[0].items():
-                    print(f"{mbit} Mbit/s, {host}:", *steps, sep="\n  ", flush=True)
-        finally:
-            running.shape(0)
+    with cluster(2) as running:  # unshaped again on leaving
+        for mbit in [int(m) for m in (sys.argv[1] if len(sys.argv) > 1 else "200").split(",")]:
+            running.shape(mbit)
+            for host, steps in running.srun(2, code)[0].items():
+                print(f"{mbit} Mbit/s, {host}:", *steps, sep="\n  ", flush=True)
 
 
 if __name__ == "__main__":

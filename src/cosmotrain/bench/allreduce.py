@@ -68,12 +68,9 @@ def run(args) -> dict:
     nodes = args.nodes[0] if args.nodes else 2
     mbit = args.link_mbit[0] if args.link_mbit else 0
     sizes, budget = (SIZES[:6], 0.3) if args.quick else (SIZES, 2.0)
-    with cluster(nodes) as running:
+    with cluster(nodes) as running:  # unshaped again on leaving
         running.shape(mbit)
-        try:
-            fit = measure(running, nodes, sizes, budget)
-        finally:
-            running.shape(0)
+        fit = measure(running, nodes, sizes, budget)
     fit.pop("link")
     ratio = round(fit["fitted_mbit_per_s"] / mbit, 4) if mbit else None
     return {"ratio": ratio, "target": TARGET if mbit else None, "nodes": nodes, "link_mbit": mbit or None,

@@ -2,7 +2,8 @@
 
 ``cluster(nodes)`` starts an N-node SLURM cluster on this machine (``scripts/cluster/up.sh``:
 network namespaces with their own IPs, one slurmd each) unless one is up already, and on
-leaving (also on SIGTERM or Ctrl-C) removes what it started (``down.sh``). ``Cluster.srun``
+leaving (also on SIGTERM or Ctrl-C) removes what it started (``down.sh``), or leaves the
+links of a cluster it found unshaped again. ``Cluster.srun``
 launches one rank per node and returns what rank 0 (or every process) printed as JSON.
 Benchmark files go under the cluster's shared folder: every node hides /tmp behind its own.
 """
@@ -72,13 +73,23 @@ def cluster(nodes: int) -> Iterator[Cluster]:
     folder = Path(os.environ.get("COSMOTRAIN_CLUSTER_DIR", "/var/tmp/cosmotrain-cluster"))
     started = not (folder / "created").is_file()
     previous = signal.signal(signal.SIGTERM, _exit_on_term)  # so the teardown below runs
+    running = None
     try:
-        conf = _script("up.sh", str(nodes)).strip().splitlines()[-1]
-        yield Cluster(conf, folder)
+        running = Cluster(_script("up.sh", str(nodes)).strip().splitlines()[-1], folder)
+        yield running
     finally:
         if started:
             _script("down.sh", check=False)
+        elif running is not None:  # a cluster someone else started: leave its links unshaped
+            _script("shape.sh", "0", env=running.env(), check=False)
         signal.signal(signal.SIGTERM, previous)
+
+
+def leave_job_step() -> None:
+    """In a process started by ``srun --mpi=none``: forget the job step, so that MPI (Horovod)
+    starts as a one-rank job of its own instead of looking for the step's other ranks."""
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "PMIX_", "PMI_", "OMPI_"))]:
+        del os.environ[name]
 
 
 def _exit_on_term(signum, frame) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cosmotrain import config, dist, perfmodel
 from cosmotrain.bench import allreduce
+from cosmotrain.bench.cluster import leave_job_step
 from cosmotrain.scaling_report import classifier_rounds, gan_rounds
 
 TARGET = (0.9, 1.1)
@@ -49,9 +50,8 @@ def worker(spec: str) -> None:
     from cosmotrain.bench.step import quiet_logs
 
     spec = json.loads(spec)
-    if spec["alone"]:  # srun --mpi=none: forget the job step, so MPI starts as a one-rank job of its own
-        for name in [k for k in os.environ if k.startswith(("SLURM_", "PMIX_", "PMI_", "OMPI_"))]:
-            del os.environ[name]
+    if spec["alone"]:  # srun --mpi=none
+        leave_job_step()
     settings = dist.AllreduceConfig(**spec["allreduce"])
     ctx = dist.init_horovod(threads=1, allreduce=settings)
     quiet_logs()
@@ -169,13 +169,9 @@ def run(args) -> dict:
                     "allreduce": {**base, **allreduce_settings}}
             return running.srun(n, WORKER, json.dumps(spec), mpi=mpi)
 
-        try:
-            running.shape(0)
-            alone = {n: launch(n, False, mpi=False) for n in sorted({1, *nodes})}
-            points, variants = measure_points(running, launch, alone, nodes, mbits, args.quick,
-                                             bool(base.get("fp16")))
-        finally:
-            running.shape(0)
+        running.shape(0)  # the compute alone, on unshaped links (and unshaped again on leaving)
+        alone = {n: launch(n, False, mpi=False) for n in sorted({1, *nodes})}
+        points, variants = measure_points(running, launch, alone, nodes, mbits, args.quick, bool(base.get("fp16")))
     worst = max(points, key=lambda p: abs(math.log(p["ratio"])))
     return {"ratio": worst["ratio"], "target": list(TARGET), "allreduce": base, "points": points, "variants": variants,
             "one_rank_step_ms": {m: round(1e3 * alone[1][0][m]["step_s"], 3) for m in MODELS},
