@@ -2,6 +2,7 @@
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -32,6 +33,22 @@ def test_resumed_batches_are_the_tail_of_the_epoch(tiny_galaxies):
     assert len(tail) == len(full) - 4
     for (a_img, a_ids), (b_img, b_ids) in zip(full[4:], tail):
         assert np.array_equal(a_ids, b_ids) and np.array_equal(a_img, b_img)
+
+
+def test_a_splits_read_windows_serve_the_next_epoch_only_once_released(tiny_galaxies):
+    s = reader.ShardSet(tiny_galaxies, "train")
+
+    def epoch(e):
+        return list(epochs.rank_batches(s, 0, 1, 8, seed=1, epoch=e, fields=("images", "ids")))
+
+    held = epoch(0)
+    ids = [b["ids"].copy() for b in held]
+    other = epoch(1)  # epoch 0's batches are still held: its window must not be refilled
+    assert other[0]["images"].base is not held[0]["images"].base
+    assert all(np.array_equal(b["ids"], i) for b, i in zip(held, ids))
+    window = weakref.ref(held[0]["images"].base)
+    del held
+    assert epoch(2)[0]["images"].base is window()  # released: the next epoch reads into the same memory
 
 
 def test_the_tf_data_dataset_gives_the_same_batches(tiny_galaxies):

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from cosmotrain.data.reader import Buffers, ShardSet
+from cosmotrain.data.reader import ShardSet
 from cosmotrain.errors import UserError
 
 WINDOW_BYTES = 64 * 1024 * 1024  # one read window of rank_batches
@@ -71,7 +71,6 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
                        for f in (fields or shards.schema))
     window = max(batch, min(window, WINDOW_BYTES // max(1, sample_bytes)) // batch * batch)
     rng = np.random.default_rng([seed, epoch, rank, 7])
-    buffers = Buffers()
     for w0 in range(0, steps * batch, window):
         count = (min(w0 + window, steps * batch) - w0) // batch
         order = rng.permutation(count) if shuffle else np.arange(count)
@@ -79,7 +78,7 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
         first = w0 // batch
         if first + count <= start_batch:
             continue
-        data = shards.read_runs(_sub_runs(runs, w0, w0 + count * batch), fields, rows, buffers)
+        data = shards.read_runs(_sub_runs(runs, w0, w0 + count * batch), fields, rows, shards.buffers)
         for j in order[max(0, start_batch - first):]:
             yield {k: v[j * batch:(j + 1) * batch] for k, v in data.items()}
 
