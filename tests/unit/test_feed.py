@@ -51,6 +51,29 @@ def test_a_splits_read_windows_serve_the_next_epoch_only_once_released(tiny_gala
     assert epoch(2)[0]["images"].base is window()  # released: the next epoch reads into the same memory
 
 
+def test_as_tensor_uses_an_aligned_batchs_memory_and_copies_any_other():
+    window = reader.aligned_empty((4, 8, 8, 3), np.uint8)
+    window[:] = np.arange(window.size, dtype=np.uint8).reshape(window.shape)
+    before = window.copy()
+    shared, copied = feed.as_tensor(window[2:4]), feed.as_tensor(window.reshape(-1)[3:100])
+    window += 1  # seen through the tensor that uses the memory, not through the copy
+    np.testing.assert_array_equal(shared.numpy(), window[2:4])
+    np.testing.assert_array_equal(copied.numpy(), before.reshape(-1)[3:100])
+
+
+def test_tensors_of_an_epoch_keep_their_window_from_being_refilled(tiny_galaxies):
+    s = reader.ShardSet(tiny_galaxies, "train")
+
+    def epoch(e):
+        return list(feed.batches(s, 0, 1, 8, seed=1, epoch=e, fields=("images", "ids"), convert=feed.as_tensor))
+
+    first = epoch(0)
+    expected = [[t.numpy().copy() for t in batch] for batch in first]
+    second = epoch(1)
+    assert any(not np.array_equal(a[1].numpy(), b[1]) for a, b in zip(second, expected))  # another order
+    assert all(np.array_equal(t.numpy(), x) for batch, want in zip(first, expected) for t, x in zip(batch, want))
+
+
 def test_the_tf_data_dataset_gives_the_same_batches(tiny_galaxies):
     s = reader.ShardSet(tiny_galaxies, "train")
     fields = ("images", "labels")

@@ -67,8 +67,7 @@ def rank_batches(shards: ShardSet, rank: int, size: int, batch: int, seed: int, 
     runs = epoch_runs(shards.n, rank, size, seed, epoch, shuffle=shuffle)
     m = sum(b - a for a, b in runs)
     steps = steps_per_epoch(m, batch, f"{shards.root} ({shards.split} split)")
-    sample_bytes = sum(int(np.prod(shards.sample_shape(f), dtype=np.int64)) * np.dtype(shards.schema[f].dtype).itemsize
-                       for f in (fields or shards.schema))
+    sample_bytes = shards.sample_bytes(fields or tuple(shards.schema))
     window = max(batch, min(window, WINDOW_BYTES // max(1, sample_bytes)) // batch * batch)
     rng = np.random.default_rng([seed, epoch, rank, 7])
     for w0 in range(0, steps * batch, window):

@@ -54,18 +54,30 @@ class RawField:
 
     def read(self, fd: int, lo: int, rows: list[memoryview]) -> None:
         """Samples ``lo``, ``lo + 1``, ... into ``rows`` (one ``row_bytes`` buffer each)."""
-        hi, done = lo + len(rows), 0
-        while lo + done < hi:
-            first = lo + done
-            chunk = first // self.chunk_rows
-            n = min(hi, (chunk + 1) * self.chunk_rows) - first
-            offset = self.offsets[chunk] + (first - chunk * self.chunk_rows) * self.row_bytes
+        for done, n, offset in self._spans(lo, len(rows)):
             for k in range(0, n, IOV_MAX):
                 part = rows[done + k:done + min(n, k + IOV_MAX)]
-                got = os.preadv(fd, part, offset + k * self.row_bytes)
-                if got != len(part) * self.row_bytes:
-                    raise UserError(f"{self.path} ends early (truncated?); regenerate the dataset")
+                self._preadv(fd, part, offset + k * self.row_bytes, len(part) * self.row_bytes)
+
+    def read_into(self, fd: int, lo: int, dest: np.ndarray) -> None:
+        """Samples ``lo``, ``lo + 1``, ... into the C-contiguous ``dest``, one system call per chunk."""
+        flat = memoryview(dest.reshape(-1).view(np.uint8))
+        for done, n, offset in self._spans(lo, len(dest)):
+            self._preadv(fd, [flat[done * self.row_bytes:(done + n) * self.row_bytes]], offset, n * self.row_bytes)
+
+    def _spans(self, lo: int, count: int):
+        """(first row, rows, byte offset) of each chunk's part of samples ``lo`` … ``lo + count - 1``."""
+        done = 0
+        while done < count:
+            first = lo + done
+            chunk = first // self.chunk_rows
+            n = min(lo + count, (chunk + 1) * self.chunk_rows) - first
+            yield done, n, self.offsets[chunk] + (first - chunk * self.chunk_rows) * self.row_bytes
             done += n
+
+    def _preadv(self, fd: int, buffers: list[memoryview], offset: int, nbytes: int) -> None:
+        if os.preadv(fd, buffers, offset) != nbytes:
+            raise UserError(f"{self.path} ends early (truncated?); regenerate the dataset")
 
 
 def _chunk_starts(dsid):
@@ -75,8 +87,6 @@ def _chunk_starts(dsid):
         yield info.chunk_offset[0], info.byte_offset
 
 
-def row_views(array: np.ndarray) -> list[memoryview]:
-    """One writable byte view per sample (first axis) of the C-contiguous ``array``."""
-    flat = memoryview(array.reshape(-1).view(np.uint8))
-    size = array[:1].nbytes
-    return [flat[r * size:(r + 1) * size] for r in range(len(array))]
+def row_views(array: np.ndarray) -> list[np.ndarray]:
+    """One writable byte array per sample (first axis) of the C-contiguous ``array``, a view of it."""
+    return list(array.reshape(len(array), -1).view(np.uint8)) if len(array) else []

@@ -368,7 +368,7 @@ class Loop:
         """This rank's training batches of ``epoch`` from ``start_batch`` on, read ahead in a thread."""
         cfg, ctx = self.cfg.train, dist.context()
         return feed.batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch, FIELDS[cfg.loss],
-                            start_batch=start_batch, convert=tf.convert_to_tensor)
+                            start_batch=start_batch, convert=feed.as_tensor)
 
     def _bar_figures(self, start: float, first: int) -> dict:
         loss, count, correct, kept = self.trainer.meters.local()

@@ -263,7 +263,7 @@ class Loop:
             epoch, first = divmod(state.step, self.data.steps_per_epoch)
             batches = feed.batches(self.data.train, ctx.rank, ctx.size, cfg.batch_size, cfg.seed, epoch,
                                    FIELDS, start_batch=first, augment="patches" if cfg.augment else None,
-                                   convert=tf.convert_to_tensor)
+                                   convert=feed.as_tensor)
             for (real,) in batches:
                 self.watch.progress(state.step, "training")
                 started = time.perf_counter()
