@@ -41,6 +41,13 @@ system_packages() {
     || die "mpirun is not Open MPI; load Open MPI 4.1 (module load openmpi) and retry"
 }
 
+lint_tools() {
+  # The job scripts' lint tests in `make test` need shellcheck: installed where we can
+  # (root), else those tests skip and say so.
+  command -v shellcheck >/dev/null || [ "$(id -u)" != 0 ] || apt_install shellcheck \
+    || say "shellcheck could not be installed; the job scripts' lint tests will skip"
+}
+
 find_python() {
   # The base interpreter, never a virtualenv's (the Makefile puts .venv/bin first on PATH).
   local py
@@ -112,6 +119,7 @@ checkout_venv() {
 
 main() {
   system_packages
+  lint_tools
   local venv
   venv="$cache/venv-$(env_key)"
   mkdir -p "$cache"
