@@ -52,8 +52,8 @@ class RawField:
             return None  # chunks never written: HDF5 knows their fill value, we do not
         return cls(path, row_bytes, rows, tuple(int(chunks[s]) for s in starts))
 
-    def read(self, fd: int, lo: int, rows: list[memoryview]) -> None:
-        """Samples ``lo``, ``lo + 1``, ... into ``rows`` (one ``row_bytes`` buffer each)."""
+    def read(self, fd: int, lo: int, rows: list) -> None:
+        """Samples ``lo``, ``lo + 1``, ... into ``rows``: one writable ``row_bytes`` buffer each (``row_views``)."""
         for done, n, offset in self._spans(lo, len(rows)):
             for k in range(0, n, IOV_MAX):
                 part = rows[done + k:done + min(n, k + IOV_MAX)]
@@ -75,7 +75,7 @@ class RawField:
             yield done, n, self.offsets[chunk] + (first - chunk * self.chunk_rows) * self.row_bytes
             done += n
 
-    def _preadv(self, fd: int, buffers: list[memoryview], offset: int, nbytes: int) -> None:
+    def _preadv(self, fd: int, buffers: list, offset: int, nbytes: int) -> None:
         if os.preadv(fd, buffers, offset) != nbytes:
             raise UserError(f"{self.path} ends early (truncated?); regenerate the dataset")
 

@@ -216,13 +216,12 @@ class ShardSet:
         together and placed by NumPy: one system-call segment per byte of a label cost the
         shuffled read a fifth of its time.
         """
-        raw = self._raw(i, field)
-        if raw is not None and not isinstance(where, range) and raw.row_bytes >= SCATTER_BYTES:
+        raw, consecutive = self._raw(i, field), isinstance(where, range)
+        if raw is not None and not consecutive and raw.row_bytes >= SCATTER_BYTES:
             if field not in views:
                 views[field] = h5raw.row_views(out)
             raw.read(self._fd(i), lo, list(map(views[field].__getitem__, where.tolist())))
             return
-        consecutive = isinstance(where, range)
         dest = out[where.start:where.stop] if consecutive else np.empty((len(where),) + out.shape[1:], out.dtype)
         if raw is not None:
             raw.read_into(self._fd(i), lo, dest)
