@@ -113,7 +113,7 @@ def gan_steps(settings, steps: int, rounds: int) -> dict:
 
 
 def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> float:
-    """Median seconds of a step's allreduce rounds alone: tensors of the gradients' sizes, issued
+    """Mean seconds of a step's allreduce rounds alone (like the step times, a mean over calls): tensors of the gradients' sizes, issued
     in one ``tf.function`` per round as the step issues them (one group, or one allreduce each
     with ``overlap``), rounds one after another.
 
@@ -136,7 +136,7 @@ def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> flo
         for call, xs in zip(calls, tensors):
             call(xs)
         times.append(clock.elapsed())
-    return statistics.median(times[1:])
+    return statistics.fmean(times[1:])
 
 
 class _Clock:
