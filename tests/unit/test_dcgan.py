@@ -267,3 +267,19 @@ def test_ring_gains_scale_each_ring_of_the_patch_without_wrapping_its_edges():
     cfg = ModelConfig(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, output="linear",
                       ring_gains=True)
     assert build_generator(cfg).get_layer("ring_gains").log_gain.shape == (17,)
+
+
+def test_a_margin_makes_g_draw_a_wider_canvas_and_hand_over_its_centre():
+    """model.margin: G's last map is the patch plus margin pixels on every side (base_size · 2^k), cropped back
+    to image_size; D still reads image_size; sizes that make no canvas are refused naming the key."""
+    cfg = ModelConfig(image_size=32, latent_dim=8, base_size=5, margin=4, g_filters=32, d_filters=8, kernel=3,
+                      upsample="resize-nearest", output_kernel=3, output="linear", ring_gains=True)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    assert g.get_layer("to_patch").output_shape == (None, 40, 40, 1)
+    assert g.get_layer("ring_gains").log_gain.shape == (21,)
+    patch = g(tf.random.normal((2, 8)))
+    assert patch.shape == (2, 32, 32) and d(patch).shape == (2, 1)
+    with pytest.raises(UserError, match="model.margin = 38 is not model.base_size 5"):
+        ModelConfig(image_size=32, margin=3, base_size=5)
+    with pytest.raises(UserError, match="model.margin"):
+        ModelConfig(image_size=32, margin=16)

@@ -59,6 +59,8 @@ class ModelConfig:
                                   # layer of this width, beside its convolutions (no BatchNorm on that path)
     noise_inputs: bool = False    # each upsampled map of G gets one more input, a map of white noise scaled per
                                   # channel (Karras et al. 2019); the noise is part of G's latent vector
+    margin: int = 0               # > 0: G makes a canvas this many pixels wider on every side and its centre is
+                                  # the patch: no pixel of the patch is next to G's zero-padded borders
 
     def __post_init__(self):
         """Refuse sizes that cannot make a network, naming the key (before any work)."""
@@ -66,6 +68,9 @@ class ModelConfig:
                 self.output_kernel < 0:
             raise UserError("model.latent_dim, base_size, g_filters, d_filters and kernel must be >= 1 and "
                             "model.output_kernel >= 0")
+        if not 0 <= self.margin < self.image_size // 2:
+            raise UserError(f"model.margin must be >= 0 and below model.image_size / 2, got {self.margin}; e.g. 8 "
+                            f"with base_size 5 for 64-pixel patches (a canvas of 80 = 5·2^4)")
         hidden = hidden_upsamplings(self)
         if self.g_filters >> hidden < 1:
             raise UserError(f"model.g_filters {self.g_filters} is too small for {hidden} halvings; use at least "
@@ -82,13 +87,22 @@ class ModelConfig:
                             f"{self.bn_momentum} and {self.leaky_slope}")
 
 
+def canvas(cfg: ModelConfig) -> int:
+    """Side of G's last map: the patch and ``margin`` pixels on every side."""
+    return cfg.image_size + 2 * cfg.margin
+
+
 def upsamplings(cfg: ModelConfig) -> int:
-    """How many stride-2 layers take ``base_size`` to ``image_size``; raises if none fits."""
-    ratio = cfg.image_size / cfg.base_size
+    """How many stride-2 layers take ``base_size`` to G's canvas (D: the patch down to about ``base_size``)."""
+    side = canvas(cfg)
+    ratio = side / cfg.base_size
     k = round(math.log2(ratio)) if ratio >= 2 else 0
-    if k < 1 or cfg.base_size * 2 ** k != cfg.image_size:
-        raise UserError(f"model.image_size {cfg.image_size} is not model.base_size {cfg.base_size} times a power "
-                        f"of 2 (>= 2); pick sizes such as 64 = 4·2^4")
+    if k < 1 or cfg.base_size * 2 ** k != side:
+        what = f"model.image_size {cfg.image_size}" + (f" + 2 × model.margin = {side}" if cfg.margin else "")
+        raise UserError(f"{what} is not model.base_size {cfg.base_size} times a power of 2 (>= 2); pick sizes "
+                        f"such as 64 = 4·2^4, or margin 8 and base_size 5 (80 = 5·2^4)")
+    if cfg.image_size % 2 ** k:
+        raise UserError(f"model.image_size {cfg.image_size} must be a multiple of 2^{k} for D's {k} strided layers")
     return k
 
 
@@ -143,11 +157,13 @@ def build_generator(cfg: ModelConfig):
     if cfg.output_filter:
         x = IsotropicFilter(cfg.output_filter, name="spectrum_filter")(x)
     if cfg.ring_gains:
-        x = RingGains(cfg.image_size, name="ring_gains")(x)
+        x = RingGains(canvas(cfg), name="ring_gains")(x)
     if cfg.output == "tanh":
         x = layers.Activation("tanh", name="tanh")(x)
     if cfg.output_beam:
         x = Beam(cfg.output_beam, name="beam")(x)
+    if cfg.margin:
+        x = layers.Cropping2D(cfg.margin, name="crop")(x)
     out = layers.Reshape((cfg.image_size, cfg.image_size), name="patch")(x)
     return tf.keras.Model(latent, out, name="generator")
 
