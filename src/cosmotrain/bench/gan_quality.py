@@ -122,21 +122,25 @@ def nyquist_lines(generator, reference, patches: int = 4096) -> list[dict]:
     """Generated ÷ reference 2D power on each of G's inner grids' Nyquist lines, and off them.
 
     G doubles its maps from ``base_size`` up; a map of side s carries no phase of its own on
-    the lines |k_x| or |k_y| = s/2 fundamentals, which the later layers have to make up
-    (``spectra.line_power_ratio``), measured on ``patches`` patches of G alone.
+    the lines |k_x| or |k_y| = s/2 fundamentals of G's canvas, which the later layers have to
+    make up (``spectra.line_power_ratio``), measured on ``patches`` patches of G alone. With
+    ``model.margin`` the patch is the canvas's centre, and the lines lie at s/2 · patch/canvas
+    of the patch's fundamentals: sides whose lines fall between the patch's modes are left out.
     """
     import numpy as np
     from cosmotrain.data.reader import ShardSet
-    from cosmotrain.models.dcgan import ModelConfig, upsamplings
+    from cosmotrain.models.dcgan import ModelConfig, canvas, upsamplings
     from cosmotrain.science import spectra
     model = config.from_dict(ModelConfig, generator.info["model"])
     real = ShardSet(reference.info["path"], reference.info["split"], kind="cmb")
     real = real.read(0, real.n, ("patches",))["patches"]
     z = np.random.default_rng(LATENT_SEED).standard_normal((patches, generator.latent_dim)).astype(np.float32)
     made = generator(z)
-    sides = [model.base_size * 2**j for j in range(1, upsamplings(model))]
+    lines = {s: s * model.image_size // (2 * canvas(model)) for s in
+             (model.base_size * 2**j for j in range(1, upsamplings(model)))
+             if s * model.image_size % (2 * canvas(model)) == 0}
     return [dict(zip(("side", "on_lines", "rest_of_rings"), (s, *[round(r, 3) for r in
-                 spectra.line_power_ratio(made, real, s // 2)]))) for s in sides if s >= 4]
+                 spectra.line_power_ratio(made, real, k)]))) for s, k in lines.items() if k >= 2]
 
 
 def _config(name: str) -> str:

@@ -113,9 +113,9 @@ def gan_steps(settings, steps: int, rounds: int) -> dict:
 
 
 def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> float:
-    """Mean seconds of a step's allreduce rounds alone (like the step times, a mean over calls): tensors of the gradients' sizes, issued
-    in one ``tf.function`` per round as the step issues them (one group, or one allreduce each
-    with ``overlap``), rounds one after another.
+    """Mean seconds of a step's allreduce rounds alone (a mean over calls, like the step times):
+    tensors of the gradients' sizes, issued in one ``tf.function`` per round as the step
+    issues them (one group, or one allreduce each with ``overlap``), rounds one after another.
 
     The step minus its compute should take this long if communication does not overlap it.
     """
