@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from cosmotrain.science import spectra
+from cosmotrain.science.referee_features import laplacian
 
 SIGNIFICANT = 1e-6  # rings whose real power is below this fraction of the strongest ring are left out
 
@@ -53,11 +54,29 @@ def window(size: int) -> np.ndarray:
     return spectra.apodization_window((size, size), "hann")
 
 
-def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """float64 [N, rings]: the ring powers of each apodised patch of float [N, size, size] (NumPy)."""
+def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray, prewhiten: bool = False) -> np.ndarray:
+    """float64 [N, rings]: the ring powers of each apodised patch of float [N, size, size] (NumPy).
+
+    ``prewhiten``: those of the patches' ``prewhitened`` interiors instead.
+    """
     x = np.asarray(patches, dtype=np.float64)
-    power = np.abs(np.fft.fft2(x * window(x.shape[-1]))) ** 2
+    x = prewhitened(x, np) if prewhiten else x * window(x.shape[-1])
+    power = np.abs(np.fft.fft2(x)) ** 2
     return power.reshape(len(x), -1) @ matrix
+
+
+def prewhitened(patches, ops):
+    """Minus the 5-point Laplacian of each patch's interior, zero-padded back to [N, size, size], not apodised.
+
+    ``ops`` is ``numpy`` or ``tensorflow`` (the spectrum term's reading). The Laplacian
+    multiplies a mode's power by about |k|⁴, which flattens the beam-damped CMB spectrum
+    enough that the interior's edges leak nothing that matters, so no window is needed and
+    every pixel counts alike. The Hann window weighs a patch's outer pixels next to
+    nothing: read through it alone, a generator matched every ring within 1–2 % while it
+    put 3–10 % too much power at ℓ ≳ 1000 into the patches, most of it near their edges
+    (docs/gan.md).
+    """
+    return ops.pad(laplacian(patches), [[0, 0], [1, 1], [1, 1]])
 
 
 def ring_weights(powers: np.ndarray) -> np.ndarray:

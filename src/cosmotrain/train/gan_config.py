@@ -37,6 +37,8 @@ class TrainConfig:
                                    # the batch's patches from the real scatter; needs spectrum_weight > 0
     spectrum_floor: float = 1e-6   # the spectrum term leaves out rings whose real power is below this fraction of
                                    # the strongest ring's (1e-6: the beam-damped rings above ℓ ≈ 1700 at 4')
+    spectrum_prewhiten: bool = False  # the spectrum term also matches the rings of the patches' Laplacian, where
+                                   # each ring's own power shows and not the leakage of the rings below it
     r1_weight: float = 0.0         # γ > 0: D's loss adds γ/2 x the mean squared gradient of its logit at the real
                                    # patches (R1, Mescheder et al. 2018): D cannot get steep where the data is
     log_every: int = 50
@@ -60,6 +62,9 @@ class TrainConfig:
         if not self.spectrum_weight >= 0:
             raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got "
                               f"{self.spectrum_weight}")
+        if self.spectrum_prewhiten and self.spectrum_weight == 0:
+            raise ConfigError("train.spectrum_prewhiten needs train.spectrum_weight > 0 (it is a part of the "
+                              "spectrum term): set a weight or spectrum_prewhiten: false")
         for key in ("variance_weight", "scatter_weight"):
             weight = getattr(self, key)
             if not weight >= 0 or (weight > 0 and self.spectrum_weight == 0):

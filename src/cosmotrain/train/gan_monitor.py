@@ -107,6 +107,7 @@ class RealRings(NamedTuple):
     matrix: np.ndarray   # rings.ring_matrix: rings 0..top of the monitors' ℓ range
     powers: np.ndarray   # float64 [N, rings]: each real patch's ring powers, network units
     moments: np.ndarray  # float [N, 3]: each real patch's spectrum_loss.pixel_moments
+    whitened: np.ndarray | None  # float64 [N, rings]: their prewhitened ring powers (train.spectrum_prewhiten)
 
 
 def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, attrs: dict) -> RealRings | None:
@@ -119,8 +120,8 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
         return None
     size = cfg.model.image_size
     matrix = rings.ring_matrix(size, rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax")))
-    powers, moments = dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix))
-    return RealRings(matrix, powers, moments)
+    prewhiten = cfg.train.spectrum_prewhiten
+    return RealRings(matrix, *dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix, prewhiten)))
 
 
 def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
@@ -128,7 +129,7 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
     if cfg.train.spectrum_weight <= 0:
         return None
     return spectrum_loss.SpectrumMatch(real.powers, real.matrix, True, real.moments, cfg.train.variance_weight,
-                                       cfg.train.scatter_weight, cfg.train.spectrum_floor)
+                                       cfg.train.scatter_weight, cfg.train.spectrum_floor, real.whitened)
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:
@@ -138,9 +139,10 @@ def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | N
     return real.powers.mean(axis=0)
 
 
-def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(per-patch ring powers, per-patch pixel moments) of real patches in network units."""
-    return rings.patch_ring_powers(real_net, matrix), spectrum_loss.pixel_moments(real_net).numpy()
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, prewhiten: bool) -> tuple:
+    """(per-patch ring powers, per-patch pixel moments, prewhitened ring powers or None) of real patches, network units."""
+    whitened = rings.patch_ring_powers(real_net, matrix, prewhiten=True) if prewhiten else None
+    return rings.patch_ring_powers(real_net, matrix), spectrum_loss.pixel_moments(real_net).numpy(), whitened
 
 
 def _mine(rows: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain.science.rings import SIGNIFICANT, ring_weights, window
+from cosmotrain.science.rings import SIGNIFICANT, prewhitened, ring_weights, window
 
 
 def pixel_moments(patches) -> "tf.Tensor":
@@ -126,6 +126,12 @@ class SpectrumMatch:
     the log of m̄²_k's average, −σ²_k/B. A real batch of 32 scores about 0.15 here (the
     noise of s²_k).
 
+    With ``whitened`` (real patches' ``patch_ring_powers(..., prewhiten=True)``), S adds the
+    rings' bracket once more, read on the patches' prewhitened Laplacian (rings 2 … K, their
+    own weights with mean 1). Through the Hann window alone a beam-damped ring's power is
+    mostly the leakage of the rings below it, so G can put too much power there unseen:
+    matched within 1–2 % ring by ring, it had 3–12 % too much at ℓ ≳ 1000 (docs/gan.md).
+
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
     BatchNorm couples the patches of a training batch, so G could make their moments scatter
     widely while their batch mean stayed put. With the batch's own scatter S fell below −4
@@ -134,11 +140,8 @@ class SpectrumMatch:
 
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
-                 floor: float = SIGNIFICANT):
-        powers = np.asarray(real_powers, dtype=np.float64)
-        if powers.ndim != 2 or powers.shape[1] != matrix.shape[1] or len(powers) < 2 \
-                or not np.all(np.isfinite(powers)) or np.any(powers < 0):
-            raise ValueError("the real ring powers must hold one finite power >= 0 per ring for N >= 2 patches")
+                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None):
+        powers = _checked(real_powers, matrix)
         target = powers.mean(axis=0)
         keep = target > floor * target.max()  # rings without real power (below floor x the strongest): left out
         self.size = int(round(math.sqrt(matrix.shape[0])))
@@ -153,6 +156,7 @@ class SpectrumMatch:
         weights = ring_weights(powers)[keep] if weighted else np.ones(int(keep.sum()))
         scale, rings = weights.mean(), len(weights)
         self.weights = tf.constant(weights / scale, tf.float32)
+        self.whitened = None if whitened is None else _Whitened(_checked(whitened, matrix), matrix, weighted, floor)
         self.moment_weight = variance_weight / scale / rings  # 0: without the pixel moments
         if variance_weight > 0:
             real = np.asarray(moments, dtype=np.float64) if moments is not None else np.zeros((0, 3))
@@ -163,12 +167,12 @@ class SpectrumMatch:
 
     def __call__(self, patches):
         x = tf.cast(patches, tf.float32)
-        modes = tf.signal.fft2d(tf.complex(x * self.window, tf.zeros_like(x)))
-        power = tf.square(tf.math.real(modes)) + tf.square(tf.math.imag(modes))
-        ratio = tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), self.matrix)  # [B, rings], target = 1
+        ratio = _ratios(x * self.window, self.matrix)  # [B, rings], target = 1
         batch = tf.cast(tf.shape(x)[0], tf.float32)
         bias = tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch
         total = tf.reduce_mean(self.weights * bias)
+        if self.whitened is not None:
+            total += self.whitened(x, batch)
         if self.moment_weight > 0:
             z = (tf.reduce_mean(pixel_moments(x), axis=0) - self.moments) / self.moment_scatter
             total += self.moment_weight * tf.reduce_sum(tf.square(z) - 1.0 / batch)
@@ -183,3 +187,41 @@ class SpectrumMatch:
         jensen = 0.5 * (2.0 / (batch - 1.0) + self.kurtosis / batch)  # E log s² ≈ log σ² − Var(s²)/2σ⁴
         jensen -= self.noise / batch  # E log m̄² ≈ −σ²/B (target 1)
         return tf.reduce_mean(tf.square(tf.math.log(spread / self.noise) + jensen))
+
+
+class _Whitened:
+    """The rings' bracket once more, read on the patches' ``rings.prewhitened`` Laplacian (TensorFlow).
+
+    ``powers`` float [N, rings] are real patches' ``patch_ring_powers(..., prewhiten=True)``.
+    Rings 0 and 1, which the Laplacian all but removes, are left out (the Hann reading has
+    them); the others weigh as in the Hann reading (mean 1), so this part counts as much.
+    """
+
+    def __init__(self, powers: np.ndarray, matrix: np.ndarray, weighted: bool, floor: float):
+        target = powers.mean(axis=0)
+        keep = (target > floor * target.max()) & (np.arange(len(target)) >= 2)
+        self.matrix = tf.constant(matrix[:, keep] / target[keep], tf.float32)
+        self.noise = tf.constant(powers[:, keep].var(axis=0, ddof=1) / target[keep] ** 2, tf.float32)
+        weights = ring_weights(powers)[keep] if weighted else np.ones(int(keep.sum()))
+        self.weights = tf.constant(weights / weights.mean(), tf.float32)
+
+    def __call__(self, x, batch):
+        ratio = _ratios(prewhitened(x, tf), self.matrix)
+        bias = tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch
+        return tf.reduce_mean(self.weights * bias)
+
+
+def _ratios(x, matrix):
+    """float32 [B, rings]: the ring powers of the (apodised) patches x [B, size, size], in units of the target."""
+    modes = tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))
+    power = tf.square(tf.math.real(modes)) + tf.square(tf.math.imag(modes))
+    return tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), matrix)
+
+
+def _checked(real_powers: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """float64 real ring powers [N >= 2, rings], or ValueError."""
+    powers = np.asarray(real_powers, dtype=np.float64)
+    if powers.ndim != 2 or powers.shape[1] != matrix.shape[1] or len(powers) < 2 \
+            or not np.all(np.isfinite(powers)) or np.any(powers < 0):
+        raise ValueError("the real ring powers must hold one finite power >= 0 per ring for N >= 2 patches")
+    return powers
