@@ -6,7 +6,8 @@ import tensorflow as tf
 from cosmotrain import config
 from cosmotrain.data import reader, shards
 from cosmotrain.errors import UserError
-from cosmotrain.models.dcgan import IsotropicFilter, ModelConfig, build_discriminator, build_generator, upsamplings
+from cosmotrain.models.dcgan import (IsotropicFilter, ModelConfig, build_discriminator, build_generator, input_dim,
+                                     upsamplings)
 from cosmotrain.models import generator
 from cosmotrain.train import gan, gan_monitor
 from cosmotrain.train.gan_config import GanConfig
@@ -283,3 +284,20 @@ def test_a_margin_makes_g_draw_a_wider_canvas_and_hand_over_its_centre():
         ModelConfig(image_size=32, margin=3, base_size=5)
     with pytest.raises(UserError, match="model.margin"):
         ModelConfig(image_size=32, margin=16)
+
+
+def test_a_random_crop_cuts_the_patch_where_two_latent_numbers_say():
+    """model.crop=random: z has two more numbers; 0 cuts the centre (as crop=centre does), ±4 the corners."""
+    sizes = dict(image_size=32, latent_dim=8, base_size=5, margin=4, g_filters=32, d_filters=8, kernel=3,
+                 upsample="resize-nearest", output_kernel=3, output="linear")
+    centre, random = build_generator(ModelConfig(**sizes)), build_generator(ModelConfig(**sizes, crop="random"))
+    random.set_weights(centre.get_weights())
+    assert input_dim(ModelConfig(**sizes, crop="random")) == 10
+    z = tf.random.normal((3, 8), seed=1)
+    canvas = tf.keras.Model(centre.input, centre.get_layer("to_patch").output)(z)[..., 0].numpy()
+    place = lambda u: random(tf.concat([z, tf.fill((3, 2), u)], axis=1)).numpy()
+    np.testing.assert_array_equal(place(0.0), centre(z).numpy())
+    np.testing.assert_array_equal(place(-4.0), canvas[:, :32, :32])
+    np.testing.assert_array_equal(place(4.0), canvas[:, 8:, 8:])
+    with pytest.raises(UserError, match="'random' needs model.margin > 0"):
+        ModelConfig(image_size=32, crop="random")
