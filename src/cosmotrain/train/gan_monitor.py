@@ -120,8 +120,8 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
         return None
     size = cfg.model.image_size
     matrix = rings.ring_matrix(size, rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax")))
-    prewhiten = cfg.train.spectrum_prewhiten
-    return RealRings(matrix, *dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix, prewhiten)))
+    whiten = cfg.train.spectrum_prewhiten
+    return RealRings(matrix, *dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix, whiten)))
 
 
 def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
@@ -140,7 +140,7 @@ def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | N
 
 
 def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, prewhiten: bool) -> tuple:
-    """(per-patch ring powers, per-patch pixel moments, prewhitened ring powers or None) of real patches, network units."""
+    """(ring powers, pixel moments, prewhitened ring powers or None) of each real patch, network units."""
     whitened = rings.patch_ring_powers(real_net, matrix, prewhiten=True) if prewhiten else None
     return rings.patch_ring_powers(real_net, matrix), spectrum_loss.pixel_moments(real_net).numpy(), whitened
 
