@@ -37,8 +37,8 @@ class TrainConfig:
                                    # the batch's patches from the real scatter; needs spectrum_weight > 0
     spectrum_floor: float = 1e-6   # the spectrum term leaves out rings whose real power is below this fraction of
                                    # the strongest ring's (1e-6: the beam-damped rings above ℓ ≈ 1700 at 4')
-    spectrum_prewhiten: bool = False  # the spectrum term also matches the rings of the patches' Laplacian, where
-                                   # each ring's own power shows and not the leakage of the rings below it
+    spectrum_prewhiten: bool = False  # the spectrum term also matches the rings of the patches' Laplacian,
+                                   # unwindowed: every pixel counts, the Hann window's outer ones too
     r1_weight: float = 0.0         # γ > 0: D's loss adds γ/2 x the mean squared gradient of its logit at the real
                                    # patches (R1, Mescheder et al. 2018): D cannot get steep where the data is
     log_every: int = 50

@@ -128,9 +128,9 @@ class SpectrumMatch:
 
     With ``whitened`` (real patches' ``patch_ring_powers(..., prewhiten=True)``), S adds the
     rings' bracket once more, read on the patches' prewhitened Laplacian (rings 2 … K, their
-    own weights with mean 1). Through the Hann window alone a beam-damped ring's power is
-    mostly the leakage of the rings below it, so G can put too much power there unseen:
-    matched within 1–2 % ring by ring, it had 3–12 % too much at ℓ ≳ 1000 (docs/gan.md).
+    own weights with mean 1), unwindowed, so every pixel counts alike where the Hann window
+    weighs a patch's outer ones next to nothing: matched within 1–2 % ring by ring through
+    the Hann window, G had 3–10 % too much power at ℓ ≳ 1000 on the Laplacian (docs/gan.md).
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
     BatchNorm couples the patches of a training batch, so G could make their moments scatter
@@ -142,22 +142,20 @@ class SpectrumMatch:
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
                  floor: float = SIGNIFICANT, whitened: np.ndarray | None = None):
         powers = _checked(real_powers, matrix)
-        target = powers.mean(axis=0)
-        keep = target > floor * target.max()  # rings without real power (below floor x the strongest): left out
+        keep = _kept(powers, floor)
         self.size = int(round(math.sqrt(matrix.shape[0])))
-        self.matrix = tf.constant(matrix[:, keep] / target[keep], tf.float32)  # powers in units of the target
         self.window = tf.constant(window(self.size), tf.float32)
-        variance = powers[:, keep].var(axis=0, ddof=1) / target[keep] ** 2  # real per-patch, in units of the target
-        self.noise = tf.constant(variance, tf.float32)
+        self.rings = _Rings(powers, matrix, weighted, keep)
         self.scatter_weight = scatter_weight
-        centred = powers[:, keep] - target[keep]
+        centred = powers[:, keep] - powers[:, keep].mean(axis=0)
         kurtosis = (centred**4).mean(axis=0) / np.maximum((centred**2).mean(axis=0), 1e-300) ** 2 - 3.0
         self.kurtosis = tf.constant(kurtosis, tf.float32)  # excess, per ring: how much s²_k scatters
-        weights = ring_weights(powers)[keep] if weighted else np.ones(int(keep.sum()))
-        scale, rings = weights.mean(), len(weights)
-        self.weights = tf.constant(weights / scale, tf.float32)
-        self.whitened = None if whitened is None else _Whitened(_checked(whitened, matrix), matrix, weighted, floor)
-        self.moment_weight = variance_weight / scale / rings  # 0: without the pixel moments
+        self.whitened = None
+        if whitened is not None:  # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
+            whitened = _checked(whitened, matrix)
+            above_1 = np.arange(matrix.shape[1]) >= 2
+            self.whitened = _Rings(whitened, matrix, weighted, _kept(whitened, floor) & above_1)
+        self.moment_weight = variance_weight / self.rings.scale / self.rings.count  # 0: without the pixel moments
         if variance_weight > 0:
             real = np.asarray(moments, dtype=np.float64) if moments is not None else np.zeros((0, 3))
             if real.ndim != 2 or real.shape[1] != 3 or len(real) < 2 or not np.all(real.std(axis=0) > 0):
@@ -167,12 +165,11 @@ class SpectrumMatch:
 
     def __call__(self, patches):
         x = tf.cast(patches, tf.float32)
-        ratio = _ratios(x * self.window, self.matrix)  # [B, rings], target = 1
+        ratio = self.rings.ratios(x * self.window)  # [B, rings], target = 1
         batch = tf.cast(tf.shape(x)[0], tf.float32)
-        bias = tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch
-        total = tf.reduce_mean(self.weights * bias)
+        total = self.rings.bias(ratio, batch)
         if self.whitened is not None:
-            total += self.whitened(x, batch)
+            total += self.whitened.bias(self.whitened.ratios(prewhitened(x, tf)), batch)
         if self.moment_weight > 0:
             z = (tf.reduce_mean(pixel_moments(x), axis=0) - self.moments) / self.moment_scatter
             total += self.moment_weight * tf.reduce_sum(tf.square(z) - 1.0 / batch)
@@ -185,37 +182,37 @@ class SpectrumMatch:
         spread = tf.math.reduce_variance(ratio, axis=0) * batch / (batch - 1.0)
         spread /= tf.square(tf.reduce_mean(ratio, axis=0))  # relative to the batch's mean: the filter's to fix
         jensen = 0.5 * (2.0 / (batch - 1.0) + self.kurtosis / batch)  # E log s² ≈ log σ² − Var(s²)/2σ⁴
-        jensen -= self.noise / batch  # E log m̄² ≈ −σ²/B (target 1)
-        return tf.reduce_mean(tf.square(tf.math.log(spread / self.noise) + jensen))
+        jensen -= self.rings.noise / batch  # E log m̄² ≈ −σ²/B (target 1)
+        return tf.reduce_mean(tf.square(tf.math.log(spread / self.rings.noise) + jensen))
 
 
-class _Whitened:
-    """The rings' bracket once more, read on the patches' ``rings.prewhitened`` Laplacian (TensorFlow).
+class _Rings:
+    """One reading's rings ``keep`` of real ring powers [N, rings]: their mean as the target, their
+    per-patch variance in its units (σ²_k), and their weights u_k (mean 1; ``weighted``: ``ring_weights``)."""
 
-    ``powers`` float [N, rings] are real patches' ``patch_ring_powers(..., prewhiten=True)``.
-    Rings 0 and 1, which the Laplacian all but removes, are left out (the Hann reading has
-    them); the others weigh as in the Hann reading (mean 1), so this part counts as much.
-    """
-
-    def __init__(self, powers: np.ndarray, matrix: np.ndarray, weighted: bool, floor: float):
+    def __init__(self, powers: np.ndarray, matrix: np.ndarray, weighted: bool, keep: np.ndarray):
         target = powers.mean(axis=0)
-        keep = (target > floor * target.max()) & (np.arange(len(target)) >= 2)
-        self.matrix = tf.constant(matrix[:, keep] / target[keep], tf.float32)
+        self.matrix = tf.constant(matrix[:, keep] / target[keep], tf.float32)  # powers in units of the target
         self.noise = tf.constant(powers[:, keep].var(axis=0, ddof=1) / target[keep] ** 2, tf.float32)
         weights = ring_weights(powers)[keep] if weighted else np.ones(int(keep.sum()))
-        self.weights = tf.constant(weights / weights.mean(), tf.float32)
+        self.scale, self.count = weights.mean(), len(weights)  # the raw weights' mean ū and number K
+        self.weights = tf.constant(weights / self.scale, tf.float32)
 
-    def __call__(self, x, batch):
-        ratio = _ratios(prewhitened(x, tf), self.matrix)
-        bias = tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch
-        return tf.reduce_mean(self.weights * bias)
+    def ratios(self, x):
+        """float32 [B, rings]: the ring powers of the (read) patches x [B, size, size], in units of the target."""
+        modes = tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))
+        power = tf.square(tf.math.real(modes)) + tf.square(tf.math.imag(modes))
+        return tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), self.matrix)
+
+    def bias(self, ratio, batch):
+        """(1/K) Σ_k u_k [ (mean ratio_k − 1)² − σ²_k / B ]: the rings' bracket of S."""
+        return tf.reduce_mean(self.weights * (tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch))
 
 
-def _ratios(x, matrix):
-    """float32 [B, rings]: the ring powers of the (apodised) patches x [B, size, size], in units of the target."""
-    modes = tf.signal.fft2d(tf.complex(x, tf.zeros_like(x)))
-    power = tf.square(tf.math.real(modes)) + tf.square(tf.math.imag(modes))
-    return tf.matmul(tf.reshape(power, [tf.shape(power)[0], -1]), matrix)
+def _kept(powers: np.ndarray, floor: float) -> np.ndarray:
+    """bool [rings]: rings with real power; those below ``floor`` x the strongest ring's mean are left out."""
+    mean = powers.mean(axis=0)
+    return mean > floor * mean.max()
 
 
 def _checked(real_powers: np.ndarray, matrix: np.ndarray) -> np.ndarray:
