@@ -73,9 +73,9 @@ class ModelConfig:
         if not 0 <= self.margin < self.image_size // 2:
             raise UserError(f"model.margin must be >= 0 and below model.image_size / 2, got {self.margin}; e.g. 8 "
                             f"with base_size 5 for 64-pixel patches (a canvas of 80 = 5·2^4)")
-        if self.crop not in ("centre", "random") or (self.crop == "random" and not self.margin):
-            raise UserError(f"model.crop must be 'centre' or 'random', and 'random' needs model.margin > 0 (the "
-                            f"canvas to cut from); got crop {self.crop!r} with margin {self.margin}")
+        if self.crop == "random" and not self.margin:  # crop's values are checked where the config is read
+            raise UserError("model.crop 'random' needs model.margin > 0 (the canvas to cut from): set a margin, "
+                            "e.g. 8 with base_size 5, or crop: centre")
         hidden = hidden_upsamplings(self)
         if self.g_filters >> hidden < 1:
             raise UserError(f"model.g_filters {self.g_filters} is too small for {hidden} halvings; use at least "
