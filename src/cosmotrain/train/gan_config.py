@@ -38,7 +38,9 @@ class TrainConfig:
     spectrum_floor: float = 1e-6   # the spectrum term leaves out rings whose real power is below this fraction of
                                    # the strongest ring's (1e-6: the beam-damped rings above ℓ ≈ 1700 at 4')
     spectrum_prewhiten: bool = False  # the spectrum term also matches the rings of the patches' Laplacian,
-                                   # unwindowed: every pixel counts, the Hann window's outer ones too
+                                   # under the Hann window: the top rings' power, which the k^4 transfer brings out
+    spectrum_sectors: int = 1      # > 1: the spectrum term matches each ring in this many sectors of direction,
+                                   # from the grid axes to the diagonals (rings.sector_matrix); 1 = whole rings
     r1_weight: float = 0.0         # γ > 0: D's loss adds γ/2 x the mean squared gradient of its logit at the real
                                    # patches (R1, Mescheder et al. 2018): D cannot get steep where the data is
     log_every: int = 50
@@ -65,6 +67,9 @@ class TrainConfig:
         if self.spectrum_prewhiten and self.spectrum_weight == 0:
             raise ConfigError("train.spectrum_prewhiten needs train.spectrum_weight > 0 (it is a part of the "
                               "spectrum term): set a weight or spectrum_prewhiten: false")
+        if not 1 <= self.spectrum_sectors <= 8 or (self.spectrum_sectors > 1 and self.spectrum_weight == 0):
+            raise ConfigError(f"train.spectrum_sectors must be 1 … 8 and more than 1 needs train.spectrum_weight > 0 "
+                              f"(it shapes the spectrum term), got {self.spectrum_sectors}; e.g. 3")
         for key in ("variance_weight", "scatter_weight"):
             weight = getattr(self, key)
             if not weight >= 0 or (weight > 0 and self.spectrum_weight == 0):

@@ -107,7 +107,10 @@ class RealRings(NamedTuple):
     matrix: np.ndarray   # rings.ring_matrix: rings 0..top of the monitors' ℓ range
     powers: np.ndarray   # float64 [N, rings]: each real patch's ring powers, network units
     moments: np.ndarray  # float [N, 3]: each real patch's spectrum_loss.pixel_moments
-    whitened: np.ndarray | None  # float64 [N, rings]: their prewhitened ring powers (train.spectrum_prewhiten)
+    term_matrix: np.ndarray  # rings.sector_matrix of train.spectrum_sectors: the spectrum term's columns
+    term_rings: np.ndarray   # int [columns]: each of those columns' ring
+    term_powers: np.ndarray  # float64 [N, columns]: each real patch's powers in them (``powers`` for 1 sector)
+    whitened: np.ndarray | None  # float64 [N, columns]: their prewhitened powers (train.spectrum_prewhiten)
 
 
 def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, attrs: dict) -> RealRings | None:
@@ -119,17 +122,21 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
     if cfg.train.spectrum_weight <= 0 and cfg.monitor.calibration_patches <= 0:
         return None
     size = cfg.model.image_size
-    matrix = rings.ring_matrix(size, rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax")))
+    top = rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
+    matrix, (columns, of_ring) = rings.ring_matrix(size, top), rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
     whiten = cfg.train.spectrum_prewhiten
-    return RealRings(matrix, *dist.root_computes(lambda: _spectrum_reference(transform.to_net(real), matrix, whiten)))
+    powers, moments, term, whitened = dist.root_computes(
+        lambda: _spectrum_reference(transform.to_net(real), matrix, columns, whiten))
+    return RealRings(matrix, powers, moments, columns, of_ring, term, whitened)
 
 
 def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
     """G's spectrum term (every rank), aimed at the ``real`` ring powers; None when λ = 0."""
     if cfg.train.spectrum_weight <= 0:
         return None
-    return spectrum_loss.SpectrumMatch(real.powers, real.matrix, True, real.moments, cfg.train.variance_weight,
-                                       cfg.train.scatter_weight, cfg.train.spectrum_floor, real.whitened)
+    return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, cfg.train.variance_weight,
+                                       cfg.train.scatter_weight, cfg.train.spectrum_floor, real.whitened,
+                                       real.term_rings)
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:
@@ -139,10 +146,13 @@ def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | N
     return real.powers.mean(axis=0)
 
 
-def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, prewhiten: bool) -> tuple:
-    """(ring powers, pixel moments, prewhitened ring powers or None) of each real patch, network units."""
-    whitened = rings.patch_ring_powers(real_net, matrix, prewhiten=True) if prewhiten else None
-    return rings.patch_ring_powers(real_net, matrix), spectrum_loss.pixel_moments(real_net).numpy(), whitened
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, columns: np.ndarray, prewhiten: bool) -> tuple:
+    """(ring powers, pixel moments, powers in the term's ``columns``, their prewhitened powers or None) of each
+    real patch, network units."""
+    powers = rings.patch_ring_powers(real_net, matrix)
+    term = powers if columns.shape == matrix.shape else rings.patch_ring_powers(real_net, columns)
+    whitened = rings.patch_ring_powers(real_net, columns, prewhiten=True) if prewhiten else None
+    return powers, spectrum_loss.pixel_moments(real_net).numpy(), term, whitened
 
 
 def _mine(rows: np.ndarray) -> np.ndarray:

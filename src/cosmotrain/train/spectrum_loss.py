@@ -127,10 +127,11 @@ class SpectrumMatch:
     noise of s²_k).
 
     With ``whitened`` (real patches' ``patch_ring_powers(..., prewhiten=True)``), S adds the
-    rings' bracket once more, read on the patches' prewhitened Laplacian (rings 2 … K, their
-    own weights with mean 1), unwindowed, so every pixel counts alike where the Hann window
-    weighs a patch's outer ones next to nothing: matched within 1–2 % ring by ring through
-    the Hann window, G had 3–10 % too much power at ℓ ≳ 1000 on the Laplacian (docs/gan.md).
+    rings' bracket once more, read on the patches' Laplacian under the Hann window
+    (``rings.prewhitened``; rings 2 … K, their own weights with mean 1). Its k⁴ transfer
+    weighs a ring's diagonal modes up to twice its axial ones near the Nyquist frequency,
+    as the referee's rings test does. ``matrix`` may also be a ``rings.sector_matrix``,
+    whose columns are parts of rings; ``column_rings`` then names each column's ring.
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
     BatchNorm couples the patches of a training batch, so G could make their moments scatter
@@ -140,7 +141,7 @@ class SpectrumMatch:
 
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
-                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None):
+                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None, column_rings: np.ndarray | None = None):
         powers = _checked(real_powers, matrix)
         keep = _kept(powers, floor)
         self.size = int(round(math.sqrt(matrix.shape[0])))
@@ -153,7 +154,7 @@ class SpectrumMatch:
         self.whitened = None
         if whitened is not None:  # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
             whitened = _checked(whitened, matrix)
-            above_1 = np.arange(matrix.shape[1]) >= 2
+            above_1 = (np.arange(matrix.shape[1]) if column_rings is None else np.asarray(column_rings)) >= 2
             self.whitened = _Rings(whitened, matrix, weighted, _kept(whitened, floor) & above_1)
         self.moment_weight = variance_weight / self.rings.scale / self.rings.count  # 0: without the pixel moments
         if variance_weight > 0:
