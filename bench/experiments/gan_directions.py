@@ -6,15 +6,16 @@ Reads N (default 2048) training patches and N samples of the run's checkpoint an
 ring by ring (one fundamental wide, from ring 12 up), generated ÷ real mean power of
 
 * the patch under the Hann window (the spectrum term's reading);
-* the Laplacian of its interior under the Hann window (``rings.prewhitened``), under the
-  rings test's Tukey window, and without a window (then real patches' top rings read
-  mostly the leakage of the interior's edges: the last line prints that excess, real
-  patches' unwindowed ÷ Tukey reading);
+* the Laplacian of its interior under the Hann window, under the Tukey window of the
+  rings test and of ``rings.prewhitened``, and without a window (then real patches' top
+  rings read mostly the leakage of the interior's edges: the last line prints that
+  excess, real patches' unwindowed ÷ Tukey reading);
 
-and then, for bands of rings, the Hann reading split by each mode's direction folded onto
-0° (the grid axes) … 45° (the diagonals), in thirds. A sky has no preferred direction:
-real patches read alike in every third, so the thirds' ratios show where G has put its
-power. Figures in docs/gan.md ("Why the rings come out high").
+then, for bands of rings, the Hann reading split by each mode's direction folded onto 0°
+(the grid axes) … 45° (the diagonals), in thirds (a sky has no preferred direction: real
+patches read alike in every third, so the thirds' ratios show where G has put its
+power); and last the Laplacian's power by distance from the interior's edge (a sky has
+no preferred place either). Figures in docs/gan.md ("Why the rings come out high").
 """
 import sys
 
@@ -26,6 +27,7 @@ from cosmotrain.science import referee_features as rf
 from cosmotrain.science import rings, spectra
 
 SIZE_TOP = 32  # rings 0 … 32 of a 64-pixel patch
+DISTANCES = ((0, 2), (2, 4), (4, 8), (8, 16), (16, 31))  # pixels from the interior's edge
 BANDS = ((8, 12), (12, 16), (16, 20), (20, 24), (24, 27), (27, 30), (30, 33))
 
 
@@ -57,6 +59,15 @@ def thirds(x: np.ndarray) -> np.ndarray:
     return np.array([[power[(ring >= lo) & (ring < hi) & (third == t)].sum() for t in range(3)] for lo, hi in BANDS])
 
 
+def by_distance(x: np.ndarray) -> np.ndarray:
+    """Mean squared Laplacian per band of distance from the interior's edge (``DISTANCES``): float64 [bands]."""
+    power = (rf.laplacian(x) ** 2).mean(axis=0)
+    i = np.arange(power.shape[0])
+    edge = np.minimum(i, i[::-1])
+    distance = np.minimum(edge[:, None], edge[None, :])
+    return np.array([power[(distance >= lo) & (distance < hi)].mean() for lo, hi in DISTANCES])
+
+
 def main(run: str, data: str, which: str = "best", n: str = "2048") -> None:
     train = ShardSet(data, "train", kind="cmb")
     real = train.read(0, min(train.n, int(n)), ("patches",))["patches"].astype(np.float64)
@@ -73,6 +84,9 @@ def main(run: str, data: str, which: str = "best", n: str = "2048") -> None:
     print("\nG / real, Hann, by direction   axes (0-15°)   15-30°   diagonals (30-45°)")
     for (lo, hi), row in zip(BANDS, thirds(made) / thirds(real)):
         print(f"  rings {lo:2d}-{hi - 1:2d}                 " + "      ".join(f"{r:5.3f}" for r in row))
+    print("\nG / real, Laplacian power by distance from the interior's edge")
+    for (lo, hi), r in zip(DISTANCES, by_distance(made) / by_distance(real)):
+        print(f"  {lo:2d}-{hi - 1:2d} pixels  {r:5.3f}")
 
 
 if __name__ == "__main__":

@@ -111,14 +111,16 @@ def test_a_resumed_two_rank_run_ends_bit_identical(data, tmp_path):
 
 def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_path):
     """Each rank makes half of the filter's patches and the ring powers are added over ranks: the
-    gains a sampler loads are those one process fits on all 64 patches."""
+    gains a sampler loads are those one process fits on all 64 patches. The spectrum term reads
+    sectors of rings and the prewhitened patches; the filter still fits whole rings."""
     from cosmotrain import config
     from cosmotrain.data import reader
     from cosmotrain.inference import load_generator
     from cosmotrain.science import calibration
     from cosmotrain.train import gan_config, gan_monitor
 
-    out = train(data, tmp_path / "run", "--set", "train.steps=4")
+    out = train(data, tmp_path / "run", "--set", "train.steps=4", "--set", "train.spectrum_sectors=3",
+                "--set", "train.spectrum_prewhiten=true")
     assert out.returncode == 0, out.stderr[-3000:]
     generator = load_generator(tmp_path / "run", "latest")
     dim = generator.latent_dim
@@ -129,6 +131,7 @@ def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_pa
     real = gan_monitor.monitor_patches(split, cfg.monitor)
     rings = gan_monitor.real_rings(cfg, real, generator.transform, split.attrs)
     target = gan_monitor.calibration_target(cfg, rings)
+    assert len(target) == len(set(rings.term_rings)) and rings.term_powers.shape[1] > 2 * len(target)  # by sector
     z = np.random.default_rng([cfg.monitor.seed, 5]).standard_normal((64, dim)).astype(np.float32)
     np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target), rtol=1e-5)
     assert np.ptp(generator.gains) > 0.1  # a 4-step G is far off: a real fit, not the identity

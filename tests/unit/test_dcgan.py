@@ -299,5 +299,12 @@ def test_a_random_crop_cuts_the_patch_where_two_latent_numbers_say():
     np.testing.assert_array_equal(place(0.0), centre(z).numpy())
     np.testing.assert_array_equal(place(-4.0), canvas[:, :32, :32])
     np.testing.assert_array_equal(place(4.0), canvas[:, 8:, 8:])
+    near = build_generator(ModelConfig(**sizes, crop="random", crop_reach=1))  # at most 1 pixel off the centre
+    near.set_weights(centre.get_weights())
+    np.testing.assert_array_equal(near(tf.concat([z, tf.fill((3, 2), -4.0)], axis=1)).numpy(), canvas[:, 3:35, 3:35])
+    np.testing.assert_array_equal(near(tf.concat([z, tf.fill((3, 2), 4.0)], axis=1)).numpy(), canvas[:, 5:37, 5:37])
     with pytest.raises(UserError, match="'random' needs model.margin > 0"):
         ModelConfig(image_size=32, crop="random")
+    for reach, crop in ((5, "random"), (0, "random"), (2, "centre")):
+        with pytest.raises(UserError, match="model.crop_reach must be 1 … model.margin"):
+            ModelConfig(**sizes, crop=crop, crop_reach=reach)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -63,6 +63,8 @@ class ModelConfig:
                                   # the patch: no pixel of the patch is next to G's zero-padded borders
     crop: Literal["centre", "random"] = "centre"  # with a margin, where the patch is cut from the canvas;
                                   # random: anywhere, drawn from two more latent numbers (``RandomCrop``)
+    crop_reach: Optional[int] = None  # crop random: the patch moves at most this many pixels from the canvas
+                                  # centre (None: the whole margin), keeping it off the canvas's borders
 
     def __post_init__(self):
         """Refuse sizes that cannot make a network, naming the key (before any work)."""
@@ -76,6 +78,9 @@ class ModelConfig:
         if self.crop == "random" and not self.margin:  # crop's values are checked where the config is read
             raise UserError("model.crop 'random' needs model.margin > 0 (the canvas to cut from): set a margin, "
                             "e.g. 8 with base_size 5, or crop: centre")
+        if self.crop_reach is not None and not (self.crop == "random" and 1 <= self.crop_reach <= self.margin):
+            raise UserError(f"model.crop_reach must be 1 … model.margin ({self.margin}) with crop 'random', got "
+                            f"{self.crop_reach}; e.g. 4, or leave it out (the whole margin)")
         hidden = hidden_upsamplings(self)
         if self.g_filters >> hidden < 1:
             raise UserError(f"model.g_filters {self.g_filters} is too small for {hidden} halvings; use at least "
@@ -172,7 +177,8 @@ def build_generator(cfg: ModelConfig):
     if cfg.output_beam:
         x = Beam(cfg.output_beam, name="beam")(x)
     if cfg.crop == "random":
-        x = RandomCrop(cfg.image_size, name="crop")([x, noise.pop()])
+        x = RandomCrop(cfg.image_size, cfg.margin if cfg.crop_reach is None else cfg.crop_reach,
+                       name="crop")([x, noise.pop()])
     elif cfg.margin:
         x = layers.Cropping2D(cfg.margin, name="crop")(x)
     out = layers.Reshape((cfg.image_size, cfg.image_size), name="patch")(x)
@@ -208,30 +214,32 @@ class NoiseInput(layers.Layer):
 class RandomCrop(layers.Layer):
     """[canvas float32 [B, c, c, 1], u float32 [B, 2]] → the s×s patch of each canvas at the place u draws.
 
-    u are two standard-normal latent numbers; Φ(u) · (c − s + 1), floored, is the patch's
-    first row and column, so every place on the canvas is equally likely. With the patch
-    always at the canvas centre, G's small-scale power differed by 5–7 % between the patch's
-    centre and its edges (docs/gan.md), which a window-weighted statistic reads as a
-    spectrum error; cut from anywhere, no place of the canvas can be special. The place is
-    part of z, so training stays reproducible and resumable, and samples are drawn the same
-    way.
+    u are two standard-normal latent numbers; Φ(u) · (2r + 1), floored, moves the patch's
+    first row and column from the centred crop by −r … r pixels (``reach`` r, at most the
+    margin), each place equally likely. With the patch always at the canvas centre, G's
+    small-scale power differed by 5–7 % between the patch's centre and its edges
+    (docs/gan.md), which a window-weighted statistic reads as a spectrum error; moved
+    about, no place of the patch is special. A reach short of the margin keeps the patch's
+    edges off the canvas's borders, where G's padding and its mirrored filters make their
+    own small scales. The place is part of z, so training stays reproducible and
+    resumable, and samples are drawn the same way.
     """
 
-    def __init__(self, size: int, **kwargs):
+    def __init__(self, size: int, reach: int, **kwargs):
         super().__init__(**kwargs)
-        self.size = size
+        self.size, self.reach = size, reach
 
     def call(self, inputs):
         canvas, u = inputs
-        places = canvas.shape[1] - self.size + 1
+        places, low = 2 * self.reach + 1, (canvas.shape[1] - self.size) // 2 - self.reach
         uniform = 0.5 * (1.0 + tf.math.erf(u / math.sqrt(2.0)))
-        first = tf.clip_by_value(tf.cast(tf.floor(uniform * places), tf.int32), 0, places - 1)  # [B, 2]
+        first = low + tf.clip_by_value(tf.cast(tf.floor(uniform * places), tf.int32), 0, places - 1)  # [B, 2]
         steps = tf.range(self.size)
         rows = tf.gather(canvas, first[:, :1] + steps, axis=1, batch_dims=1)
         return tf.gather(rows, first[:, 1:] + steps, axis=2, batch_dims=1)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size}
+        return {**super().get_config(), "size": self.size, "reach": self.reach}
 
 
 class RingGains(layers.Layer):

@@ -16,6 +16,7 @@ from cosmotrain.science import spectra
 from cosmotrain.science.referee_features import laplacian
 
 SIGNIFICANT = 1e-6  # rings whose real power is below this fraction of the strongest ring are left out
+PREWHITEN_TAPER = 0.5  # ``prewhitened``'s Tukey window: cosine edges over this fraction of the side
 
 
 def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
@@ -88,18 +89,21 @@ def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray, prewhiten: bool =
 
 
 def prewhitened(patches, ops):
-    """Minus the 5-point Laplacian of each patch's interior under the Hann window, zero-padded to [N, size, size].
+    """Minus the 5-point Laplacian of each patch's interior under ``PREWHITEN_TAPER``, zero-padded to [N, size, size].
 
     ``ops`` is ``numpy`` or ``tensorflow`` (the spectrum term's reading). The Laplacian
     multiplies a mode's power by about |k|⁴ and flattens the beam-damped CMB spectrum, so
-    the window's leakage from the acoustic peaks no longer buries the top rings, which the
-    Hann reading of the patch itself cannot tell apart. The window is still needed: cut
-    off at the interior's edges without one, real patches of ``configs/cmb_tiny.yaml``
-    read 10× their windowed power in ring 26 and 347× in ring 31 (docs/gan.md).
+    a window's leakage from the acoustic peaks no longer buries the top rings. A window is
+    still needed: cut off at the interior's edges without one, real patches of
+    ``configs/cmb_tiny.yaml`` read 10× their windowed power in ring 26 and 347× in ring 31.
+    It is a Tukey window, flat over the central half: under the Hann window, which weighs
+    the outer pixels next to nothing, a generator matched the centre and made its outer
+    16 pixels' small scales 3–5 % too loud (docs/gan.md).
     """
     lap = laplacian(patches)
-    taper = window(lap.shape[-1]).astype(getattr(lap.dtype, "as_numpy_dtype", lap.dtype))
-    return ops.pad(lap * taper, [[0, 0], [1, 1], [1, 1]])
+    side = lap.shape[-1]
+    taper = spectra.apodization_window((side, side), "tukey", PREWHITEN_TAPER)
+    return ops.pad(lap * taper.astype(getattr(lap.dtype, "as_numpy_dtype", lap.dtype)), [[0, 0], [1, 1], [1, 1]])
 
 
 def ring_weights(powers: np.ndarray) -> np.ndarray:

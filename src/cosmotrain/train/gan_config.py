@@ -38,7 +38,7 @@ class TrainConfig:
     spectrum_floor: float = 1e-6   # the spectrum term leaves out rings whose real power is below this fraction of
                                    # the strongest ring's (1e-6: the beam-damped rings above ℓ ≈ 1700 at 4')
     spectrum_prewhiten: bool = False  # the spectrum term also matches the rings of the patches' Laplacian,
-                                   # under the Hann window: the top rings' power, which the k^4 transfer brings out
+                                   # under a Tukey window, flat over the central half: top rings and outer pixels
     spectrum_sectors: int = 1      # > 1: the spectrum term matches each ring in this many sectors of direction,
                                    # from the grid axes to the diagonals (rings.sector_matrix); 1 = whole rings
     r1_weight: float = 0.0         # γ > 0: D's loss adds γ/2 x the mean squared gradient of its logit at the real

@@ -123,7 +123,8 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
         return None
     size = cfg.model.image_size
     top = rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
-    matrix, (columns, of_ring) = rings.ring_matrix(size, top), rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
+    matrix = rings.ring_matrix(size, top)
+    columns, of_ring = rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
     whiten = cfg.train.spectrum_prewhiten
     powers, moments, term, whitened = dist.root_computes(
         lambda: _spectrum_reference(transform.to_net(real), matrix, columns, whiten))
@@ -134,9 +135,9 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
     """G's spectrum term (every rank), aimed at the ``real`` ring powers; None when λ = 0."""
     if cfg.train.spectrum_weight <= 0:
         return None
-    return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, cfg.train.variance_weight,
-                                       cfg.train.scatter_weight, cfg.train.spectrum_floor, real.whitened,
-                                       real.term_rings)
+    train = cfg.train
+    return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, train.variance_weight,
+                                       train.scatter_weight, train.spectrum_floor, real.whitened, real.term_rings)
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:

@@ -127,10 +127,12 @@ class SpectrumMatch:
     noise of s²_k).
 
     With ``whitened`` (real patches' ``patch_ring_powers(..., prewhiten=True)``), S adds the
-    rings' bracket once more, read on the patches' Laplacian under the Hann window
-    (``rings.prewhitened``; rings 2 … K, their own weights with mean 1). Its k⁴ transfer
-    weighs a ring's diagonal modes up to twice its axial ones near the Nyquist frequency,
-    as the referee's rings test does. ``matrix`` may also be a ``rings.sector_matrix``,
+    rings' bracket once more, read on the patches' Laplacian under a Tukey window
+    (``rings.prewhitened``; rings 2 … K, their own weights with mean 1): the top rings,
+    which the k⁴ transfer lifts out of the Hann window's leakage, and the outer pixels,
+    which the Hann window all but ignores. The transfer also weighs a ring's diagonal
+    modes up to twice its axial ones near the Nyquist frequency, as the referee's rings
+    test does. ``matrix`` may also be a ``rings.sector_matrix``,
     whose columns are parts of rings; ``column_rings`` then names each column's ring.
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
@@ -141,7 +143,8 @@ class SpectrumMatch:
 
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
-                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None, column_rings: np.ndarray | None = None):
+                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None,
+                 column_rings: np.ndarray | None = None):
         powers = _checked(real_powers, matrix)
         keep = _kept(powers, floor)
         self.size = int(round(math.sqrt(matrix.shape[0])))
