@@ -50,9 +50,7 @@ def readings(x: np.ndarray, matrix: np.ndarray) -> dict:
 
 def thirds(x: np.ndarray) -> np.ndarray:
     """Hann power summed per (band of rings, third of direction), mean over patches: float64 [bands, 3]."""
-    k = np.fft.fftfreq(x.shape[1]) * x.shape[1]
-    kx, ky = np.abs(k[:, None]), np.abs(k[None, :])
-    third = np.minimum(np.degrees(np.arctan2(np.minimum(kx, ky), np.maximum(kx, ky) + 1e-12)) // 15, 2)
+    third = np.minimum(rings.mode_directions(x.shape[1]) // 15, 2)
     ring = rings.mode_rings(x.shape[1])
     centred = x - x.mean(axis=(1, 2), keepdims=True)
     power = (np.abs(np.fft.fft2(centred * rings.window(x.shape[1]))) ** 2).mean(axis=0)

@@ -116,7 +116,7 @@ def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_pa
     from cosmotrain import config
     from cosmotrain.data import reader
     from cosmotrain.inference import load_generator
-    from cosmotrain.science import calibration
+    from cosmotrain.science import calibration, rings
     from cosmotrain.train import gan_config, gan_monitor
 
     out = train(data, tmp_path / "run", "--set", "train.steps=4", "--set", "train.spectrum_sectors=3",
@@ -129,9 +129,10 @@ def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_pa
     cfg = config.load(gan_config.GanConfig, str(tmp_path / "run" / "config.yaml"), [])
     split = reader.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
     real = gan_monitor.monitor_patches(split, cfg.monitor)
-    rings = gan_monitor.real_rings(cfg, real, generator.transform, split.attrs)
-    target = gan_monitor.calibration_target(cfg, rings)
-    assert len(target) == len(set(rings.term_rings)) and rings.term_powers.shape[1] > 2 * len(target)  # by sector
+    measured = gan_monitor.real_rings(cfg, real, generator.transform, split.attrs)
+    target = gan_monitor.calibration_target(cfg, measured)
+    by_sector = rings.column_rings(measured.term_matrix)
+    assert len(target) == len(set(by_sector)) and measured.term_powers.shape[1] > 2 * len(target)
     z = np.random.default_rng([cfg.monitor.seed, 5]).standard_normal((64, dim)).astype(np.float32)
     np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target), rtol=1e-5)
     assert np.ptp(generator.gains) > 0.1  # a 4-step G is far off: a real fit, not the identity

@@ -50,26 +50,38 @@ def ring_matrix(size: int, top: int) -> np.ndarray:
     return matrix / matrix.sum(axis=0)
 
 
-def sector_matrix(size: int, top: int, sectors: int) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 [size·size, C], int [C]): ``ring_matrix`` with each ring cut into ``sectors`` by direction.
+def mode_directions(size: int) -> np.ndarray:
+    """float64 [size, size]: each ``fft2`` mode's direction folded onto 0° (a grid axis) … 45° (a diagonal).
 
-    A mode's direction is folded onto 0° (a grid axis) … 45° (a diagonal), which the
-    square's rotations and flips map onto each other, and cut into ``sectors`` equal
-    parts; the columns are the (ring, sector) pairs that hold modes, ring by ring, and the
-    second array is each column's ring. ``sectors`` = 1 is ``ring_matrix``. A sky has no
+    The square's rotations and flips map the eight directions that fold together onto each other.
+    """
+    k = np.abs(np.fft.fftfreq(size) * size)
+    kx, ky = k[:, None], k[None, :]
+    return np.degrees(np.arctan2(np.minimum(kx, ky), np.maximum(kx, ky) + 1e-12))
+
+
+def sector_matrix(size: int, top: int, sectors: int) -> np.ndarray:
+    """float64 [size·size, C]: ``ring_matrix`` with each ring cut into ``sectors`` by direction.
+
+    A mode's folded direction (``mode_directions``) is cut into ``sectors`` equal parts;
+    the columns are the (ring, sector) pairs that hold modes, ring by ring (``column_rings``
+    names each column's ring). ``sectors`` = 1 is ``ring_matrix``. A sky has no
     preferred direction, but a generator's convolutions on a square grid can put too
     little power along the axes and too much along the diagonals of the same ring, which
     the ring's mean does not show (docs/gan.md).
     """
-    k = np.fft.fftfreq(size) * size
-    kx, ky = np.abs(k[:, None]), np.abs(k[None, :])
-    folded = np.degrees(np.arctan2(np.minimum(kx, ky), np.maximum(kx, ky) + 1e-12)).ravel()
-    sector = np.minimum((folded / (45.0 / sectors) + 1e-9).astype(int), sectors - 1)
+    sector = np.minimum((mode_directions(size).ravel() / (45.0 / sectors) + 1e-9).astype(int), sectors - 1)
     ring = mode_rings(size).ravel()
     cell = np.where(ring <= top, ring * sectors + sector, -1)
     used = np.unique(cell[cell >= 0])
     matrix = (cell[:, None] == used[None, :]).astype(np.float64)
-    return matrix / matrix.sum(axis=0), used // sectors
+    return matrix / matrix.sum(axis=0)
+
+
+def column_rings(matrix: np.ndarray) -> np.ndarray:
+    """int [C]: the ring of each column of a ``ring_matrix`` or ``sector_matrix`` (of a square patch)."""
+    size = int(round(math.sqrt(matrix.shape[0])))
+    return mode_rings(size).ravel()[np.argmax(matrix > 0, axis=0)]
 
 
 def window(size: int) -> np.ndarray:

@@ -108,7 +108,6 @@ class RealRings(NamedTuple):
     powers: np.ndarray   # float64 [N, rings]: each real patch's ring powers, network units
     moments: np.ndarray  # float [N, 3]: each real patch's spectrum_loss.pixel_moments
     term_matrix: np.ndarray  # rings.sector_matrix of train.spectrum_sectors: the spectrum term's columns
-    term_rings: np.ndarray   # int [columns]: each of those columns' ring
     term_powers: np.ndarray  # float64 [N, columns]: each real patch's powers in them (``powers`` for 1 sector)
     whitened: np.ndarray | None  # float64 [N, columns]: their prewhitened powers (train.spectrum_prewhiten)
 
@@ -124,11 +123,11 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
     size = cfg.model.image_size
     top = rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
     matrix = rings.ring_matrix(size, top)
-    columns, of_ring = rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
+    columns = rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
     whiten = cfg.train.spectrum_prewhiten
     powers, moments, term, whitened = dist.root_computes(
         lambda: _spectrum_reference(transform.to_net(real), matrix, columns, whiten))
-    return RealRings(matrix, powers, moments, columns, of_ring, term, whitened)
+    return RealRings(matrix, powers, moments, columns, term, whitened)
 
 
 def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
@@ -137,7 +136,7 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
         return None
     train = cfg.train
     return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, train.variance_weight,
-                                       train.scatter_weight, train.spectrum_floor, real.whitened, real.term_rings)
+                                       train.scatter_weight, train.spectrum_floor, real.whitened)
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:

@@ -65,7 +65,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain.science.rings import SIGNIFICANT, prewhitened, ring_weights, window
+from cosmotrain.science.rings import SIGNIFICANT, column_rings, prewhitened, ring_weights, window
 
 
 def pixel_moments(patches) -> "tf.Tensor":
@@ -132,8 +132,7 @@ class SpectrumMatch:
     which the k⁴ transfer lifts out of the Hann window's leakage, and the outer pixels,
     which the Hann window all but ignores. The transfer also weighs a ring's diagonal
     modes up to twice its axial ones near the Nyquist frequency, as the referee's rings
-    test does. ``matrix`` may also be a ``rings.sector_matrix``,
-    whose columns are parts of rings; ``column_rings`` then names each column's ring.
+    test does. ``matrix`` may also be a ``rings.sector_matrix``, whose columns are parts of rings.
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
     BatchNorm couples the patches of a training batch, so G could make their moments scatter
@@ -143,8 +142,7 @@ class SpectrumMatch:
 
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
-                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None,
-                 column_rings: np.ndarray | None = None):
+                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None):
         powers = _checked(real_powers, matrix)
         keep = _kept(powers, floor)
         self.size = int(round(math.sqrt(matrix.shape[0])))
@@ -157,7 +155,7 @@ class SpectrumMatch:
         self.whitened = None
         if whitened is not None:  # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
             whitened = _checked(whitened, matrix)
-            above_1 = (np.arange(matrix.shape[1]) if column_rings is None else np.asarray(column_rings)) >= 2
+            above_1 = column_rings(matrix) >= 2
             self.whitened = _Rings(whitened, matrix, weighted, _kept(whitened, floor) & above_1)
         self.moment_weight = variance_weight / self.rings.scale / self.rings.count  # 0: without the pixel moments
         if variance_weight > 0:
