@@ -7,7 +7,8 @@ steps on in-memory batches) and for each link bandwidth (``--link-mbit``, defaul
 
 1. unshaped, no communication: one rank alone, and n independent ranks at once (``srun
    --mpi=none``): the compute time of a step, t₁, and how much slower it gets when n ranks
-   share this machine's cores, c(n) (1 on a real cluster; up to n/cores here);
+   share this machine's cores, c(n) (1 on a real cluster; up to n/cores here); taken for
+   each bandwidth again, n ranks right before the n-rank point (the host's speed drifts);
 2. links shaped: one launch of n ranks times Horovod allreduces of 4 KB–64 MB and fits the
    links' α and β (``bench allreduce``), then times both trainers' steps, t(n);
 3. predicts t(n) from t₁, c(n), α, β, the models' gradient tensors and Horovod's fusion
@@ -169,14 +170,10 @@ def run(args) -> dict:
                     "allreduce": {**base, **allreduce_settings}}
             return running.srun(n, WORKER, json.dumps(spec), mpi=mpi)
 
-        running.shape(0)  # the compute alone, on unshaped links (and unshaped again on leaving)
-        alone = {n: launch(n, False, mpi=False) for n in sorted({1, *nodes})}
-        points, variants = measure_points(running, launch, alone, nodes, mbits, args.quick, bool(base.get("fp16")))
+        points, variants, baselines = measure_points(running, launch, nodes, mbits, args.quick, bool(base.get("fp16")))
     worst = max(points, key=lambda p: abs(math.log(p["ratio"])))
     return {"ratio": worst["ratio"], "target": list(TARGET), "allreduce": base, "points": points, "variants": variants,
-            "one_rank_step_ms": {m: round(1e3 * alone[1][0][m]["step_s"], 3) for m in MODELS},
-            "contention": {str(n): contention(alone, n) for n in alone}, "per_rank_batch": BATCH,
-            "threads_per_rank": 1, "machine_cores": os.cpu_count()}
+            "baselines": baselines, "per_rank_batch": BATCH, "threads_per_rank": 1, "machine_cores": os.cpu_count()}
 
 
 def allreduce_overrides(overrides: list[str]) -> dict:
@@ -199,13 +196,24 @@ def contention(alone: dict, n: int) -> dict:
             for m in MODELS}
 
 
-def measure_points(running, launch, alone: dict, nodes: list, mbits: list, quick: bool,
-                   fp16: bool = False) -> tuple[list, list]:
-    """Measured and predicted points for every bandwidth × node count, and the fp16/no-fusion/grouped variants."""
-    points, variants = [], []
+def measure_points(running, launch, nodes: list, mbits: list, quick: bool,
+                   fp16: bool = False) -> tuple[list, list, dict]:
+    """Measured and predicted points for every bandwidth × node count, the fp16/no-fusion/grouped
+    variants, and the compute baselines of each bandwidth (one rank's step, c(n)).
+
+    The baselines are taken again before each bandwidth's points (links unshaped, no
+    communication; n ranks right before the n-rank point): on a shared host the compute's
+    speed drifts over the half hour of the run, and a point compares a step with the
+    compute measured minutes, not half an hour, before it.
+    """
+    points, variants, baselines = [], [], {}
     for mbit in mbits:
-        running.shape(mbit)
+        running.shape(0)
+        alone = {1: launch(1, False, mpi=False)}
         for n in nodes:
+            running.shape(0)
+            alone[n] = launch(n, False, mpi=False)
+            running.shape(mbit)
             measured = launch(n, True)[0]
             link = perfmodel.fit_link(measured["sweep"]["sizes"], measured["sweep"]["seconds"], n)
             points += [point(m, n, mbit, measured, link, alone, fp16) for m in MODELS]
@@ -216,7 +224,10 @@ def measure_points(running, launch, alone: dict, nodes: list, mbits: list, quick
                     variants += [{**point(m, n, mbit, other, link, alone, fp16=settings.get("fp16", fp16)),
                                   "variant": name, "baseline_measured_step_ms": round(1e3 * measured[m]["step_s"], 3)}
                                  for m in MODELS]
-    return points, variants
+        baselines[str(mbit)] = {"one_rank_step_ms": {m: round(1e3 * alone[1][0][m]["step_s"], 3) for m in MODELS},
+                                "contention": {str(n): contention(alone, n) for n in alone}}
+    running.shape(0)
+    return points, variants, baselines
 
 
 def point(model: str, n: int, mbit: int, measured: dict, link: perfmodel.Link, alone: dict,
@@ -229,6 +240,7 @@ def point(model: str, n: int, mbit: int, measured: dict, link: perfmodel.Link, a
     predicted = perfmodel.step_seconds(work, n, link, horovod, c)
     took = measured[model]["step_s"]
     return {"model": model, "nodes": n, "link_mbit": mbit, "predicted_efficiency": round(one / predicted, 4),
+            "one_rank_step_ms": round(1e3 * one, 3),
             "measured_efficiency": round(one / took, 4), "ratio": round(took / predicted, 4),
             "predicted_step_ms": round(1e3 * predicted, 3), "measured_step_ms": round(1e3 * took, 3),
             "contention": c, "comm_ms": round(1e3 * perfmodel.comm_seconds(work, n, link, horovod), 3),
