@@ -1,4 +1,4 @@
-"""Open MPI settings made before MPI starts: the allreduce algorithm rules."""
+"""Open MPI settings made before MPI starts: the allreduce algorithm rules, the TCP eager limit."""
 import os
 from pathlib import Path
 
@@ -6,6 +6,7 @@ from cosmotrain import placement
 
 RULES = ("OMPI_MCA_coll_tuned_use_dynamic_rules", "OMPI_MCA_coll_tuned_dynamic_rules_filename")
 YIELD = "OMPI_MCA_mpi_yield_when_idle"
+EAGER = "OMPI_MCA_btl_tcp_eager_limit"
 ALLREDUCE, RING, OWN_CHOICE = 2, 4, 0  # Open MPI's collective id and algorithm numbers
 
 
@@ -42,3 +43,14 @@ def test_a_users_own_rules_are_kept(monkeypatch):
     monkeypatch.delenv(YIELD, raising=False)
     placement.set_mpi_env()
     assert os.environ[RULES[0]] == "0" and RULES[1] not in os.environ
+
+
+def test_messages_of_a_fused_gradient_buffer_go_eagerly_over_tcp_unless_the_user_chose(monkeypatch):
+    """Two ranks exchanging 32 MiB halves of a 64 MiB fusion buffer skip the rendezvous that
+    queues behind the peer's data (bench/README.md, P8); a user's own limit is kept."""
+    monkeypatch.delenv(EAGER, raising=False)
+    placement.set_mpi_env()
+    assert int(os.environ[EAGER]) >= 64 * 2 ** 20 // 2 + 4096
+    monkeypatch.setenv(EAGER, "65536")
+    placement.set_mpi_env()
+    assert os.environ[EAGER] == "65536"
