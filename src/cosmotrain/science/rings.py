@@ -13,10 +13,9 @@ import math
 import numpy as np
 
 from cosmotrain.science import spectra
-from cosmotrain.science.referee_features import laplacian
+from cosmotrain.science.referee_features import RING_TAPER, laplacian
 
 SIGNIFICANT = 1e-6  # rings whose real power is below this fraction of the strongest ring are left out
-PREWHITEN_TAPER = 0.5  # ``prewhitened``'s Tukey window: cosine edges over this fraction of the side
 
 
 def top_wavenumber(size: int, reso_arcmin: float, lmax: float | None) -> int:
@@ -101,20 +100,21 @@ def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray, prewhiten: bool =
 
 
 def prewhitened(patches, ops):
-    """Minus the 5-point Laplacian of each patch's interior under ``PREWHITEN_TAPER``, zero-padded to [N, size, size].
+    """Minus the 5-point Laplacian of each patch's interior under a Tukey window, zero-padded to [N, size, size].
 
     ``ops`` is ``numpy`` or ``tensorflow`` (the spectrum term's reading). The Laplacian
     multiplies a mode's power by about |k|⁴ and flattens the beam-damped CMB spectrum, so
     a window's leakage from the acoustic peaks no longer buries the top rings. A window is
     still needed: cut off at the interior's edges without one, real patches of
     ``configs/cmb_tiny.yaml`` read 10× their windowed power in ring 26 and 347× in ring 31.
-    It is a Tukey window, flat over the central half: under the Hann window, which weighs
-    the outer pixels next to nothing, a generator matched the centre and made its outer
-    16 pixels' small scales 3–5 % too loud (docs/gan.md).
+    It is the referee's rings-test window (``referee_features.RING_TAPER``, flat over the
+    central half), so the term reads what the test reads: under the Hann window, which
+    weighs the outer pixels next to nothing, a generator matched the centre and made its
+    outer 16 pixels' small scales 3–5 % too loud (docs/gan.md).
     """
     lap = laplacian(patches)
     side = lap.shape[-1]
-    taper = spectra.apodization_window((side, side), "tukey", PREWHITEN_TAPER)
+    taper = spectra.apodization_window((side, side), "tukey", RING_TAPER)
     return ops.pad(lap * taper.astype(getattr(lap.dtype, "as_numpy_dtype", lap.dtype)), [[0, 0], [1, 1], [1, 1]])
 
 
