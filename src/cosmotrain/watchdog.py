@@ -12,7 +12,8 @@ own every few seconds::
 progress marks (``Watchdog.progress``: a step done, a phase begun; an attribute assignment,
 no I/O). The thread also reads the other ranks' files and notes, on its own clock, when
 each counter last changed (so the nodes' clocks need not agree; only a rank seen for the
-first time is dated by the wall-clock times it wrote). When no rank has moved
+first time is dated by the wall-clock times it wrote, and not before this rank's watchdog
+started). When no rank has moved
 for ``stall_timeout`` seconds, the job is stuck: the thread prints one line naming the
 ranks that stalled — those whose heartbeat stopped (the process is stopped or hung), else
 those furthest behind — with their host, step and phase, and ends the whole job
@@ -23,6 +24,11 @@ Ranks 0 and 1 read every file; the others read theirs and those two, and read ev
 only when both have gone silent, so the file system sees O(ranks) reads per period, not
 O(ranks²). A write that hangs (the heartbeat folder's file system itself is stuck) is
 noticed too: the rank then ends the job naming itself.
+
+Time this process itself stood still is nobody's stall: when the thread wakes more than
+``SUSPENDED`` periods late (the whole job stopped and continued, as ``scontrol suspend`` and
+``resume`` do; or this rank stopped, then continued by its launcher to be ended), every
+clock it judges by moves on by the time lost, so it judges only what it has seen since.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ from cosmotrain.files import atomic_write_json
 
 EXIT_STALLED = 3  # the exit code of a job the watchdog ended
 JUDGES = (0, 1)   # ranks that read every heartbeat file
+SUSPENDED = 4     # a wake this many beat periods late: the process stood still meanwhile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +139,11 @@ class Watchdog:
     # ------------------------------------------------------------ the thread
 
     def _watch(self) -> None:
+        woke = time.monotonic()
         while not self._stop.wait(self.period):
             now = time.monotonic()
+            self._forgive(now - woke - self.period)
+            woke = now
             if self._io is None or not self._io.is_alive():
                 if self._found is not None:
                     self._absorb(self._found, now)
@@ -144,6 +154,14 @@ class Watchdog:
             verdict = self.verdict(now)
             if verdict:
                 _end_job(verdict)
+
+    def _forgive(self, lost: float) -> None:
+        """Move every clock this rank judges by on by ``lost`` seconds when it stood still that long."""
+        if lost < SUSPENDED * self.period:
+            return
+        self.started, self.io_ok_at = self.started + lost, self.io_ok_at + lost
+        for seen in self.seen.values():
+            seen.beat_at, seen.moved_at = seen.beat_at + lost, seen.moved_at + lost
 
     def _watched(self) -> list[int]:
         """The ranks whose files this rank reads this time (see the module docstring)."""
@@ -173,10 +191,10 @@ class Watchdog:
     def _absorb(self, records: dict[int, dict], now: float) -> None:
         for rank, record in records.items():
             old = self.seen.get(rank)
-            if old is None:  # first sight: dated by the times it wrote
+            if old is None:  # first sight: dated by the times it wrote, not before this watchdog's (moved) start
                 wall = time.time()
-                self.seen[rank] = _Seen(record, now - max(0.0, wall - record.get("time", wall)),
-                                        now - max(0.0, wall - record.get("moved_time", wall)))
+                self.seen[rank] = _Seen(record, max(self.started, now - max(0.0, wall - record.get("time", wall))),
+                                        max(self.started, now - max(0.0, wall - record.get("moved_time", wall))))
                 continue
             if record.get("beat") != old.record.get("beat") or record.get("pid") != old.record.get("pid"):
                 old.beat_at = now

@@ -2,6 +2,9 @@
 limit), SIGKILL of a rank or of the launcher, SIGSTOP (a hung node). Findings F10-F13."""
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -116,6 +119,22 @@ def test_a_stopped_rank_ends_the_job_within_the_stall_timeout_naming_it(galaxies
                                                                                    "checkpoint"))
 
 
+def test_a_job_suspended_for_longer_than_the_stall_timeout_goes_on_when_resumed(galaxies, tmp_path):
+    """``scontrol suspend`` / ``resume`` stop and continue every rank: time stood still for all, not a stall."""
+    run, timeout = tmp_path / "run", 10
+    job = start(galaxies, run, tmp_path / "log", np_=2, epochs=20,
+                extra=("--set", f"runtime.stall_timeout={timeout}"))
+    job.wait_for(lambda: at_step(run, 3, ranks=2), "step 3 on both ranks")
+    ranks = job.ranks()
+    for pid in ranks:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(2 * timeout)
+    for pid in ranks:
+        os.kill(pid, signal.SIGCONT)
+    assert job.finish() == 0, job.output[-3000:]
+    assert "stall" not in job.output and (run / "metrics.json").is_file()
+
+
 STUCK = """
 import sys, time
 from pathlib import Path
@@ -143,3 +162,36 @@ def test_a_rank_stuck_in_a_call_ends_the_job_naming_it_and_its_phase(tmp_path):
     assert message.startswith("stall: no rank has made progress for over 6 s (runtime.stall_timeout): ")
     assert "rank 1 (host " in message and "made no progress for" in message and \
         "at step 20 in 'reading a shard'" in message
+
+
+ALONE = """
+import sys, time
+from pathlib import Path
+from cosmotrain import dist
+from cosmotrain.watchdog import Watchdog
+dist.init_mpi()
+with Watchdog(Path(sys.argv[1]), 5) as watch:
+    for step in range(500):
+        watch.progress(step, "training")
+        time.sleep(0.01)
+print("finished")
+"""
+
+
+def test_a_rank_stopped_and_continued_does_not_count_the_time_it_stood_still(tmp_path):
+    """A stopped rank is continued by its launcher on the way to ending it (it must not add a line of
+    its own), or by ``scontrol resume`` (it must go on). Stopped right after its first heartbeat, before
+    it has read anyone's: the case where it judged by the heartbeat times it wrote before the stop."""
+    from testlib import mpi_env
+
+    first = tmp_path / "heartbeat" / "rank-00000.json"
+    proc = subprocess.Popen([sys.executable, "-c", ALONE, str(first.parent)], env=mpi_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120  # a hang guard
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGSTOP)
+    time.sleep(8)  # longer than the 5 s stall timeout
+    os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "finished" in out, err[-3000:]
