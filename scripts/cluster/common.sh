@@ -130,7 +130,9 @@ cl_start_slurmd() {
 }
 
 # cl_shape MBIT: every node's link limited to MBIT Mbit/s each way (0 = unshaped).
-# tbf's bucket holds 4 ms of traffic (at least 64 KB, one TCP segment offload).
+# tbf's bucket holds 4 ms of traffic (at least 64 KB, one TCP segment offload): after an
+# idle the link passes that many bytes at once. Its size goes to $CL_DIR/burst (bytes; the
+# scaling model counts it, bench scaling-model).
 cl_shape() {
   local mbit=$1 i burst n
   n=$(cat "$CL_DIR/nodes")
@@ -146,6 +148,7 @@ cl_shape() {
     fi
   done
   echo "$mbit" >"$CL_DIR/mbit"
+  if [ "$mbit" = 0 ]; then echo 0 >"$CL_DIR/burst"; else echo "$burst" >"$CL_DIR/burst"; fi
 }
 
 cl_wait_idle() {

@@ -53,6 +53,6 @@ tac "$created" | while read -r kind what; do
     link) ip link del "$what" 2>/dev/null || true ;;
   esac
 done
-rm -f "$created" "$CL_DIR/nodes" "$CL_DIR/mbit"
+rm -f "$created" "$CL_DIR/nodes" "$CL_DIR/mbit" "$CL_DIR/burst"
 if [ "${COSMOTRAIN_CLUSTER_KEEP:-0}" != 1 ]; then rm -rf "$CL_DIR/nodetmp" "$CL_DIR/spool" "$CL_DIR/ctld"; fi
 echo "cluster/down.sh: stopped (logs in $CL_DIR/log)" >&2

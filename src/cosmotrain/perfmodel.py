@@ -22,7 +22,13 @@ n ranks' (``efficiency``). A step is
   pays 2(n−1) latencies α (Patarasuk & Yuan 2009; NCCL's ring is the same);
 - ``fp16`` compression halves the bytes of float32 gradients;
 - α and β come from a fit to timed Horovod allreduces (``fit_link``), so Horovod's own
-  per-call costs (its cycle, negotiation, the copies into the fusion buffer) are in them.
+  per-call costs (its cycle, negotiation, the copies into the fusion buffer) are in them;
+- a link shaped by a token bucket (``Link.burst``; the test cluster's ``tc tbf``, 0 on a
+  real network) passes its bucket's bytes at once after an idle: each round's first
+  ``burst`` bytes per rank cost no β. The fit cannot see this (its allreduces run back to
+  back, the bucket empty); a step can, since compute comes before each round. The bucket
+  refills at the link's rate during the compute before the round (one rank's compute
+  time ÷ rounds).
 
 No overlap of communication with the backward pass is assumed. With ``allreduce.overlap:
 true`` (the default, Horovod's own way) the prediction is an upper bound on the step time
@@ -42,10 +48,13 @@ MB = 2 ** 20
 
 @dataclasses.dataclass(frozen=True)
 class Link:
-    """A network as the ring allreduce sees it: latency ``alpha`` (s), ``beta`` (s per byte)."""
+    """A network as the ring allreduce sees it: latency ``alpha`` (s), ``beta`` (s per byte),
+    and ``burst``, the bytes a token-bucket shaper lets through at once after an idle (0 for
+    a real network)."""
 
     alpha: float
     beta: float
+    burst: float = 0.0
 
     @property
     def mbit_per_s(self) -> float:
@@ -78,11 +87,12 @@ class Horovod:
     fp16: bool = False
 
 
-def ring_seconds(nbytes: float, n: int, link: Link) -> float:
-    """One ring allreduce of ``nbytes`` over ``n`` ranks, seconds (0 on one rank)."""
+def ring_seconds(nbytes: float, n: int, link: Link, credit: float = 0.0) -> float:
+    """One ring allreduce of ``nbytes`` over ``n`` ranks, seconds (0 on one rank); the first
+    ``credit`` bytes each rank sends pass at once (a shaper's bucket)."""
     if n <= 1:
         return 0.0
-    return 2 * (n - 1) * link.alpha + 2 * (n - 1) / n * nbytes * link.beta
+    return 2 * (n - 1) * link.alpha + max(0.0, 2 * (n - 1) / n * nbytes - credit) * link.beta
 
 
 def fusion_buffers(tensors: Sequence[int], threshold_bytes: float) -> list[int]:
@@ -104,8 +114,10 @@ def comm_seconds(work: Workload, n: int, link: Link, horovod: Horovod = Horovod(
     scale = 0.5 if horovod.fp16 else 1.0
     total = 0.0
     for tensors in work.rounds:
+        credit = min(link.burst, work.compute_s / len(work.rounds) / link.beta)
         for nbytes in fusion_buffers([t * scale for t in tensors], horovod.fusion_threshold_mb * MB):
-            total += ring_seconds(nbytes, n, link)
+            total += ring_seconds(nbytes, n, link, credit)
+            credit = max(0.0, credit - 2 * (n - 1) / n * nbytes)
     return total
 
 

@@ -42,6 +42,19 @@ def test_without_fusion_every_tensor_pays_the_latency():
     assert unfused - fused == pytest.approx(49 * 6 * link.alpha)
 
 
+def test_a_shapers_bucket_spares_each_round_its_first_bytes_once_refilled_by_the_compute():
+    link, shaped = Link(100e-6, 8 / 200e6), Link(100e-6, 8 / 200e6, burst=100e3)  # 200 Mbit/s, 100 KB bucket
+    work = Workload("w", 0.02, ((MB, MB), (MB,)))  # two rounds, 10 ms of compute before each: 250 KB refill
+    spared = perfmodel.comm_seconds(work, 2, link) - perfmodel.comm_seconds(work, 2, shaped)
+    assert spared == pytest.approx(2 * 100e3 * link.beta)  # once per round, not once per buffer
+    unfused = perfmodel.comm_seconds(work, 2, link, Horovod(0)) - perfmodel.comm_seconds(work, 2, shaped, Horovod(0))
+    assert unfused == pytest.approx(spared)  # the round's later buffers find the bucket empty
+    brief = Workload("w", 0.004, work.rounds)  # 2 ms before each round refill only 50 KB
+    assert perfmodel.comm_seconds(brief, 2, link) - perfmodel.comm_seconds(brief, 2, shaped) == \
+        pytest.approx(2 * 50e3 * link.beta)
+    assert perfmodel.comm_seconds(work, 1, shaped) == 0.0
+
+
 def test_contention_slows_only_the_compute():
     work = Workload("w", 0.1, ((MB,),))
     link = Link(0, 1e-9)

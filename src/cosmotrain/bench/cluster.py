@@ -38,9 +38,11 @@ class Cluster:
         env.update(SLURM_CONF=self.conf, TF_CPP_MIN_LOG_LEVEL="2", **extra)
         return env
 
-    def shape(self, mbit: int) -> None:
-        """Every node's link limited to ``mbit`` Mbit/s each way (0 = unshaped)."""
+    def shape(self, mbit: int) -> int:
+        """Every node's link limited to ``mbit`` Mbit/s each way (0 = unshaped); the shaper's
+        bucket in bytes, what a link passes at once after an idle (0 when unshaped)."""
         _script("shape.sh", str(mbit), env=self.env())
+        return int((self.folder / "burst").read_text())
 
     def srun(self, nodes: int, code: str, *args: str, mpi: bool = True, timeout: float = 3600) -> list[dict]:
         """``python -c code args`` on ``nodes`` nodes, one single-threaded rank each; the JSON lines printed.

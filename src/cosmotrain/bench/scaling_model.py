@@ -11,8 +11,10 @@ steps on in-memory batches) and for each link bandwidth (``--link-mbit``, defaul
    each bandwidth again, n ranks right before the n-rank point (the host's speed drifts);
 2. links shaped: one launch of n ranks times Horovod allreduces of 4 KB–64 MB and fits the
    links' α and β (``bench allreduce``), then times both trainers' steps, t(n);
-3. predicts t(n) from t₁, c(n), α, β, the models' gradient tensors and Horovod's fusion
-   threshold (``perfmodel``), and compares efficiencies E = t₁/t(n). Each point also shows
+3. predicts t(n) from t₁, c(n), α, β, the shaper's bucket (``burst_kb``: what a link passes
+   at once after an idle, which back-to-back allreduces never see), the models' gradient
+   tensors and Horovod's fusion threshold (``perfmodel``), and compares efficiencies
+   E = t₁/t(n). Each point also shows
    ``comm_alone_ms``, the step's allreduces timed alone (same tensors, same rounds): beside
    the predicted ``comm_ms`` it tells a wrong α–β or fusion model from communication that
    overlaps the backward pass or fights the compute for the cores.
@@ -213,9 +215,10 @@ def measure_points(running, launch, nodes: list, mbits: list, quick: bool,
         for n in nodes:
             running.shape(0)
             alone[n] = launch(n, False, mpi=False)
-            running.shape(mbit)
+            burst = running.shape(mbit)
             measured = launch(n, True)[0]
             link = perfmodel.fit_link(measured["sweep"]["sizes"], measured["sweep"]["seconds"], n)
+            link = dataclasses.replace(link, burst=burst)
             points += [point(m, n, mbit, measured, link, alone, fp16) for m in MODELS]
             if not quick and n == nodes[0] and mbit == mbits[len(mbits) // 2]:
                 for name, settings in (("fp16", {"fp16": True}), ("no-fusion", {"fusion_threshold_mb": 0}),
@@ -246,4 +249,4 @@ def point(model: str, n: int, mbit: int, measured: dict, link: perfmodel.Link, a
             "contention": c, "comm_ms": round(1e3 * perfmodel.comm_seconds(work, n, link, horovod), 3),
             "comm_alone_ms": round(1e3 * measured[model].get("comm_s", math.nan), 3),
             "gradient_mb": round(work.gradient_bytes / perfmodel.MB, 3), "alpha_us": round(link.alpha * 1e6, 2),
-            "fitted_mbit_per_s": round(link.mbit_per_s, 1)}
+            "fitted_mbit_per_s": round(link.mbit_per_s, 1), "burst_kb": round(link.burst / 1e3, 1)}
