@@ -87,7 +87,8 @@ def timeline(path: str) -> None:
                 spans.append((start, e["ts"], what, _short(name)))
     spans.sort()
     steps = [s[0] for s in spans if s[2] == "NEGOTIATE_ALLREDUCE" and s[3] == "dense0 kernel"]
-    print(f"{'step':>4s} {'period':>7s} {'dense sent':>15s} {'rest ready':>10s} {'comm done':>9s}   (ms from the dense kernel's negotiation)")
+    print("ms from the dense kernel's negotiation")
+    print(f"{'step':>4s} {'period':>7s} {'dense sent':>15s} {'rest ready':>10s} {'comm done':>9s}")
     for i, (zero, following) in enumerate(zip(steps, steps[1:])):
         mine = [(a - zero, b - zero, what, tensor) for a, b, what, tensor in spans if zero <= a < following]
         dense = next((a, b) for a, b, what, tensor in mine if what == "MPI_ALLREDUCE" and tensor == "dense0 kernel")
