@@ -1,4 +1,4 @@
-"""Where the classifier's step hides communication: gradient readiness on one rank, and a step read off Horovod's timeline.
+"""Where the classifier's step hides communication: gradient readiness on one rank, a step on Horovod's timeline.
 
     python bench/experiments/overlap_anatomy.py ready              # one process, about 1 minute
     python bench/experiments/overlap_anatomy.py timeline FILE      # a Horovod timeline (JSON)
