@@ -7,8 +7,8 @@ On 2 nodes of ``make cluster-test``'s cluster, plain mpi4py (no TensorFlow, no H
 then a sleep: what a training step's compute does to the link). ``tc tbf`` fills its bucket
 while the link idles and then passes that many bytes at once, so the second kind is faster
 by about bucket ÷ rate; the allreduce sweep of ``bench allreduce`` (back to back) never
-sees it. Prints rank 0's median ms per case and the saving the bucket predicts. About a
-minute per bandwidth. Figures in docs/cluster.md (the scaling model).
+sees it. Prints rank 0's mean and median ms per case and the saving the bucket predicts. About a
+minute per bandwidth (the worker is tcp_rendezvous.py's). Figures in docs/cluster.md (the scaling model).
 """
 import json
 import os
@@ -16,30 +16,9 @@ import sys
 
 from cosmotrain.bench.cluster import cluster
 from cosmotrain.placement import TCP_EAGER_LIMIT
+from tcp_rendezvous import WORKER  # this folder: python puts it on the path
 
-WORKER = r'''
-import json, statistics, time
-import numpy as np
-from mpi4py import MPI
-
-comm = MPI.COMM_WORLD
-x = np.ones(262144, np.float32)
-y = np.empty_like(x)
-comm.Allreduce(x, y)
-out = {}
-for case, pause in (("back_to_back", 0.0), ("after_30_ms_idle", 0.03)):
-    times = []
-    for _ in range(30):
-        if pause:
-            comm.Barrier()
-            time.sleep(pause)
-        start = time.perf_counter()
-        comm.Allreduce(x, y)
-        times.append(1e3 * (time.perf_counter() - start))
-    out[case] = round(statistics.median(times), 2)
-if comm.Get_rank() == 0:
-    print(json.dumps(out))
-'''
+CASES = [["back_to_back", False, 0.0], ["after_30_ms_idle", True, 0.03]]
 
 
 def main(mbits: list[int]) -> None:
@@ -47,8 +26,8 @@ def main(mbits: list[int]) -> None:
     with cluster(2) as running:
         for mbit in mbits:
             burst = running.shape(mbit)
-            found = running.srun(2, WORKER)[0]
-            print(f"{mbit} Mbit/s, bucket {burst / 1e3:.0f} KB: median ms {json.dumps(found)}; the bucket predicts "
+            found = running.srun(2, WORKER, json.dumps(CASES))[0]
+            print(f"{mbit} Mbit/s, bucket {burst / 1e3:.0f} KB: ms {json.dumps(found)}; the bucket predicts "
                   f"{burst * 8 / (mbit * 1e6) * 1e3:.1f} ms saved after the idle", flush=True)
         running.shape(0)
 

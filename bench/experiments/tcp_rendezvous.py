@@ -18,7 +18,7 @@ from cosmotrain.bench.cluster import cluster
 from cosmotrain.placement import TCP_EAGER_LIMIT
 
 WORKER = r'''
-import json, statistics, time
+import json, statistics, sys, time
 import numpy as np
 from mpi4py import MPI
 
@@ -27,18 +27,20 @@ x = np.ones(262144, np.float32)
 y = np.empty_like(x)
 comm.Allreduce(x, y)
 out = {}
-for case, barrier in (("back_to_back", False), ("barrier_first", True)):
+for case, barrier, pause in json.loads(sys.argv[1]):
     times = []
     for _ in range(30):
         if barrier:
             comm.Barrier()
+        time.sleep(pause)
         start = time.perf_counter()
         comm.Allreduce(x, y)
         times.append(1e3 * (time.perf_counter() - start))
     out[case] = {"mean_ms": round(statistics.fmean(times), 1), "median_ms": round(statistics.median(times), 1)}
 if comm.Get_rank() == 0:
     print(json.dumps(out))
-'''
+'''  # 1 MiB allreduces of 2 ranks: [case, barrier first, seconds idle first] each (argv[1], JSON); link_burst.py too
+CASES = [["back_to_back", False, 0.0], ["barrier_first", True, 0.0]]
 
 
 def main(mbit: int) -> None:
@@ -46,7 +48,8 @@ def main(mbit: int) -> None:
         running.shape(mbit)
         for limit in (65536, TCP_EAGER_LIMIT):
             os.environ["OMPI_MCA_btl_tcp_eager_limit"] = str(limit)
-            print(f"{mbit} Mbit/s, eager limit {limit} B:", json.dumps(running.srun(2, WORKER)[0]), flush=True)
+            found = running.srun(2, WORKER, json.dumps(CASES))[0]
+            print(f"{mbit} Mbit/s, eager limit {limit} B:", json.dumps(found), flush=True)
 
 
 if __name__ == "__main__":
