@@ -15,6 +15,7 @@ engine can be swapped (Horovod is frozen upstream) without touching them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -47,6 +48,7 @@ _ctx = Context()
 _hvd = None
 _comm = None
 _failures = None  # a communicator of its own on which failing ranks meet (MPI engines)
+_local = False    # inside compute_only(): training collectives stay on this rank
 FAIL_WAIT = 5.0   # seconds a rank that met a mistake waits for the others to meet it too
 
 
@@ -411,6 +413,27 @@ def configure_tensorflow() -> None:
 
 # ---------------------------------------------------------------- training collectives
 
+@contextlib.contextmanager
+def compute_only():
+    """Within: the training collectives below (tapes, means, broadcasts) leave tensors on this
+    rank, as in a one-rank job; barriers and object collectives still span the job.
+
+    For benchmarks that time a step's compute inside a multi-rank launch, next to the real
+    step. Run every call of such a step in here: a ``tf.function`` traced inside keeps no
+    collectives, one traced outside keeps them.
+    """
+    global _local
+    _local, before = True, _local
+    try:
+        yield
+    finally:
+        _local = before
+
+
+def _exchanging() -> bool:
+    return _hvd is not None and _ctx.size > 1 and not _local
+
+
 def distributed_tape(tape: Any, name: str, allreduce: AllreduceConfig) -> Any:
     """Wrap a GradientTape so gradients are averaged over ranks, as ``allreduce`` says.
 
@@ -420,7 +443,7 @@ def distributed_tape(tape: Any, name: str, allreduce: AllreduceConfig) -> Any:
     ``allreduce.fp16`` sends the gradients as float16; unless ``allreduce.overlap``, they
     travel as one group (``groups=1``) after the whole backward pass.
     """
-    if _hvd is None:
+    if _hvd is None or _local:
         return tape
     kind = _hvd.Compression.fp16 if allreduce.fp16 else _hvd.Compression.none
     return _hvd.DistributedGradientTape(tape, op=_hvd.Average, compression=kind,
@@ -433,19 +456,19 @@ def broadcast_variables(variables: list, root: int = 0) -> None:
     Called after the first step, when the optimizer's slot variables exist: broadcasting
     before them would leave each rank's Adam moments different.
     """
-    if _hvd is not None and _ctx.size > 1:
+    if _exchanging():
         _hvd.broadcast_variables(variables, root_rank=root)
 
 
 def allreduce_mean(value: Any, name: str | None = None) -> Any:
     """Mean over ranks of a tensor or number (metrics are averaged before logging)."""
-    if _hvd is None or _ctx.size == 1:
+    if not _exchanging():
         return value
     return _hvd.allreduce(value, op=_hvd.Average, name=name)
 
 
 def grouped_allreduce_mean(values: list, name: str) -> list:
     """Means over ranks of several tensors, negotiated and fused as one group (as the tapes send gradients)."""
-    if _hvd is None or _ctx.size == 1:
+    if not _exchanging():
         return values
     return _hvd.grouped_allreduce(values, op=_hvd.Average, name=name)

@@ -163,3 +163,33 @@ def test_an_input_error_found_by_rank_zero_is_reported_on_every_rank():
     assert out.returncode != 0
     for rank in (0, 1):
         assert f"cosmotrain [rank {rank}]: error: column Class7.1 missing" in out.stderr
+
+
+COMPUTE_ONLY = """
+from cosmotrain import dist
+import json
+ctx = dist.init_horovod()
+import tensorflow as tf
+w = tf.Variable(1.0)
+x = tf.constant(float(ctx.rank + 1))
+
+def gradient():
+    with tf.GradientTape() as tape:
+        loss = x * w
+    tape = dist.distributed_tape(tape, "w", dist.AllreduceConfig())
+    return [float(tape.gradient(loss, [w])[0]), float(dist.allreduce_mean(x, name="x"))]
+
+with dist.compute_only():
+    local = gradient()
+rows = dist.allgather_object([local, gradient()])
+if ctx.rank == 0:
+    print(json.dumps(rows))
+"""
+
+
+def test_a_step_run_compute_only_keeps_its_gradients_on_its_rank_and_the_next_one_averages_again():
+    """What ``bench scaling-model`` times as a step's compute inside a 2-rank launch."""
+    out = run_mpi_python(COMPUTE_ONLY, np_=2, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rows == [[[1.0, 1.0], [1.5, 1.5]], [[2.0, 2.0], [1.5, 1.5]]]

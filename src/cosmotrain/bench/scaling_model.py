@@ -5,12 +5,16 @@ node), for the classifier and the GAN (tiny configs, per-rank batch 32, the real
 steps on in-memory batches) and for each link bandwidth (``--link-mbit``, default 50, 200,
 1000 Mbit/s) and node count (``--nodes``, default 2 and 4):
 
-1. unshaped, no communication: one rank alone, and n independent ranks at once (``srun
-   --mpi=none``): the compute time of a step, t₁, and how much slower it gets when n ranks
-   share this machine's cores, c(n) (1 on a real cluster; up to n/cores here); taken for
-   each bandwidth again, n ranks right before the n-rank point (the host's speed drifts);
+1. unshaped, no communication: one rank alone, the compute time of a step, t₁; and n
+   independent ranks at once (``srun --mpi=none``), right before the n-rank point
+   (``contention_other_launch``, kept for comparison);
 2. links shaped: one launch of n ranks times Horovod allreduces of 4 KB–64 MB and fits the
-   links' α and β (``bench allreduce``), then times both trainers' steps, t(n);
+   links' α and β (``bench allreduce``), then times both trainers' steps, t(n), and the same
+   steps without their collectives (``dist.compute_only``), rounds alternating, each real
+   round after one untimed step that warms the links again: that compute ÷ t₁ is c(n), how
+   much slower a step's compute gets when n ranks share this machine's cores (1 on a real
+   cluster; up to n/cores here). Taken in the same launch, minutes of host drift and one
+   launch's luck of placement cancel (a separate launch's c(n) was off by up to 10 %);
 3. predicts t(n) from t₁, c(n), α, β, the shaper's bucket (``burst_kb``: what a link passes
    at once after an idle, which back-to-back allreduces never see), the models' gradient
    tensors and Horovod's fusion threshold (``perfmodel``), and compares efficiencies
@@ -27,6 +31,7 @@ and predicted. ``--set KEY=VALUE`` (allreduce keys) changes every point's settin
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -62,8 +67,9 @@ def worker(spec: str) -> None:
     if spec["sweep"]:
         out["sweep"] = allreduce.sweep(spec["sizes"], spec["seconds_per_size"])
     scratch = Path(spec["scratch"])
-    out["classifier"] = classifier_steps(settings, scratch, spec["steps"], spec["rounds"])
-    out["gan"] = gan_steps(settings, spec["steps"], spec["rounds"])
+    compute_too = not spec["alone"]
+    out["classifier"] = classifier_steps(settings, scratch, spec["steps"], spec["rounds"], compute_too)
+    out["gan"] = gan_steps(settings, spec["steps"], spec["rounds"], compute_too)
     if not spec["alone"]:
         for model in MODELS:
             out[model]["comm_s"] = rounds_alone(out[model]["rounds"], settings, spec["steps"])
@@ -71,20 +77,32 @@ def worker(spec: str) -> None:
         print(json.dumps(out), flush=True)
 
 
-def classifier_steps(settings, scratch: Path, steps: int, rounds: int) -> dict:
-    """The classifier trainer's median seconds per step, and the bytes it allreduces per step."""
+def classifier_steps(settings, scratch: Path, steps: int, rounds: int, compute_too: bool) -> dict:
+    """The classifier trainer's median seconds per step, the bytes it allreduces per step and,
+    with ``compute_too``, the median of the same step without its collectives (rounds alternate)."""
     from cosmotrain.bench.step import bench_config, memory_batches, prepared_run, time_trainer_steps
 
     cfg = dataclasses.replace(bench_config(BATCH), allreduce=settings)
-    run = prepared_run(cfg, scratch / "data", scratch / f"run-{socket.gethostname()}-{os.getpid()}")
     batches = memory_batches(steps, BATCH, seed=1 + dist.context().rank)
-    time_trainer_steps(run, batches[:5])  # trace, first-step broadcast, Horovod's negotiation
-    seconds = statistics.median(time_trainer_steps(run, batches, r + 1)[0] for r in range(rounds))
-    return {"step_s": seconds, "rounds": classifier_rounds(run.trainer.model)}
+    runs = {}
+    for key in ("step_s", "compute_s") if compute_too else ("step_s",):
+        with _collectives(key):
+            run = prepared_run(cfg, scratch / "data", scratch / f"run-{socket.gethostname()}-{os.getpid()}-{key}")
+            time_trainer_steps(run, batches[:5])  # trace, first-step broadcast, Horovod's negotiation
+        runs[key] = run
+
+    def one_round(key, r):
+        with _collectives(key):
+            time_trainer_steps(runs[key], batches[:1], r + 1)  # links warm again after the other loop's idle
+            return time_trainer_steps(runs[key], batches, r + 1)[0]
+
+    out = _alternate(list(runs), rounds, one_round)
+    return {**out, "rounds": classifier_rounds(runs["step_s"].trainer.model)}
 
 
-def gan_steps(settings, steps: int, rounds: int) -> dict:
-    """The GAN trainer's median seconds per step (D's round, then G's), and the bytes of each round."""
+def gan_steps(settings, steps: int, rounds: int, compute_too: bool) -> dict:
+    """The GAN trainer's median seconds per step (D's round, then G's), the bytes of each round
+    and, with ``compute_too``, the median of the same step without its collectives."""
     import numpy as np
     import tensorflow as tf
 
@@ -95,24 +113,46 @@ def gan_steps(settings, steps: int, rounds: int) -> dict:
 
     plain = ["train.spectrum_weight=0", "train.variance_weight=0", "train.scatter_weight=0", f"train.batch_size={BATCH}"]
     cfg = dataclasses.replace(config.load(GanConfig, config.shipped("gan_tiny.yaml"), plain), allreduce=settings)
-    trainer = GanTrainer(cfg, Transform(0.0, 500.0), steps, None)
     rng = np.random.default_rng(dist.context().rank)
     size = cfg.model.image_size
     real = [tf.constant(rng.normal(0, 100, (BATCH, size, size)).astype(np.float32)) for _ in range(steps)]
     go = tf.constant(False)
-    trainer.train_step(real[0], tf.constant(0, tf.int64), go)
-    trainer.after_first_step()
-    times = []
-    for r in range(rounds + 1):
-        dist.barrier()
-        clock = _Clock()
-        for i, batch in enumerate(real):
-            trainer.train_step(batch, tf.constant(1 + r * steps + i, tf.int64), go)
-        dist.barrier()
-        times.append(clock.elapsed() / steps)
-    stats = moving_statistics(trainer.generator) + moving_statistics(trainer.discriminator)
-    return {"step_s": statistics.median(times[1:]),
-            "rounds": gan_rounds(trainer.generator, trainer.discriminator, stats)}
+    trainers = {}
+    for key in ("step_s", "compute_s") if compute_too else ("step_s",):
+        with _collectives(key):
+            trainer = GanTrainer(cfg, Transform(0.0, 500.0), steps, None)
+            trainer.train_step(real[0], tf.constant(0, tf.int64), go)
+            trainer.after_first_step()
+        trainers[key] = trainer
+
+    def one_round(key, r):
+        with _collectives(key):
+            trainers[key].train_step(real[-1], tf.constant(r * steps, tf.int64), go)  # warm links, untimed
+            dist.barrier()
+            clock = _Clock()
+            for i, batch in enumerate(real):
+                trainers[key].train_step(batch, tf.constant(1 + r * steps + i, tf.int64), go)
+            dist.barrier()
+            return clock.elapsed() / steps
+
+    out = _alternate(list(trainers), rounds, one_round, warmup=True)
+    G, D = trainers["step_s"].generator, trainers["step_s"].discriminator
+    return {**out, "rounds": gan_rounds(G, D, moving_statistics(G) + moving_statistics(D))}
+
+
+def _collectives(key: str):
+    """The real step (``step_s``) talks to the other ranks; ``compute_s`` is the same step kept local."""
+    return dist.compute_only() if key == "compute_s" else contextlib.nullcontext()
+
+
+def _alternate(keys: list, rounds: int, one_round, warmup: bool = False) -> dict:
+    """Median seconds per step of each key's loop, rounds alternating between the keys so that
+    the host's drifting speed hits them alike (``warmup``: one round each first, not counted)."""
+    times = {key: [] for key in keys}
+    for r in range(rounds + warmup):
+        for key in keys:
+            times[key].append(one_round(key, r))
+    return {key: statistics.median(t[warmup:]) for key, t in times.items()}
 
 
 def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> float:
@@ -201,12 +241,11 @@ def contention(alone: dict, n: int) -> dict:
 def measure_points(running, launch, nodes: list, mbits: list, quick: bool,
                    fp16: bool = False) -> tuple[list, list, dict]:
     """Measured and predicted points for every bandwidth × node count, the fp16/no-fusion/grouped
-    variants, and the compute baselines of each bandwidth (one rank's step, c(n)).
+    variants, and the separate launches' baselines of each bandwidth (one rank's step, c(n)).
 
-    The baselines are taken again before each bandwidth's points (links unshaped, no
-    communication; n ranks right before the n-rank point): on a shared host the compute's
-    speed drifts over the half hour of the run, and a point compares a step with the
-    compute measured minutes, not half an hour, before it.
+    One rank's step is taken again before each bandwidth's points (links unshaped, no
+    communication): on a shared host the compute's speed drifts over the half hour of the
+    run. Each point's c(n) comes from its own launch (``worker``).
     """
     points, variants, baselines = [], [], {}
     for mbit in mbits:
@@ -239,14 +278,15 @@ def point(model: str, n: int, mbit: int, measured: dict, link: perfmodel.Link, a
     one = alone[1][0][model]["step_s"]
     work = perfmodel.Workload(model, one, tuple(tuple(r) for r in measured[model]["rounds"]))
     horovod = perfmodel.Horovod(measured["horovod"]["fusion_threshold_mb"], fp16)
-    c = contention(alone, n)[model]
+    c = measured[model]["compute_s"] / one
     predicted = perfmodel.step_seconds(work, n, link, horovod, c)
     took = measured[model]["step_s"]
     return {"model": model, "nodes": n, "link_mbit": mbit, "predicted_efficiency": round(one / predicted, 4),
             "one_rank_step_ms": round(1e3 * one, 3),
             "measured_efficiency": round(one / took, 4), "ratio": round(took / predicted, 4),
             "predicted_step_ms": round(1e3 * predicted, 3), "measured_step_ms": round(1e3 * took, 3),
-            "contention": c, "comm_ms": round(1e3 * perfmodel.comm_seconds(work, n, link, horovod), 3),
+            "contention": round(c, 4), "contention_other_launch": contention(alone, n)[model],
+            "comm_ms": round(1e3 * perfmodel.comm_seconds(work, n, link, horovod), 3),
             "comm_alone_ms": round(1e3 * measured[model].get("comm_s", math.nan), 3),
             "gradient_mb": round(work.gradient_bytes / perfmodel.MB, 3), "alpha_us": round(link.alpha * 1e6, 2),
             "fitted_mbit_per_s": round(link.mbit_per_s, 1), "burst_kb": round(link.burst / 1e3, 1)}
