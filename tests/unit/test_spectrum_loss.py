@@ -354,3 +354,19 @@ def test_prewhitening_and_sectors_are_parts_of_the_spectrum_term():
         with pytest.raises(ConfigError, match="spectrum_sectors must be 1 … 8"):
             gan_config.TrainConfig(spectrum_weight=weight, spectrum_sectors=sectors)
     assert gan_config.TrainConfig(spectrum_weight=1.0, spectrum_sectors=3).spectrum_sectors == 3
+
+
+def test_the_scatter_part_reads_whole_rings_also_when_the_term_cuts_them_into_sectors():
+    """The referee scores band powers' scatter on whole rings; a third of a ring scatters more."""
+    real = gaussian_field(1024, 32, 2.0, seed=21)
+    loud_and_quiet = tf.constant(modulated(gaussian_field(32, 32, 2.0, seed=22), 0.5, 23))
+
+    def scatter_part(sectors):
+        matrix = rings.sector_matrix(32, 16, sectors)
+        powers = rings.patch_ring_powers(real, matrix)
+        both, means = (float(spectrum_loss.SpectrumMatch(powers, matrix, scatter_weight=c)(loud_and_quiet))
+                       for c in (1.0, 0.0))
+        return both - means
+
+    assert scatter_part(1) > 0.01
+    assert scatter_part(3) == pytest.approx(scatter_part(1), rel=1e-3)

@@ -112,7 +112,9 @@ class SpectrumMatch:
         c · (1/K) Σ_k [ log( s²_k / m̄²_k / σ²_k ) + (2/(B−1) + κ_k/B) / 2 − σ²_k/B ]²
 
     ``s²_k`` is the batch's variance of its patches' ring powers (ddof 1), ``m̄_k`` their
-    mean and ``σ²_k`` the real variance, all in units of the target. Relative to the mean,
+    mean and ``σ²_k`` the real variance, all in units of the target; k runs over whole rings,
+    also when the term's columns are sectors of rings (``spectrum_sectors``): a third of a
+    ring's modes scatters more and pins a patch's loudness less. Relative to the mean,
     the part does not pull a ring's mean power (the rings' bracket and the calibration
     filter see to that: ``science.calibration`` scales a ring in every patch alike, which
     leaves s_k/m̄_k as G made it); charging s²_k itself, a generator could meet it with a
@@ -149,9 +151,13 @@ class SpectrumMatch:
         self.window = tf.constant(window(self.size), tf.float32)
         self.rings = _Rings(powers, matrix, weighted, keep)
         self.scatter_weight = scatter_weight
-        centred = powers[:, keep] - powers[:, keep].mean(axis=0)
+        self.whole = _whole_rings(powers, matrix, keep)
+        whole = powers[:, keep] / powers[:, keep].mean(axis=0) @ self.whole  # real whole rings, target 1
+        self.whole_noise = tf.constant(whole.var(axis=0, ddof=1), tf.float32)
+        centred = whole - whole.mean(axis=0)
         kurtosis = (centred**4).mean(axis=0) / np.maximum((centred**2).mean(axis=0), 1e-300) ** 2 - 3.0
         self.kurtosis = tf.constant(kurtosis, tf.float32)  # excess, per ring: how much s²_k scatters
+        self.whole = tf.constant(self.whole, tf.float32)
         self.whitened = None
         if whitened is not None:  # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
             whitened = _checked(whitened, matrix)
@@ -180,12 +186,13 @@ class SpectrumMatch:
         return total
 
     def _scatter(self, ratio, batch):
-        """Mean over rings of the squared log of s²_k/m̄²_k/σ²_k, centred for real batches (class docstring)."""
+        """Mean over whole rings of the squared log of s²_k/m̄²_k/σ²_k, centred for real batches (class docstring)."""
+        ratio = tf.matmul(ratio, self.whole)  # a sector has a third of a ring's modes: it pins a patch's loudness less
         spread = tf.math.reduce_variance(ratio, axis=0) * batch / (batch - 1.0)
         spread /= tf.square(tf.reduce_mean(ratio, axis=0))  # relative to the batch's mean: the filter's to fix
         jensen = 0.5 * (2.0 / (batch - 1.0) + self.kurtosis / batch)  # E log s² ≈ log σ² − Var(s²)/2σ⁴
-        jensen -= self.rings.noise / batch  # E log m̄² ≈ −σ²/B (target 1)
-        return tf.reduce_mean(tf.square(tf.math.log(spread / self.rings.noise) + jensen))
+        jensen -= self.whole_noise / batch  # E log m̄² ≈ −σ²/B (target 1)
+        return tf.reduce_mean(tf.square(tf.math.log(spread / self.whole_noise) + jensen))
 
 
 class _Rings:
@@ -209,6 +216,19 @@ class _Rings:
     def bias(self, ratio, batch):
         """(1/K) Σ_k u_k [ (mean ratio_k − 1)² − σ²_k / B ]: the rings' bracket of S."""
         return tf.reduce_mean(self.weights * (tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch))
+
+
+def _whole_rings(powers: np.ndarray, matrix: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """float64 [kept columns, rings]: a batch's column ratios (target 1) to its whole rings' ratios.
+
+    A ``sector_matrix``'s columns are the mean powers of a ring's modes in each sector; a
+    whole ring's power is their mean weighted by each column's modes. With a ``ring_matrix``
+    this is the identity.
+    """
+    ring = column_rings(matrix)[keep]
+    weight = (matrix[:, keep] > 0).sum(axis=0) * powers[:, keep].mean(axis=0)  # modes × target
+    member = (ring[:, None] == np.unique(ring)[None, :]).astype(np.float64)
+    return weight[:, None] * member / (weight @ member)[None, :]
 
 
 def _kept(powers: np.ndarray, floor: float) -> np.ndarray:
