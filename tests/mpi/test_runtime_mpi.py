@@ -103,16 +103,23 @@ import json, os
 ctx = dist.init_horovod()
 import tensorflow as tf
 row = [ctx.rank, ctx.threads, tf.config.threading.get_intra_op_parallelism_threads(), os.environ["OMP_NUM_THREADS"]]
+"""
+PRINT_ROWS = """
 rows = dist.allgather_object(row)  # printed by one rank: mpirun may merge lines of several
 if ctx.rank == 0:
     print(json.dumps(rows))
 """
 
 
-def test_two_ranks_on_two_cores_do_not_share_threads():
-    out = run_mpi_python(THREADS, np_=2, timeout=120)
+def rows_of_two_ranks(script: str) -> list:
+    """Each rank's ``row`` at the end of ``script``, in rank order, from 2 real ranks."""
+    out = run_mpi_python(script + PRINT_ROWS, np_=2, timeout=120)
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_two_ranks_on_two_cores_do_not_share_threads():
+    rows = rows_of_two_ranks(THREADS)
     import os
     cores = len(os.sched_getaffinity(0))
     assert sorted(r[0] for r in rows) == [0, 1]
@@ -181,15 +188,11 @@ def gradient():
 
 with dist.compute_only():
     local = gradient()
-rows = dist.allgather_object([local, gradient()])
-if ctx.rank == 0:
-    print(json.dumps(rows))
+row = [local, gradient()]
 """
 
 
 def test_a_step_run_compute_only_keeps_its_gradients_on_its_rank_and_the_next_one_averages_again():
     """What ``bench scaling-model`` times as a step's compute inside a 2-rank launch."""
-    out = run_mpi_python(COMPUTE_ONLY, np_=2, timeout=120)
-    assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = rows_of_two_ranks(COMPUTE_ONLY)
     assert rows == [[[1.0, 1.0], [1.5, 1.5]], [[2.0, 2.0], [1.5, 1.5]]]
