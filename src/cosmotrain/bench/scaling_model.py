@@ -85,7 +85,7 @@ def classifier_steps(settings, scratch: Path, steps: int, rounds: int, compute_t
     cfg = dataclasses.replace(bench_config(BATCH), allreduce=settings)
     batches = memory_batches(steps, BATCH, seed=1 + dist.context().rank)
     runs = {}
-    for key in ("step_s", "compute_s") if compute_too else ("step_s",):
+    for key in _loops(compute_too):
         with _collectives(key):
             run = prepared_run(cfg, scratch / "data", scratch / f"run-{socket.gethostname()}-{os.getpid()}-{key}")
             time_trainer_steps(run, batches[:5])  # trace, first-step broadcast, Horovod's negotiation
@@ -106,6 +106,7 @@ def gan_steps(settings, steps: int, rounds: int, compute_too: bool) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from cosmotrain.bench.step import Clock
     from cosmotrain.models.dcgan import moving_statistics
     from cosmotrain.models.generator import Transform
     from cosmotrain.train.gan_config import GanConfig
@@ -118,7 +119,7 @@ def gan_steps(settings, steps: int, rounds: int, compute_too: bool) -> dict:
     real = [tf.constant(rng.normal(0, 100, (BATCH, size, size)).astype(np.float32)) for _ in range(steps)]
     go = tf.constant(False)
     trainers = {}
-    for key in ("step_s", "compute_s") if compute_too else ("step_s",):
+    for key in _loops(compute_too):
         with _collectives(key):
             trainer = GanTrainer(cfg, Transform(0.0, 500.0), steps, None)
             trainer.train_step(real[0], tf.constant(0, tf.int64), go)
@@ -129,15 +130,20 @@ def gan_steps(settings, steps: int, rounds: int, compute_too: bool) -> dict:
         with _collectives(key):
             trainers[key].train_step(real[-1], tf.constant(r * steps, tf.int64), go)  # warm links, untimed
             dist.barrier()
-            clock = _Clock()
+            clock = Clock()
             for i, batch in enumerate(real):
                 trainers[key].train_step(batch, tf.constant(1 + r * steps + i, tf.int64), go)
             dist.barrier()
-            return clock.elapsed() / steps
+            return clock.per_step(steps)[0]
 
     out = _alternate(list(trainers), rounds, one_round, warmup=True)
     G, D = trainers["step_s"].generator, trainers["step_s"].discriminator
     return {**out, "rounds": gan_rounds(G, D, moving_statistics(G) + moving_statistics(D))}
+
+
+def _loops(compute_too: bool) -> tuple:
+    """The loops a model's steps are timed in: the real step, and with ``compute_too`` its compute alone."""
+    return ("step_s", "compute_s") if compute_too else ("step_s",)
 
 
 def _collectives(key: str):
@@ -164,6 +170,8 @@ def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> flo
     """
     import tensorflow as tf
 
+    from cosmotrain.bench.step import Clock
+
     dtype = tf.float16 if settings.fp16 else tf.float32
     tensors = [[tf.zeros([max(1, b // 4)], dtype) for b in r] for r in rounds]
 
@@ -175,22 +183,11 @@ def rounds_alone(rounds: list, settings: dist.AllreduceConfig, reps: int) -> flo
     calls = [tf.function(lambda xs, i=i: send(xs, i), autograph=False) for i in range(len(rounds))]
     times = []
     for _ in range(reps + 1):
-        clock = _Clock()
+        clock = Clock()
         for call, xs in zip(calls, tensors):
             call(xs)
-        times.append(clock.elapsed())
+        times.append(clock.per_step(1)[0])
     return statistics.fmean(times[1:])
-
-
-class _Clock:
-    def __init__(self):
-        import time
-
-        self._now = time.perf_counter
-        self._start = self._now()
-
-    def elapsed(self) -> float:
-        return self._now() - self._start
 
 
 # ---------------------------------------------------------------- the benchmark

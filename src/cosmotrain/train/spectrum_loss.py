@@ -151,13 +151,13 @@ class SpectrumMatch:
         self.window = tf.constant(window(self.size), tf.float32)
         self.rings = _Rings(powers, matrix, weighted, keep)
         self.scatter_weight = scatter_weight
-        self.whole = _whole_rings(powers, matrix, keep)
-        whole = powers[:, keep] / powers[:, keep].mean(axis=0) @ self.whole  # real whole rings, target 1
-        self.whole_noise = tf.constant(whole.var(axis=0, ddof=1), tf.float32)
-        centred = whole - whole.mean(axis=0)
+        to_whole = _whole_rings(powers, matrix, keep)
+        self.whole = tf.constant(to_whole, tf.float32)
+        real = powers[:, keep] / powers[:, keep].mean(axis=0) @ to_whole  # real whole rings, target 1
+        self.whole_noise = tf.constant(real.var(axis=0, ddof=1), tf.float32)
+        centred = real - real.mean(axis=0)
         kurtosis = (centred**4).mean(axis=0) / np.maximum((centred**2).mean(axis=0), 1e-300) ** 2 - 3.0
         self.kurtosis = tf.constant(kurtosis, tf.float32)  # excess, per ring: how much s²_k scatters
-        self.whole = tf.constant(self.whole, tf.float32)
         self.whitened = None
         if whitened is not None:  # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
             whitened = _checked(whitened, matrix)
