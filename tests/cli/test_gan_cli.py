@@ -100,6 +100,9 @@ def test_bench_gan_quality_counts_referee_passes_per_test_for_final_and_best(tra
             assert rates["all"] <= min(rates["tests"].values())
     assert judged["final"]["filtered"]["all"] == 0.0  # 6 steps of training are far from the sky: no set passes
     assert [line["side"] for line in judged["nyquist_lines"]] == [8, 16]
+    badness = judged["validation_badness"]  # the run's course: one entry per monitor, as the checkpoint choice saw it
+    assert sorted(badness) == [3, 6] and min(badness.values()) == pytest.approx(json.loads(
+        (run / "metrics.json").read_text())["best"]["referee_badness"], abs=1e-3)
 
 
 def test_tensorboard_groups_the_scalars_and_names_each_bin_by_its_ell(trained):

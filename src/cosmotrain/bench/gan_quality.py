@@ -78,13 +78,15 @@ def _sizes(args) -> tuple[int, int]:
 def judge_run(run: Path, data: Path, split: str, sets: int, size: int) -> dict:
     """Pass rates of the referee against ``split`` of ``data`` for the run's final and best checkpoints.
 
-    ``{"final" | "best": {"filtered" | "unfiltered": pass_rates(...)}, "nyquist_lines": ...}``;
-    both checkpoints see the same ``sets`` latent sets of ``size``. One process, no MPI.
+    ``{"final" | "best": {"filtered" | "unfiltered": pass_rates(...)}, "nyquist_lines": ...,
+    "validation_badness": ...}``; both checkpoints see the same ``sets`` latent sets of
+    ``size``. One process, no MPI.
     """
     from cosmotrain.data import referee_side
     from cosmotrain.inference import load_generator
     reference = referee_side.build(data, split)
-    out = {"split": split, "latent_sets": sets, "set_size": size, "seed": LATENT_SEED}
+    out = {"split": split, "latent_sets": sets, "set_size": size, "seed": LATENT_SEED,
+           "validation_badness": validation_badness(run)}
     for name, which in (("final", "latest"), ("best", "best")):
         generator = load_generator(run, which)
         out[name] = {"step": generator.info["step"], "filtered": pass_rates(reference, generator, sets, size),
@@ -92,6 +94,18 @@ def judge_run(run: Path, data: Path, split: str, sets: int, size: int) -> dict:
         if name == "final":
             out["nyquist_lines"] = nyquist_lines(without_calibration(generator), reference)
     return out
+
+
+def validation_badness(run: Path) -> dict[int, float]:
+    """{step: the referee's badness on the validation skies} at each monitor of the run (``history.csv``).
+
+    It reads a run's course at a glance: two seeds of one config (``train.seed``) parted from
+    the first monitor on, by 2–10 × at every one (docs/gan.md, G2). Empty when the run's
+    checkpoints were chosen by the monitors (``monitor.best_by``).
+    """
+    from cosmotrain.rundir import read_history_rows
+    return {int(r["step"]): round(float(r["referee_badness"]), 3) for r in read_history_rows(run / "history.csv")
+            if r.get("referee_badness")}
 
 
 def without_calibration(generator):
