@@ -1,4 +1,4 @@
-"""Is the band-power and scatter miss G's own, or how it is read? The referee's z per bin, four ways.
+"""Is the band-power and scatter miss G's own, or how it is read? The referee's z per bin, five readings of G.
 
     python bench/experiments/gan_modes.py RUN DATASET [SPLIT]
 
