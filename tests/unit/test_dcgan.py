@@ -270,6 +270,39 @@ def test_ring_gains_scale_each_ring_of_the_patch_without_wrapping_its_edges():
     assert build_generator(cfg).get_layer("ring_gains").log_gain.shape == (17,)
 
 
+def test_a_ring_gain_rate_scales_how_far_one_weight_moves_a_gain():
+    """model.ring_gain_rate r: a gain is exp(r × weight), so one Adam step of a weight moves it r times as far."""
+    from cosmotrain.models.dcgan import RingGains
+    x = np.random.default_rng(6).standard_normal((1, 32, 32, 1)).astype(np.float32)
+    slow, fast = RingGains(32), RingGains(32, rate=20.0)
+    for layer in (slow, fast):
+        layer(x)
+        layer.log_gain.assign(np.full(17, 0.01, np.float32))
+    np.testing.assert_allclose(slow(x).numpy(), np.exp(0.01) * x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast(x).numpy(), np.exp(0.2) * x, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserError, match="model.ring_gain_rate"):
+        ModelConfig(image_size=32, ring_gains=True, ring_gain_rate=0.0)
+
+
+def test_a_zero_sum_output_convolution_starts_g_without_an_offset_common_to_every_patch():
+    """model.output_zero_sum: the ReLU maps' positive mean times the last kernel's sum is a patch-wide offset
+    shared by every sample; with taps summing to 0 G starts without it, whatever the seed."""
+    sizes = dict(image_size=32, latent_dim=8, g_filters=32, d_filters=8, kernel=3, upsample="resize-nearest",
+                 output_kernel=3, output="linear")
+    z = np.random.default_rng(7).standard_normal((256, 8)).astype(np.float32)
+
+    def common_share(zero_sum: bool, seed: int) -> float:
+        tf.keras.utils.set_random_seed(seed)
+        x = build_generator(ModelConfig(**sizes, output_zero_sum=zero_sum))(z, training=True).numpy()
+        return float(x.mean(axis=0).mean() ** 2 / np.mean(x ** 2))
+
+    shares = [common_share(False, seed) for seed in range(6)]
+    assert max(shares) > 0.2  # some seeds start with most of their variance in one offset
+    assert max(common_share(True, seed) for seed in range(6)) < 0.02
+    with pytest.raises(UserError, match="model.output_zero_sum needs model.output_kernel"):
+        ModelConfig(image_size=32, output_zero_sum=True)
+
+
 def test_a_margin_makes_g_draw_a_wider_canvas_and_hand_over_its_centre():
     """model.margin: G's last map is the patch plus margin pixels on every side (base_size · 2^k), cropped back
     to image_size; D still reads image_size; sizes that make no canvas are refused naming the key."""

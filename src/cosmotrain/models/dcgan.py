@@ -55,6 +55,10 @@ class ModelConfig:
                                   # beam): G makes the sky, the beam smooths it like the real patches' beam did
     ring_gains: bool = False      # G's last linear step before the beam: a learned gain per Fourier ring of the
                                   # patch (its isotropic transfer function), applied to the mirrored patch
+    ring_gain_rate: float = 1.0   # the ring gains learn this many times faster: a gain is exp(rate × weight), and
+                                  # Adam moves a weight about one learning rate per step whatever its gradient
+    output_zero_sum: bool = False  # G's last convolution (output_kernel) starts with taps that sum to 0, so the
+                                  # positive mean of the ReLU maps it reads is no offset common to every patch
     d_spectrum: int = 0           # > 0: D also reads the patch's log ring powers (Hann window) through a dense
                                   # layer of this width, beside its convolutions (no BatchNorm on that path)
     noise_inputs: bool = False    # each upsampled map of G gets one more input, a map of white noise scaled per
@@ -92,6 +96,12 @@ class ModelConfig:
         if not 0 <= self.output_beam < self.image_size / 4:
             raise UserError(f"model.output_beam (FWHM, pixels) must be >= 0 and below model.image_size / 4, got "
                             f"{self.output_beam}; e.g. 2.5 for a 10' beam on 4' pixels")
+        if not self.ring_gain_rate > 0:
+            raise UserError(f"model.ring_gain_rate must be > 0 (1: the ring gains learn at the learning rate), got "
+                            f"{self.ring_gain_rate}")
+        if self.output_zero_sum and not self.output_kernel:
+            raise UserError("model.output_zero_sum needs model.output_kernel > 0 (the last stride-1 convolution it "
+                            "starts at zero sum): set output_kernel: 3, or output_zero_sum: false")
         if not (0 <= self.bn_momentum < 1 and self.leaky_slope >= 0):
             raise UserError(f"model.bn_momentum must be in [0, 1) and model.leaky_slope >= 0, got "
                             f"{self.bn_momentum} and {self.leaky_slope}")
@@ -139,6 +149,21 @@ def _init():
     return tf.keras.initializers.RandomNormal(0.0, 0.02)
 
 
+class ZeroSum(tf.keras.initializers.Initializer):
+    """N(0, 0.02) convolution kernels [h, w, in, out], less their mean over taps and input channels.
+
+    G's last convolution reads ReLU maps, whose mean is positive (about 0.4 of their σ
+    after BatchNorm). With the paper's N(0, 0.02) taps that mean times the kernel's sum is
+    an offset common to every patch, from 9 % to 72 % of G's initial pixel variance
+    depending on the seed; D spots it at once, wins outright for the first thousand steps
+    and G in 2 seeds of 3 trained far worse (docs/gan.md). Taps that sum to 0 make no offset.
+    """
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        w = tf.random.normal(shape, 0.0, 0.02, dtype=dtype or tf.float32)
+        return w - tf.reduce_mean(w, axis=[0, 1, 2], keepdims=True)
+
+
 def build_generator(cfg: ModelConfig):
     """z float32 [N, input_dim(cfg)] → patches float32 [N, image_size, image_size] (network units).
 
@@ -165,13 +190,14 @@ def build_generator(cfg: ModelConfig):
         x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"up{i}_bn")(x)
         x = layers.ReLU(name=f"up{i}_relu")(x)
     if cfg.output_kernel:
-        x = layers.Conv2D(1, cfg.output_kernel, padding="same", kernel_initializer=_init(), name="to_patch")(x)
+        start = ZeroSum() if cfg.output_zero_sum else _init()
+        x = layers.Conv2D(1, cfg.output_kernel, padding="same", kernel_initializer=start, name="to_patch")(x)
     else:
         x = _upsample(x, cfg, 1, f"up{k - 1}", bias=True)
     if cfg.output_filter:
         x = IsotropicFilter(cfg.output_filter, name="spectrum_filter")(x)
     if cfg.ring_gains:
-        x = RingGains(canvas(cfg), name="ring_gains")(x)
+        x = RingGains(canvas(cfg), cfg.ring_gain_rate, name="ring_gains")(x)
     if cfg.output == "tanh":
         x = layers.Activation("tanh", name="tanh")(x)
     if cfg.output_beam:
@@ -250,12 +276,15 @@ class RingGains(layers.Layer):
     any weight on the spectrum term. One gain per ring is exactly the freedom that ripple
     needs. The patch is filtered beside its mirror images (a tile with no jump at its edges,
     ``science.calibration``'s problem) and cropped back; modes beyond the top ring keep the
-    top ring's gain. The weights start at 0: the identity.
+    top ring's gain. The weights start at 0: the identity. A gain is exp(``rate`` × weight):
+    Adam moves a weight about one learning rate per step, 2e-4, so at rate 1 a ring's power
+    can change by a few per cent in 100 steps, where G's first hundreds of steps need
+    factors of 3–10.
     """
 
-    def __init__(self, size: int, **kwargs):
+    def __init__(self, size: int, rate: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.size = size
+        self.size, self.rate = size, float(rate)
         self.index = tf.constant(np.minimum(rings.mode_rings(size, tile=2), size // 2), tf.int32)
 
     def build(self, input_shape):
@@ -265,12 +294,12 @@ class RingGains(layers.Layer):
         x = x[..., 0]
         tile = tf.concat([x, tf.reverse(x, [1])], axis=1)
         tile = tf.concat([tile, tf.reverse(tile, [2])], axis=2)
-        gain = tf.exp(tf.gather(self.log_gain, self.index))
+        gain = tf.exp(self.rate * tf.gather(self.log_gain, self.index))
         modes = tf.signal.fft2d(tf.complex(tile, tf.zeros_like(tile))) * tf.complex(gain, tf.zeros_like(gain))
         return tf.math.real(tf.signal.ifft2d(modes))[:, :self.size, :self.size, None]
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size}
+        return {**super().get_config(), "size": self.size, "rate": self.rate}
 
 
 class IsotropicFilter(layers.Layer):
