@@ -7,11 +7,11 @@ For 1024 patches of G's own weights with BatchNorm in training mode (as D and th
 term see them), prints the share of G's pixel variance in the offset common to every patch
 and in the fixed pattern (the mean patch less its mean), the pattern's rms in the patch's
 outer 8 pixels and its centre, and per ring the share of G's power the pattern holds. Real
-skies share nothing but noise (1/1024 of the variance). Of three seeds of one config, the
-two that trained badly made a frame along the patch's edges (4 % of the variance, 14 % of
-the power above ring 16 at step 1000) where the good one had none, and at initialisation
-an offset of 37 % and 72 % of the variance (9 %); figures in docs/gan.md ("What a bad seed
-makes").
+skies share nothing but noise (1/1024 of the variance). In 1000-step screens of one config,
+seed 4321, which trains badly, made a frame along the patch's edges (4 % of the variance,
+14 % of the power above ring 16 at step 1000) where seed 1234 had none; at initialisation
+the bad seeds' G (4321, 777) had an offset of 37 % and 72 % of its variance (1234: 8 %).
+Figures in docs/gan.md ("What a bad seed makes").
 """
 import sys
 
