@@ -32,7 +32,8 @@ def report(name: str, generator, cfg: ModelConfig) -> None:
     x = np.concatenate([generator(z[i:i + BATCH], training=True).numpy() for i in range(0, N, BATCH)])
     x = x.astype(np.float64)
     total, mean = np.mean(x ** 2), x.mean(axis=0)
-    offset, pattern = mean.mean(), mean - mean.mean()
+    offset = mean.mean()
+    pattern = mean - offset
     edge = np.ones_like(pattern, bool)
     edge[8:-8, 8:-8] = False
     matrix = rings.ring_matrix(x.shape[-1], x.shape[-1] // 2)
@@ -46,14 +47,14 @@ def report(name: str, generator, cfg: ModelConfig) -> None:
 
 
 def main(run: str, *args: str) -> None:
-    path, state = _checkpoint(run, "latest", "cmb-dcgan", "cosmotrain train gan")
+    init = bool(args) and args[0] == "--init"
+    path, state = _checkpoint(run, args[0] if args and not init else "latest", "cmb-dcgan", "cosmotrain train gan")
     cfg = config.from_dict(ModelConfig, state.signature["model"])
-    if args and args[0] == "--init":
+    if init:
         for seed in args[1:]:
             tf.keras.utils.set_random_seed(int(seed))
             report(f"initial G, seed {seed}", build_generator(cfg), cfg)
         return
-    path, state = _checkpoint(run, args[0] if args else "latest", "cmb-dcgan", "cosmotrain train gan")
     generator = build_generator(cfg)
     tf.train.Checkpoint(generator=generator).restore(path).expect_partial()
     report(f"G's own weights, step {state.step}", generator, cfg)
