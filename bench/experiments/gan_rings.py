@@ -5,7 +5,8 @@
 Draws SETS (default 2) fresh latent sets of 1024 patches from the run's checkpoint, puts
 each to the referee against the dataset's validation split (the test skies stay for the
 verdict) and prints the failed tests, the rings test's z per ring one fundamental wide
-(Tukey-windowed and unwindowed readings) and the band-power ratios.
+(Tukey-windowed and unwindowed readings), the band-power ratios and the scatter test's
+ratios (samples' patch-to-patch scatter over the reference's, per band).
 """
 import sys
 
@@ -23,6 +24,7 @@ def main(run: str, data: str, which: str = "best", sets: str = "2") -> None:
         for name in ("z_windowed", "z_unwindowed"):
             print(f"  {name:13s}", " ".join(f"{z:+.1f}" for z in rings[name]))
         print("  band powers  ", " ".join(f"{r:.3f}" for r in verdict["tests"]["band_powers"]["ratio"]))
+        print("  scatter      ", " ".join(f"{r:.3f}" for r in verdict["tests"]["scatter"]["ratio"]))
 
 
 if __name__ == "__main__":

@@ -303,6 +303,26 @@ def test_a_zero_sum_output_convolution_starts_g_without_an_offset_common_to_ever
         ModelConfig(image_size=32, output_zero_sum=True)
 
 
+def test_a_generator_on_a_torus_has_no_place_on_its_canvas_where_a_frame_could_sit():
+    """model.g_padding wrap: G's convolutions, ring gains and beam wrap round the canvas, so rolling G's first
+    map by one cell rolls the whole canvas by 2^k pixels (no border G could draw along); zero padding does not."""
+    sizes = dict(image_size=32, latent_dim=8, base_size=5, margin=4, g_filters=32, d_filters=8, kernel=3,
+                 upsample="resize-nearest", output_kernel=3, output="linear", ring_gains=True, output_beam=2.0)
+    first = np.random.default_rng(3).standard_normal((4, 5, 5, 32)).astype(np.float32)
+
+    def roll_error(padding: str) -> float:
+        tf.keras.utils.set_random_seed(5)
+        g = build_generator(ModelConfig(**sizes, g_padding=padding))
+        canvas = tf.keras.Model(g.get_layer("to_map").output, g.get_layer("beam").output)
+        rolled = canvas(np.roll(first, 1, axis=2)).numpy()
+        return float(np.abs(rolled - np.roll(canvas(first).numpy(), 8, axis=2)).max() / rolled.std())
+
+    assert roll_error("wrap") < 1e-4
+    assert roll_error("zero") > 0.05
+    with pytest.raises(UserError, match="model.g_padding 'wrap' needs"):
+        ModelConfig(image_size=32, g_padding="wrap")
+
+
 def test_a_margin_makes_g_draw_a_wider_canvas_and_hand_over_its_centre():
     """model.margin: G's last map is the patch plus margin pixels on every side (base_size · 2^k), cropped back
     to image_size; D still reads image_size; sizes that make no canvas are refused naming the key."""

@@ -69,6 +69,8 @@ class ModelConfig:
                                   # random: anywhere, drawn from two more latent numbers (``RandomCrop``)
     crop_reach: Optional[int] = None  # crop random: the patch moves at most this many pixels from the canvas
                                   # centre (None: the whole margin), keeping it off the canvas's borders
+    g_padding: Literal["zero", "wrap"] = "zero"  # wrap: G's convolutions, ring gains and beam wrap round the
+                                  # canvas (a torus), so G has no border to draw a frame along
 
     def __post_init__(self):
         """Refuse sizes that cannot make a network, naming the key (before any work)."""
@@ -102,6 +104,10 @@ class ModelConfig:
         if self.output_zero_sum and not self.output_kernel:
             raise UserError("model.output_zero_sum needs model.output_kernel > 0 (the last stride-1 convolution it "
                             "starts at zero sum): set output_kernel: 3, or output_zero_sum: false")
+        if self.g_padding == "wrap" and (self.upsample == "transpose" or not self.margin):
+            raise UserError(f"model.g_padding 'wrap' needs upsample resize-nearest or resize-bilinear and a margin "
+                            f"> 0 (a whole torus as the patch would be a periodic sky), got upsample "
+                            f"{self.upsample} and margin {self.margin}; or set g_padding: zero")
         if not (0 <= self.bn_momentum < 1 and self.leaky_slope >= 0):
             raise UserError(f"model.bn_momentum must be in [0, 1) and model.leaky_slope >= 0, got "
                             f"{self.bn_momentum} and {self.leaky_slope}")
@@ -191,17 +197,17 @@ def build_generator(cfg: ModelConfig):
         x = layers.ReLU(name=f"up{i}_relu")(x)
     if cfg.output_kernel:
         start = ZeroSum() if cfg.output_zero_sum else _init()
-        x = layers.Conv2D(1, cfg.output_kernel, padding="same", kernel_initializer=start, name="to_patch")(x)
+        x = _conv(x, cfg, 1, cfg.output_kernel, start, True, "to_patch")
     else:
         x = _upsample(x, cfg, 1, f"up{k - 1}", bias=True)
     if cfg.output_filter:
         x = IsotropicFilter(cfg.output_filter, name="spectrum_filter")(x)
     if cfg.ring_gains:
-        x = RingGains(canvas(cfg), cfg.ring_gain_rate, name="ring_gains")(x)
+        x = RingGains(canvas(cfg), cfg.ring_gain_rate, torus=cfg.g_padding == "wrap", name="ring_gains")(x)
     if cfg.output == "tanh":
         x = layers.Activation("tanh", name="tanh")(x)
     if cfg.output_beam:
-        x = Beam(cfg.output_beam, name="beam")(x)
+        x = Beam(cfg.output_beam, torus=cfg.g_padding == "wrap", name="beam")(x)
     if cfg.crop == "random":
         x = RandomCrop(cfg.image_size, cfg.margin if cfg.crop_reach is None else cfg.crop_reach,
                        name="crop")([x, noise.pop()])
@@ -217,7 +223,41 @@ def _upsample(x, cfg: ModelConfig, channels: int, name: str, bias: bool):
         return layers.Conv2DTranspose(channels, cfg.kernel, strides=2, padding="same", use_bias=bias,
                                       kernel_initializer=_init(), name=name)(x)
     x = layers.UpSampling2D(2, interpolation=cfg.upsample.split("-")[1], name=f"{name}_resize")(x)
-    return layers.Conv2D(channels, cfg.kernel, padding="same", use_bias=bias, kernel_initializer=_init(), name=name)(x)
+    return _conv(x, cfg, channels, cfg.kernel, _init(), bias, name)
+
+
+def _conv(x, cfg: ModelConfig, channels: int, kernel: int, start, bias: bool, name: str):
+    """A stride-1 convolution of G that keeps the map's side: zero-padded, or on a torus (``g_padding: wrap``)."""
+    if cfg.g_padding == "zero":
+        return layers.Conv2D(channels, kernel, padding="same", use_bias=bias, kernel_initializer=start, name=name)(x)
+    x = Wrap((kernel - 1) // 2, kernel // 2, name=f"{name}_wrap")(x)  # where "same" pads: centred as with zeros
+    return layers.Conv2D(channels, kernel, padding="valid", use_bias=bias, kernel_initializer=start, name=name)(x)
+
+
+def wrap(x, before: int, after: int):
+    """float32 [B, h, w, ...] → [B, h + before + after, w + before + after, ...]: the map extended as a torus."""
+    x = tf.concat([x[:, x.shape[1] - before:], x, x[:, :after]], axis=1)
+    return tf.concat([x[:, :, x.shape[2] - before:], x, x[:, :, :after]], axis=2)
+
+
+class Wrap(layers.Layer):
+    """float32 [B, h, w, C] → [B, h + b + a, w + b + a, C]: ``wrap`` as a layer, ahead of a valid convolution.
+
+    With zero padding, G's every convolution sees its canvas end: G drew a frame along the
+    canvas edges that D read off one batch (docs/gan.md, "What a bad seed makes"). On a
+    torus every pixel has neighbours; the random crop then cuts a patch from a field with no
+    place special.
+    """
+
+    def __init__(self, before: int, after: int, **kwargs):
+        super().__init__(**kwargs)
+        self.before, self.after = before, after
+
+    def call(self, x):
+        return wrap(x, self.before, self.after)
+
+    def get_config(self):
+        return {**super().get_config(), "before": self.before, "after": self.after}
 
 
 class NoiseInput(layers.Layer):
@@ -276,30 +316,32 @@ class RingGains(layers.Layer):
     any weight on the spectrum term. One gain per ring is exactly the freedom that ripple
     needs. The patch is filtered beside its mirror images (a tile with no jump at its edges,
     ``science.calibration``'s problem) and cropped back; modes beyond the top ring keep the
-    top ring's gain. The weights start at 0: the identity. A gain is exp(``rate`` × weight):
+    top ring's gain (on a torus, ``torus``, the canvas itself is the tile). The weights start at 0:
+    the identity. A gain is exp(``rate`` × weight):
     Adam moves a weight about one learning rate per step, 2e-4, so at rate 1 a ring's power
     can change by a few per cent in 100 steps, where G's first hundreds of steps need
     factors of 3–10.
     """
 
-    def __init__(self, size: int, rate: float = 1.0, **kwargs):
+    def __init__(self, size: int, rate: float = 1.0, torus: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.size, self.rate = size, float(rate)
-        self.index = tf.constant(np.minimum(rings.mode_rings(size, tile=2), size // 2), tf.int32)
+        self.size, self.rate, self.torus = size, float(rate), torus
+        self.index = tf.constant(np.minimum(rings.mode_rings(size, tile=1 if torus else 2), size // 2), tf.int32)
 
     def build(self, input_shape):
         self.log_gain = self.add_weight(name="log_gain", shape=(self.size // 2 + 1,), initializer="zeros")
 
     def call(self, x):
-        x = x[..., 0]
-        tile = tf.concat([x, tf.reverse(x, [1])], axis=1)
-        tile = tf.concat([tile, tf.reverse(tile, [2])], axis=2)
+        tile = x[..., 0]
+        if not self.torus:
+            tile = tf.concat([tile, tf.reverse(tile, [1])], axis=1)
+            tile = tf.concat([tile, tf.reverse(tile, [2])], axis=2)
         gain = tf.exp(self.rate * tf.gather(self.log_gain, self.index))
         modes = tf.signal.fft2d(tf.complex(tile, tf.zeros_like(tile))) * tf.complex(gain, tf.zeros_like(gain))
         return tf.math.real(tf.signal.ifft2d(modes))[:, :self.size, :self.size, None]
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "rate": self.rate}
+        return {**super().get_config(), "size": self.size, "rate": self.rate, "torus": self.torus}
 
 
 class IsotropicFilter(layers.Layer):
@@ -351,12 +393,13 @@ class Beam(layers.Layer):
     falls as exp(−ℓ²σ²/2): at the Nyquist ℓ of 4' pixels a 10' beam leaves 1e-5 of the
     sky's power. A generator's last convolutions leave pixel-scale power there that no
     loss pushes down that far; the same beam as the generator's last step suppresses it as
-    the real sky's was. Truncated at 3σ, reflected at the borders; no weights.
+    the real sky's was. Truncated at 3σ, reflected at the borders (``torus``: wrapped round);
+    no weights.
     """
 
-    def __init__(self, fwhm: float, **kwargs):
+    def __init__(self, fwhm: float, torus: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.fwhm = float(fwhm)
+        self.fwhm, self.torus = float(fwhm), torus
         sigma = self.fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
         self.half = max(1, math.ceil(3.0 * sigma))
         u = tf.range(-self.half, self.half + 1, dtype=tf.float32)
@@ -366,12 +409,12 @@ class Beam(layers.Layer):
 
     def call(self, x):
         h = self.half
-        x = tf.pad(x, [[0, 0], [h, h], [h, h], [0, 0]], mode="REFLECT")
+        x = wrap(x, h, h) if self.torus else tf.pad(x, [[0, 0], [h, h], [h, h], [0, 0]], mode="REFLECT")
         x = tf.nn.conv2d(x, self.rows, strides=1, padding="VALID")
         return tf.nn.conv2d(x, self.cols, strides=1, padding="VALID")
 
     def get_config(self):
-        return {**super().get_config(), "fwhm": self.fwhm}
+        return {**super().get_config(), "fwhm": self.fwhm, "torus": self.torus}
 
 
 class MinibatchStd(layers.Layer):
