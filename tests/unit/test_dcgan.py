@@ -303,24 +303,34 @@ def test_a_zero_sum_output_convolution_starts_g_without_an_offset_common_to_ever
         ModelConfig(image_size=32, output_zero_sum=True)
 
 
-def test_a_generator_on_a_torus_has_no_place_on_its_canvas_where_a_frame_could_sit():
-    """model.g_padding wrap: G's convolutions, ring gains and beam wrap round the canvas, so rolling G's first
-    map by one cell rolls the whole canvas by 2^k pixels (no border G could draw along); zero padding does not."""
+def test_padded_by_mirror_or_wrap_g_draws_no_frame_along_its_canvas_edges():
+    """model.g_padding: from a first map that is the same everywhere, G with reflect or wrap padding makes a canvas
+    that is the same everywhere (zero padding: a frame along the edges); wrapped, rolling that map by one cell
+    rolls the whole canvas by 2^k pixels (a torus, no place special)."""
     sizes = dict(image_size=32, latent_dim=8, base_size=5, margin=4, g_filters=32, d_filters=8, kernel=3,
                  upsample="resize-nearest", output_kernel=3, output="linear", ring_gains=True, output_beam=2.0)
-    first = np.random.default_rng(3).standard_normal((4, 5, 5, 32)).astype(np.float32)
+    rng = np.random.default_rng(3)
+    flat = np.broadcast_to(rng.standard_normal((4, 1, 1, 32)), (4, 5, 5, 32)).astype(np.float32)
+    first = rng.standard_normal((4, 5, 5, 32)).astype(np.float32)
 
-    def roll_error(padding: str) -> float:
+    def canvas(padding: str):
         tf.keras.utils.set_random_seed(5)
         g = build_generator(ModelConfig(**sizes, g_padding=padding))
-        canvas = tf.keras.Model(g.get_layer("to_map").output, g.get_layer("beam").output)
-        rolled = canvas(np.roll(first, 1, axis=2)).numpy()
-        return float(np.abs(rolled - np.roll(canvas(first).numpy(), 8, axis=2)).max() / rolled.std())
+        return tf.keras.Model(g.get_layer("to_map").output, g.get_layer("beam").output)
 
-    assert roll_error("wrap") < 1e-4
-    assert roll_error("zero") > 0.05
-    with pytest.raises(UserError, match="model.g_padding 'wrap' needs"):
-        ModelConfig(image_size=32, g_padding="wrap")
+    def frame(padding: str) -> float:
+        x = canvas(padding)(flat).numpy()
+        return float(x.std(axis=(1, 2)).max() / np.abs(x).mean())
+
+    assert frame("zero") > 0.1
+    assert frame("reflect") < 1e-4 and frame("wrap") < 1e-4
+    torus = canvas("wrap")
+    rolled = torus(np.roll(first, 1, axis=2)).numpy()
+    assert np.abs(rolled - np.roll(torus(first).numpy(), 8, axis=2)).max() < 1e-4 * rolled.std()
+    with pytest.raises(UserError, match="model.g_padding 'wrap' needs a margin"):
+        ModelConfig(image_size=32, upsample="resize-nearest", g_padding="wrap")
+    with pytest.raises(UserError, match="model.g_padding 'reflect' needs upsample resize"):
+        ModelConfig(image_size=32, g_padding="reflect")
 
 
 def test_a_margin_makes_g_draw_a_wider_canvas_and_hand_over_its_centre():

@@ -69,8 +69,9 @@ class ModelConfig:
                                   # random: anywhere, drawn from two more latent numbers (``RandomCrop``)
     crop_reach: Optional[int] = None  # crop random: the patch moves at most this many pixels from the canvas
                                   # centre (None: the whole margin), keeping it off the canvas's borders
-    g_padding: Literal["zero", "wrap"] = "zero"  # wrap: G's convolutions, ring gains and beam wrap round the
-                                  # canvas (a torus), so G has no border to draw a frame along
+    g_padding: Literal["zero", "reflect", "wrap"] = "zero"  # how G's stride-1 convolutions see past the canvas
+                                  # edge: zeros (a border G can draw a frame along), its mirror image, or the far
+                                  # side (wrap: convolutions, ring gains and beam on a torus)
 
     def __post_init__(self):
         """Refuse sizes that cannot make a network, naming the key (before any work)."""
@@ -104,10 +105,12 @@ class ModelConfig:
         if self.output_zero_sum and not self.output_kernel:
             raise UserError("model.output_zero_sum needs model.output_kernel > 0 (the last stride-1 convolution it "
                             "starts at zero sum): set output_kernel: 3, or output_zero_sum: false")
-        if self.g_padding == "wrap" and (self.upsample == "transpose" or not self.margin):
-            raise UserError(f"model.g_padding 'wrap' needs upsample resize-nearest or resize-bilinear and a margin "
-                            f"> 0 (a whole torus as the patch would be a periodic sky), got upsample "
-                            f"{self.upsample} and margin {self.margin}; or set g_padding: zero")
+        if self.g_padding != "zero" and self.upsample == "transpose":
+            raise UserError(f"model.g_padding '{self.g_padding}' needs upsample resize-nearest or resize-bilinear "
+                            f"(transposed convolutions pad with zeros), got {self.upsample}; or set g_padding: zero")
+        if self.g_padding == "wrap" and not self.margin:
+            raise UserError("model.g_padding 'wrap' needs a margin > 0 (a whole torus as the patch would be a "
+                            "periodic sky): set margin: 8 with base_size 5, or g_padding: reflect")
         if not (0 <= self.bn_momentum < 1 and self.leaky_slope >= 0):
             raise UserError(f"model.bn_momentum must be in [0, 1) and model.leaky_slope >= 0, got "
                             f"{self.bn_momentum} and {self.leaky_slope}")
@@ -227,10 +230,10 @@ def _upsample(x, cfg: ModelConfig, channels: int, name: str, bias: bool):
 
 
 def _conv(x, cfg: ModelConfig, channels: int, kernel: int, start, bias: bool, name: str):
-    """A stride-1 convolution of G that keeps the map's side: zero-padded, or on a torus (``g_padding: wrap``)."""
+    """A stride-1 convolution of G that keeps the map's side, padded as ``g_padding`` says."""
     if cfg.g_padding == "zero":
         return layers.Conv2D(channels, kernel, padding="same", use_bias=bias, kernel_initializer=start, name=name)(x)
-    x = Wrap((kernel - 1) // 2, kernel // 2, name=f"{name}_wrap")(x)  # where "same" pads: centred as with zeros
+    x = Pad((kernel - 1) // 2, kernel // 2, cfg.g_padding, name=f"{name}_pad")(x)  # where "same" pads its zeros
     return layers.Conv2D(channels, kernel, padding="valid", use_bias=bias, kernel_initializer=start, name=name)(x)
 
 
@@ -240,24 +243,26 @@ def wrap(x, before: int, after: int):
     return tf.concat([x[:, :, x.shape[2] - before:], x, x[:, :, :after]], axis=2)
 
 
-class Wrap(layers.Layer):
-    """float32 [B, h, w, C] → [B, h + b + a, w + b + a, C]: ``wrap`` as a layer, ahead of a valid convolution.
+class Pad(layers.Layer):
+    """float32 [B, h, w, C] → [B, h + b + a, w + b + a, C]: the map extended by its mirror image or as a torus.
 
-    With zero padding, G's every convolution sees its canvas end: G drew a frame along the
-    canvas edges that D read off one batch (docs/gan.md, "What a bad seed makes"). On a
-    torus every pixel has neighbours; the random crop then cuts a patch from a field with no
-    place special.
+    Ahead of a valid convolution, in place of zero padding. Zeros cut the positive mean of
+    the ReLU maps short along the canvas's edges: G drew a frame there, common to every
+    patch, that D read off one batch (docs/gan.md, "What a bad seed makes"). Mirrored or
+    wrapped, every edge pixel sees neighbours like an inner one.
     """
 
-    def __init__(self, before: int, after: int, **kwargs):
+    def __init__(self, before: int, after: int, mode: str, **kwargs):
         super().__init__(**kwargs)
-        self.before, self.after = before, after
+        self.before, self.after, self.mode = before, after, mode
 
     def call(self, x):
-        return wrap(x, self.before, self.after)
+        if self.mode == "wrap":
+            return wrap(x, self.before, self.after)
+        return tf.pad(x, [[0, 0], [self.before, self.after], [self.before, self.after], [0, 0]], mode="REFLECT")
 
     def get_config(self):
-        return {**super().get_config(), "before": self.before, "after": self.after}
+        return {**super().get_config(), "before": self.before, "after": self.after, "mode": self.mode}
 
 
 class NoiseInput(layers.Layer):
