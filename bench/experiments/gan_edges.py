@@ -7,19 +7,27 @@ For 1024 patches of each run's latest checkpoint and 1024 validation patches of 
 squared gradient of a plane fitted across the patch, both over the pixel variance (how
 much of the modes longer than the patch G makes), the jumps' power along the edge in four
 bands of frequency, and the small-scale power (the squared Laplacian) at 0, 1, 2, 3, 4, 6,
-8 and 12 pixels from the nearest edge over that 16 or more pixels in. A G on a torus
+8 and 12 pixels from the nearest edge over that 16 or more pixels in; then the power of the
+differences between neighbouring rows, in the patch's outer rows (and for a G with a margin,
+in its canvas's), over the centre's. A G on a torus
 (``model.g_padding: wrap``) cannot make modes longer than its canvas: seed 4321's patches
 had 16 % smaller jumps and 17 % smaller gradients than real (docs/gan.md, "A G without
 borders"). The referee's unwindowed rings do not see the jumps (they read the patch's
-periodic component).
+periodic component, whose Laplacian at the outer rows is the difference to the next row):
+what they see at rings 22 and up is those differences. G's canvas border row had 0.25 of the
+centre's, and a random crop over the whole margin of 8 put a patch's edge there 1 time in 17.
 """
 import glob
 import sys
 
 import h5py
 import numpy as np
+import tensorflow as tf
 
-from cosmotrain.inference import load_generator
+from cosmotrain import config
+from cosmotrain.inference import _checkpoint, load_generator
+from cosmotrain.models.dcgan import ModelConfig, build_generator, input_dim
+from cosmotrain.models.latents import latents
 from cosmotrain.science.referee_features import laplacian
 
 N = 1024
@@ -48,9 +56,29 @@ def small_scales(x: np.ndarray) -> str:
         " ".join(f"{d}: {power[distance == d].mean() / centre:.3f}" for d in DISTANCES)
 
 
+def row_steps(x: np.ndarray) -> str:
+    """Power of the differences between rows 0–1, 1–2, 2–3 and the last three pairs, over the centre's."""
+    power = np.mean(np.diff(x, axis=1) ** 2, axis=(0, 2))
+    centre = power[len(power) // 2 - 8:len(power) // 2 + 8].mean()
+    return " ".join(f"{v / centre:.3f}" for v in power[:3]) + " … " + " ".join(f"{v / centre:.3f}" for v in power[-3:])
+
+
 def report(name: str, x: np.ndarray) -> None:
     x = x - x.mean(axis=(1, 2), keepdims=True)
-    print(f"{name}: {edges(x)}\n{small_scales(x)}")
+    print(f"{name}: {edges(x)}\n{small_scales(x)}\n  row steps² at the outer rows / centre: {row_steps(x)}")
+
+
+def canvas(run: str) -> None:
+    """The same row steps on G's whole canvas (before the crop), 512 latent vectors."""
+    path, state = _checkpoint(run, "latest", "cmb-dcgan", "cosmotrain train gan")
+    cfg = config.from_dict(ModelConfig, state.signature["model"])
+    if not cfg.margin or not cfg.output_beam:
+        return
+    generator = build_generator(cfg)
+    tf.train.Checkpoint(generator=generator).restore(path).expect_partial()
+    before_crop = tf.keras.Model(generator.input, generator.get_layer("beam").output)
+    x = before_crop(latents(5, 0, 512, input_dim(cfg)), training=False).numpy()[..., 0]
+    print(f"  its canvas ({x.shape[1]} px), row steps² at the outer rows / centre: {row_steps(x)}")
 
 
 def main(data: str, *runs: str) -> None:
@@ -58,6 +86,7 @@ def main(data: str, *runs: str) -> None:
         report("validation patches", f["patches"][:N].astype(np.float64))
     for run in runs:
         report(run, np.asarray(load_generator(run, "latest").sample(N, seed=5), np.float64))
+        canvas(run)
 
 
 if __name__ == "__main__":
