@@ -321,11 +321,10 @@ class RingGains(layers.Layer):
     any weight on the spectrum term. One gain per ring is exactly the freedom that ripple
     needs. The patch is filtered beside its mirror images (a tile with no jump at its edges,
     ``science.calibration``'s problem) and cropped back; modes beyond the top ring keep the
-    top ring's gain (on a torus, ``torus``, the canvas itself is the tile). The weights start at 0:
-    the identity. A gain is exp(``rate`` × weight):
-    Adam moves a weight about one learning rate per step, 2e-4, so at rate 1 a ring's power
-    can change by a few per cent in 100 steps, where G's first hundreds of steps need
-    factors of 3–10.
+    top ring's gain (on a torus, ``torus``, the canvas itself is the tile). The weights start
+    at 0: the identity. A gain is exp(``rate`` × weight): Adam moves a weight about one
+    learning rate per step, 2e-4, so at rate 1 a ring's power can change by a few per cent
+    in 100 steps, where G's first hundreds of steps need factors of 3–10.
     """
 
     def __init__(self, size: int, rate: float = 1.0, torus: bool = False, **kwargs):
