@@ -130,9 +130,10 @@ def test_two_ranks_fit_the_calibration_filter_one_process_would_fit(data, tmp_pa
     split = reader.ShardSet(cfg.data.path, cfg.data.train_split, kind="cmb")
     real = gan_monitor.monitor_patches(split, cfg.monitor)
     measured = gan_monitor.real_rings(cfg, real, generator.transform, split.attrs)
-    target = gan_monitor.calibration_target(cfg, measured)
+    target, whitened = gan_monitor.calibration_target(cfg, measured)  # the referee's reading from ring 2 on
     by_sector = rings.column_rings(measured.term_matrix)
-    assert len(target) == len(set(by_sector)) and measured.term_powers.shape[1] > 2 * len(target)
+    assert len(target) == len(whitened) == len(set(by_sector)) and measured.term_powers.shape[1] > 2 * len(target)
     z = np.random.default_rng([cfg.monitor.seed, 5]).standard_normal((64, dim)).astype(np.float32)
-    np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target), rtol=1e-5)
+    np.testing.assert_allclose(generator.gains, calibration.fit(generator.network(z), target, whitened=whitened),
+                               rtol=1e-5)
     assert np.ptp(generator.gains) > 0.1  # a 4-step G is far off: a real fit, not the identity

@@ -71,3 +71,30 @@ def test_a_generator_far_off_is_not_hidden(fields):
     assert gains.max() == calibration.MAX_GAIN
     assert np.all(mean_ring_powers(calibration.apply(made * 0.1, gains), matrix)
                   < 0.2 * mean_ring_powers(real, matrix))
+
+
+def loud_rim(patches, width=6, boost=0.6):
+    """patches whose small scales are (1 + boost) × as loud within ``width`` pixels of the edge: a G that is
+    not stationary out to its borders, which the Hann window all but ignores."""
+    smooth = np.fft.ifft2(np.fft.fft2(patches) * np.exp(-0.5 * (rings.mode_rings(SIZE) / 4.0) ** 2)).real
+    rim = np.ones((SIZE, SIZE), bool)
+    rim[width:-width, width:-width] = False
+    return (patches + boost * (patches - smooth) * rim).astype(np.float32)
+
+
+def test_fitted_through_the_laplacian_the_filter_matches_what_the_rings_test_reads(fields):
+    """From ring 2 on, ``whitened`` targets fit the patches' Laplacian under the referee's Tukey window
+    (its rings reading) instead of the Hann-apodised power; rings 0 and 1 keep the Hann reading."""
+    real, made, matrix = fields
+    made = loud_rim(made)
+    hann, white = mean_ring_powers(real, matrix), rings.patch_ring_powers(real, matrix, prewhiten=True).mean(axis=0)
+
+    def errors(gains):
+        out = calibration.apply(made, gains)
+        return (np.abs(rings.patch_ring_powers(out, matrix, prewhiten=True).mean(axis=0)[2:] / white[2:] - 1).max(),
+                np.abs(mean_ring_powers(out, matrix)[:2] / hann[:2] - 1).max())
+
+    through_hann, through_laplacian = errors(calibration.fit(made, hann)), errors(calibration.fit(made, hann,
+                                                                                                whitened=white))
+    assert through_laplacian[0] < 0.01 < 0.03 < through_hann[0]
+    assert through_laplacian[1] < 0.01

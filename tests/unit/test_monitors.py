@@ -1,4 +1,6 @@
 """The GAN's science monitors: real patches score about 1, wrong ones far above it."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,11 @@ def test_too_small_a_dataset_for_the_monitors_is_a_clear_error():
         monitors.check_config(CFG, n_train=600, n_val=600, size=2)
     with pytest.raises(UserError, match="validation split"):
         monitors.check_config(CFG, n_train=6000, n_val=0, size=2)
+
+
+def test_an_unknown_calibration_reading_names_the_two_there_are():
+    with pytest.raises(UserError, match="monitor.calibration_reading must be 'laplacian' or 'hann', got 'sharp'"):
+        monitors.check_config(dataclasses.replace(CFG, calibration_reading="sharp"), n_train=6000, n_val=600, size=2)
 
 
 def test_too_little_scatter_scores_worse_than_real_patches(reference):

@@ -16,7 +16,11 @@ latents of their own (not the monitors')::
 
     g_k ← g_k · √( P̄_real(k) / P̄_filtered(k) )
 
-P̄ being the Hann-apodised mean ring power (the monitors' and the spectrum term's window).
+P̄ being the Hann-apodised mean ring power (the monitors' and the spectrum term's window)
+or, with ``whitened`` targets, from ring 2 on the mean ring power of the patches'
+Laplacian under the referee's Tukey window (``rings.prewhitened``: the rings test's own
+reading, which weighs the outer pixels the Hann window all but ignores; fitted through the
+Hann window, the rings test failed a set the filter had brought within 0.5 %, docs/gan.md).
 The window mixes each mode with its neighbours, so the first pass overshoots next to a
 large change (ring 1 beside ring 0); six passes bring every ring within 1 % (docs/gan.md).
 Rings with less than ``rings.SIGNIFICANT`` of the strongest ring's real power keep
@@ -51,24 +55,44 @@ def apply(patches: np.ndarray, gains: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit(patches: np.ndarray, target: np.ndarray, add: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> np.ndarray:
+def fit(patches: np.ndarray, target: np.ndarray, add: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+        whitened: np.ndarray | None = None) -> np.ndarray:
     """float64 [rings]: the gains that give ``patches`` the ``target`` mean ring powers (rings 0..top).
 
     ``patches`` float [n, size, size] are the generator's, in network units; ``target`` the
-    real patches' mean ``rings.patch_ring_powers`` in the same units. ``add`` sums an
+    real patches' mean ``rings.patch_ring_powers`` in the same units; ``whitened`` (optional)
+    their mean prewhitened ring powers, which rings 2..top are then fitted to. ``add`` sums an
     array over ranks (``dist.allreduce_sum_array``) when each rank holds a share of the patches.
     """
     target = np.asarray(target, dtype=np.float64)
     matrix = rings.ring_matrix(patches.shape[-1], len(target) - 1)
     fitted = target > rings.SIGNIFICANT * target.max()  # as the spectrum term: the others stay at 1
+    read = _reading(len(target), whitened is not None)
+    if whitened is not None:
+        target = np.where(read, np.asarray(whitened, dtype=np.float64), target)
     gains = np.ones(len(target))
     for _ in range(ITERATIONS):
-        filtered = apply(patches, gains)
-        local = [rings.patch_ring_powers(filtered[i:i + CHUNK], matrix).sum(axis=0)
-                 for i in range(0, len(filtered), CHUNK)]
-        sums = np.sum(local, axis=0) if local else np.zeros(len(target))
-        total = add(np.concatenate([[len(filtered)], sums]))
-        measured = total[1:] / total[0]
+        measured = _mean_powers(apply(patches, gains), matrix, read, add)
         step = np.sqrt(target / np.maximum(measured, np.finfo(np.float64).tiny))
         gains = np.where(fitted, np.clip(gains * step, 1 / MAX_GAIN, MAX_GAIN), 1.0)
     return gains
+
+
+def _reading(rings_n: int, whitened: bool) -> np.ndarray:
+    """bool [rings]: the rings read through the Laplacian (2 and up with ``whitened``), not the Hann window."""
+    return (np.arange(rings_n) >= 2) & whitened
+
+
+def _mean_powers(filtered: np.ndarray, matrix: np.ndarray, read: np.ndarray,
+                 add: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """float64 [rings]: the patches' mean ring powers over every rank, rings ``read`` prewhitened, the others Hann."""
+    local = [_powers(filtered[i:i + CHUNK], matrix, read).sum(axis=0) for i in range(0, len(filtered), CHUNK)]
+    sums = np.sum(local, axis=0) if local else np.zeros(matrix.shape[1])
+    total = add(np.concatenate([[len(filtered)], sums]))
+    return total[1:] / total[0]
+
+
+def _powers(chunk: np.ndarray, matrix: np.ndarray, read: np.ndarray) -> np.ndarray:
+    """float64 [n, rings]: each patch's ring powers, rings ``read`` prewhitened, the others under the Hann window."""
+    hann = rings.patch_ring_powers(chunk, matrix)
+    return np.where(read, rings.patch_ring_powers(chunk, matrix, prewhiten=True), hann) if read.any() else hann

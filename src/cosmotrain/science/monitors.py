@@ -59,6 +59,8 @@ class MonitorConfig:
     examples: int = 8             # patches kept for the plots
     calibration_patches: int = 0  # > 0: before each monitor, fit G's calibration filter on this many patches of
                                   # its own (science.calibration); 0: score G as it is
+    calibration_reading: str = "laplacian"  # what the filter matches from ring 2 on: "laplacian" (the referee's
+                                            # rings reading, rings.prewhitened) or "hann" (the monitors' window)
     best_by: str = "referee"      # what picks checkpoints/best: "referee" (its verdict on the monitor's N patches
                                   # against the validation skies, data.referee_side.badness) or "monitors" (score)
     seed: int = 2024
@@ -75,6 +77,8 @@ def check_config(cfg: MonitorConfig, n_train: int, n_val: int, size: int) -> Non
     if cfg.calibration_patches < 0:
         raise UserError(f"monitor.calibration_patches must be >= 0 (0 turns the calibration filter off), got "
                         f"{cfg.calibration_patches}")
+    if cfg.calibration_reading not in ("laplacian", "hann"):
+        raise UserError(f"monitor.calibration_reading must be 'laplacian' or 'hann', got {cfg.calibration_reading!r}")
     if cfg.best_by not in ("referee", "monitors"):
         raise UserError(f"monitor.best_by must be 'referee' or 'monitors', got {cfg.best_by!r}")
     if cfg.best_by == "referee" and cfg.generated < 4:

@@ -50,7 +50,7 @@ class RunMonitor:
     """The science monitors of a run: fixed latents and the probe on every rank, the reference on rank 0."""
 
     def __init__(self, cfg: MonitorConfig, held_out: np.ndarray | None, pool: np.ndarray | None, attrs: dict,
-                 latent_dim: int, target: np.ndarray | None = None, judge: referee_side.Reference | None = None):
+                 latent_dim: int, target: tuple | None = None, judge: referee_side.Reference | None = None):
         self.cfg, self.target, self.judge = cfg, target, judge  # judge: rank 0's referee (validation skies)
         z = np.random.default_rng([cfg.seed, 3]).standard_normal((cfg.generated, latent_dim)).astype(np.float32)
         self.latents = _mine(z)  # the same N patches whatever the rank count
@@ -64,8 +64,9 @@ class RunMonitor:
         """Fit the calibration filter, generate, measure, add over ranks, score on rank 0; the result on every rank."""
         generate = trainer.generate
         if self.target is not None:
-            generate.gains = calibration.fit(generate.network(self.calibration_latents), self.target,
-                                             dist.allreduce_sum_array)
+            hann, whitened = self.target
+            generate.gains = calibration.fit(generate.network(self.calibration_latents), hann,
+                                             dist.allreduce_sum_array, whitened)
         made = generate(self.latents)
         local = self.probe.measure(made, keep_examples=True)
         total = monitors.combine(local, dist.allreduce_sum_array, dist.gather_object)
@@ -110,6 +111,7 @@ class RealRings(NamedTuple):
     term_matrix: np.ndarray  # rings.sector_matrix of train.spectrum_sectors: the spectrum term's columns
     term_powers: np.ndarray  # float64 [N, columns]: each real patch's powers in them (``powers`` for 1 sector)
     whitened: np.ndarray | None  # float64 [N, columns]: their prewhitened powers (train.spectrum_prewhiten)
+    ring_whitened: np.ndarray | None  # float64 [rings]: mean prewhitened ring powers (the filter's Laplacian reading)
 
 
 def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, attrs: dict) -> RealRings | None:
@@ -125,9 +127,10 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
     matrix = rings.ring_matrix(size, top)
     columns = rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
     whiten = cfg.train.spectrum_prewhiten
-    powers, moments, term, whitened = dist.root_computes(
-        lambda: _spectrum_reference(transform.to_net(real), matrix, columns, whiten))
-    return RealRings(matrix, powers, moments, columns, term, whitened)
+    laplacian = cfg.monitor.calibration_patches > 0 and cfg.monitor.calibration_reading == "laplacian"
+    powers, moments, term, whitened, ring_whitened = dist.root_computes(
+        lambda: _spectrum_reference(transform.to_net(real), matrix, columns, whiten, laplacian))
+    return RealRings(matrix, powers, moments, columns, term, whitened, ring_whitened)
 
 
 def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
@@ -139,20 +142,23 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
                                        train.scatter_weight, train.spectrum_floor, real.whitened)
 
 
-def calibration_target(cfg: GanConfig, real: RealRings | None) -> np.ndarray | None:
-    """The calibration filter's target (every rank): real mean ring powers, network units; None when off."""
+def calibration_target(cfg: GanConfig, real: RealRings | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The calibration filter's target (every rank): real mean ring powers, network units, and their mean
+    prewhitened ones (None with ``monitor.calibration_reading: hann``); None when the filter is off."""
     if cfg.monitor.calibration_patches <= 0:
         return None
-    return real.powers.mean(axis=0)
+    return real.powers.mean(axis=0), real.ring_whitened
 
 
-def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, columns: np.ndarray, prewhiten: bool) -> tuple:
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, columns: np.ndarray, prewhiten: bool,
+                        laplacian: bool) -> tuple:
     """(ring powers, pixel moments, powers in the term's ``columns``, their prewhitened powers or None) of each
-    real patch, network units."""
+    real patch, network units, and (``laplacian``) the mean prewhitened ring powers or None."""
     powers = rings.patch_ring_powers(real_net, matrix)
     term = powers if columns.shape == matrix.shape else rings.patch_ring_powers(real_net, columns)
     whitened = rings.patch_ring_powers(real_net, columns, prewhiten=True) if prewhiten else None
-    return powers, spectrum_loss.pixel_moments(real_net).numpy(), term, whitened
+    ring_whitened = rings.patch_ring_powers(real_net, matrix, prewhiten=True).mean(axis=0) if laplacian else None
+    return powers, spectrum_loss.pixel_moments(real_net).numpy(), term, whitened, ring_whitened
 
 
 def _mine(rows: np.ndarray) -> np.ndarray:
