@@ -371,3 +371,17 @@ def test_a_random_crop_cuts_the_patch_where_two_latent_numbers_say():
     for reach, crop in ((5, "random"), (0, "random"), (2, "centre")):
         with pytest.raises(UserError, match="model.crop_reach must be 1 … model.margin"):
             ModelConfig(**sizes, crop=crop, crop_reach=reach)
+
+
+def test_a_sign_flip_negates_the_patch_where_its_own_latent_number_is_negative():
+    """model.sign_flip: z's last number; the rest of z (here with a random crop before it) makes the same patch."""
+    sizes = dict(image_size=32, latent_dim=8, base_size=5, margin=4, g_filters=32, d_filters=8, kernel=3,
+                 upsample="resize-nearest", output_kernel=3, output="linear", crop="random")
+    plain, flipped = build_generator(ModelConfig(**sizes)), build_generator(ModelConfig(**sizes, sign_flip=True))
+    flipped.set_weights(plain.get_weights())
+    assert input_dim(ModelConfig(**sizes, sign_flip=True)) == input_dim(ModelConfig(**sizes)) + 1 == 11
+    z = tf.random.normal((4, 10), seed=2)
+    sign = tf.constant([[0.3], [-0.3], [2.0], [-1e-3]])
+    out, own = flipped(tf.concat([z, sign], axis=1)).numpy(), plain(z).numpy()
+    np.testing.assert_array_equal(out, own * np.array([1, -1, 1, -1])[:, None, None])
+    assert np.abs(own).max() > 0

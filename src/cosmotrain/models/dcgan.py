@@ -27,7 +27,7 @@ import tensorflow as tf
 from tensorflow.keras import layers
 
 from cosmotrain.errors import UserError
-from cosmotrain.models.g_layers import Beam, IsotropicFilter, NoiseInput, Pad, RandomCrop, RingGains
+from cosmotrain.models.g_layers import Beam, IsotropicFilter, NoiseInput, Pad, RandomCrop, RingGains, SignFlip
 from cosmotrain.science import rings
 
 
@@ -70,6 +70,8 @@ class ModelConfig:
                                   # random: anywhere, drawn from two more latent numbers (``RandomCrop``)
     crop_reach: Optional[int] = None  # crop random: the patch moves at most this many pixels from the canvas
                                   # centre (None: the whole margin), keeping it off the canvas's borders
+    sign_flip: bool = False       # G's patch is negated when one more latent number is negative: its samples are
+                                  # symmetric under T → −T, as a Gaussian sky's are (``SignFlip``)
     g_padding: Literal["zero", "reflect", "wrap"] = "zero"  # how G's stride-1 convolutions see past the canvas
                                   # edge: zeros (a border G can draw a frame along), its mirror image, or the far
                                   # side (wrap: convolutions, ring gains and beam on a torus)
@@ -151,8 +153,9 @@ def noise_sides(cfg: ModelConfig) -> list[int]:
 
 def input_dim(cfg: ModelConfig) -> int:
     """Length of G's latent vector: ``latent_dim``, one value per pixel of each noise map (``noise_sides``), and
-    with ``crop: random`` two that place the patch on the canvas."""
-    return cfg.latent_dim + sum(side * side for side in noise_sides(cfg)) + (2 if cfg.crop == "random" else 0)
+    with ``crop: random`` two that place the patch on the canvas, with ``sign_flip`` one whose sign is the patch's."""
+    return cfg.latent_dim + sum(side * side for side in noise_sides(cfg)) + (2 if cfg.crop == "random" else 0) + \
+        int(cfg.sign_flip)
 
 
 def _init():
@@ -179,15 +182,16 @@ def build_generator(cfg: ModelConfig):
 
     z's first ``latent_dim`` values feed the dense layer; with ``noise_inputs``, the next are
     the noise maps of ``noise_sides``, smallest first, row by row; with ``crop: random``, the
-    last two place the patch on the canvas.
+    next two place the patch on the canvas; with ``sign_flip`` the last one sets its sign.
     """
     k, hidden = upsamplings(cfg), hidden_upsamplings(cfg)
     channels = cfg.g_filters  # enough for the halvings: ModelConfig checked it
     latent = tf.keras.Input((input_dim(cfg),), name="z")
     sides = noise_sides(cfg)
-    place = [2] if cfg.crop == "random" else []
-    z, *noise = tf.split(latent, [cfg.latent_dim, *[s * s for s in sides], *place], axis=1) \
-        if sides or place else (latent,)
+    place, flip = [2] if cfg.crop == "random" else [], [1] if cfg.sign_flip else []
+    z, *noise = tf.split(latent, [cfg.latent_dim, *[s * s for s in sides], *place, *flip], axis=1) \
+        if sides or place or flip else (latent,)
+    sign = noise.pop() if flip else None
     x = layers.Dense(cfg.base_size ** 2 * channels, use_bias=False, kernel_initializer=_init(), name="project")(z)
     x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="project_bn")(x)
     x = layers.ReLU(name="project_relu")(x)
@@ -217,6 +221,8 @@ def build_generator(cfg: ModelConfig):
                        name="crop")([x, noise.pop()])
     elif cfg.margin:
         x = layers.Cropping2D(cfg.margin, name="crop")(x)
+    if flip:
+        x = SignFlip(name="sign")([x, sign])
     out = layers.Reshape((cfg.image_size, cfg.image_size), name="patch")(x)
     return tf.keras.Model(latent, out, name="generator")
 

@@ -1,5 +1,6 @@
 """The generator's own layers (``models.dcgan`` builds G from them): padding without zeros,
-noise inputs, the random crop, the ring gains, the isotropic output filter and the beam.
+noise inputs, the random crop, the sign flip, the ring gains, the isotropic output filter and the
+beam.
 
 Each maps float32 maps [B, h, w, C] (the crop: a canvas and two latent numbers); docs/gan.md
 says why each is there and what it was measured to do.
@@ -89,6 +90,21 @@ class RandomCrop(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "reach": self.reach}
+
+
+class SignFlip(layers.Layer):
+    """[patch float32 [B, h, w, 1], u float32 [B, 1]] → the patch, negated where u < 0.
+
+    A Gaussian sky is as likely as its negative, so its pixel PDF and Minkowski functionals
+    are symmetric about the mean. A G whose last convolution reads ReLU maps is not: seed
+    4321's patches were negatively skewed (more area above the mean, less above +1σ:
+    docs/gan.md). Negating half of them, by a latent number of their own, makes
+    the set symmetric whatever G learns; the power spectrum does not change. No weights.
+    """
+
+    def call(self, inputs):
+        x, u = inputs
+        return x * tf.reshape(tf.where(u < 0.0, -1.0, 1.0), [-1, 1, 1, 1])
 
 
 class RingGains(layers.Layer):
