@@ -9,7 +9,8 @@ reading (``laplacian``: the patches' Laplacian under the referee's Tukey window)
 judges SETS (default 10) latent sets of 1024, the benchmark's (``LATENT_SEED``), against
 the test skies with no filter and with each, and prints the gains, the share of sets
 passing each test with its median p, the rings test's mean z per ring (both readings)
-and each set's worst ring. Figures in docs/gan.md ("The filter through the rings test's window").
+and each set's worst ring; last, through the Laplacian filter with half of each set's
+patches negated (what ``model.sign_flip`` builds into G). Figures in docs/gan.md ("The filter through the rings test's window").
 """
 import copy
 import sys
@@ -36,12 +37,17 @@ def targets(data: str, generator) -> tuple[np.ndarray, np.ndarray]:
             rings.patch_ring_powers(real, matrix, prewhiten=True).mean(axis=0))
 
 
-def judge(reference, generator, gains, sets: int) -> None:
+def judge(reference, generator, gains, sets: int, negate_half: bool = False) -> None:
     filtered = copy.copy(generator)
     filtered.gains = gains
     rng = np.random.default_rng(LATENT_SEED)
-    verdicts = [referee_side.judge(reference, filtered(rng.standard_normal((SET_SIZE, generator.latent_dim))
-                                                       .astype(np.float32))) for _ in range(sets)]
+    half = np.random.default_rng(5).random(SET_SIZE) < 0.5
+    verdicts = []
+    for _ in range(sets):
+        x = filtered(rng.standard_normal((SET_SIZE, generator.latent_dim)).astype(np.float32))
+        if negate_half:  # about the training mean: T → −T in network units
+            x[half] = 2.0 * generator.transform.offset_uK - x[half]
+        verdicts.append(referee_side.judge(reference, x))
     print(f"  all tests {np.mean([v['pass'] for v in verdicts]):.0%};", "  ".join(
         f"{t} {np.mean([v['tests'][t]['pass'] for v in verdicts]):.0%} "
         f"(p {np.median([v['tests'][t]['p_value'] for v in verdicts]):.0e})" for t in TESTS))
@@ -64,6 +70,8 @@ def main(data: str, run: str, sets: str = "10", which: str = "latest") -> None:
     for name, gains in fits.items():
         print(f"filter {name}" + ("" if gains is None else ": gains " + " ".join(f"{g:.3f}" for g in gains)))
         judge(reference, generator, gains, int(sets))
+    print("filter laplacian, half of each set negated")
+    judge(reference, generator, fits["laplacian"], int(sets), negate_half=True)
 
 
 if __name__ == "__main__":
