@@ -1,8 +1,8 @@
 """A run's final G through calibration filters fitted after training: none, Hann, Laplacian reading.
 
-    python bench/experiments/gan_filter_reading.py DATASET RUN [SETS] [best|latest]
+    python bench/experiments/gan_filter_reading.py DATASET RUN [SETS] [best|latest] [FIT_PATCHES]
 
-Fits ``science.calibration`` gains on 4096 patches of the checkpoint (latents of its own,
+Fits ``science.calibration`` gains on FIT_PATCHES (default 4096) patches of the checkpoint (latents of its own,
 not the verdict's) to the training skies' mean ring powers, once through the Hann window
 (``monitor.calibration_reading: hann``) and once from ring 2 on through the rings test's
 reading (``laplacian``: the patches' Laplacian under the referee's Tukey window). Then
@@ -10,7 +10,8 @@ judges SETS (default 10) latent sets of 1024, the benchmark's (``LATENT_SEED``),
 the test skies with no filter and with each, and prints the gains, the share of sets
 passing each test with its median p, the rings test's mean z per ring (both readings)
 and each set's worst ring; last, through the Laplacian filter with half of each set's
-patches negated (what ``model.sign_flip`` builds into G). Figures in docs/gan.md ("The filter through the rings test's window").
+patches negated (what ``model.sign_flip`` builds into G). Figures in docs/gan.md
+("The filter through the rings test's window").
 """
 import copy
 import sys
@@ -58,15 +59,16 @@ def judge(reference, generator, gains, sets: int, negate_half: bool = False) -> 
                                             f"{v['tests']['rings']['worst_reading'][0]}" for v in verdicts))
 
 
-def main(data: str, run: str, sets: str = "10", which: str = "latest") -> None:
+def main(data: str, run: str, sets: str = "10", which: str = "latest", fit_patches: str = str(FIT_PATCHES)) -> None:
     generator = load_generator(run, which)
     hann, whitened = targets(data, generator)
-    z = np.random.default_rng(7).standard_normal((FIT_PATCHES, generator.latent_dim)).astype(np.float32)
+    z = np.random.default_rng(7).standard_normal((int(fit_patches), generator.latent_dim)).astype(np.float32)
     made = generator.network(z)
     fits = {"none": None, "hann": calibration.fit(made, hann),
             "laplacian": calibration.fit(made, hann, whitened=whitened)}
     reference = referee_side.build(data, "test")
-    print(f"{run}, step {generator.info['step']}, {sets} sets of {SET_SIZE} against the test skies")
+    print(f"{run}, step {generator.info['step']}, filters fitted on {fit_patches} patches, "
+          f"{sets} sets of {SET_SIZE} against the test skies")
     for name, gains in fits.items():
         print(f"filter {name}" + ("" if gains is None else ": gains " + " ".join(f"{g:.3f}" for g in gains)))
         judge(reference, generator, gains, int(sets))
