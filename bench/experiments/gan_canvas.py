@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from cosmotrain.data.reader import ShardSet
 from cosmotrain.inference import load_generator
+from cosmotrain.science.referee_features import laplacian
 
 CANVASES, BATCH, CENTRE = 2048, 256, 8
 
@@ -34,7 +35,7 @@ def generated(run: str) -> tuple[np.ndarray, np.ndarray]:
 
 def show(name: str, maps: np.ndarray) -> None:
     c = maps - maps.mean(axis=(1, 2), keepdims=True)
-    lap = 4 * c[:, 1:-1, 1:-1] - c[:, :-2, 1:-1] - c[:, 2:, 1:-1] - c[:, 1:-1, :-2] - c[:, 1:-1, 2:]
+    lap = laplacian(c)
     print(f"{name} ({c.shape[-1]} px)")
     print("  T²         ", " ".join(f"{v:.2f}" for v in by_distance((c ** 2).mean(axis=0))))
     print("  Laplacian² ", " ".join(f"{v:.2f}" for v in by_distance((lap ** 2).mean(axis=0))))
