@@ -40,8 +40,8 @@ from cosmotrain.plots import images, pixels, spectra, training
 from cosmotrain.rundir import Board, History, RunDir
 from cosmotrain.science import monitors
 from cosmotrain.train.gan_config import GanConfig
-from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, real_patches,
-                                          real_rings, referee_reference, spectrum_term)
+from cosmotrain.train.gan_monitor import (FIELDS, RunMonitor, calibration_target, monitor_patches, morphology_term,
+                                          real_patches, real_rings, referee_reference, spectrum_term)
 from cosmotrain.train.gan_step import METERS, GanTrainer
 from cosmotrain.train.loop import RequeueSignal, freeze_garbage, nonfinite_error, requeue
 from cosmotrain.train.randomness import seed_everything
@@ -146,7 +146,8 @@ def prepare(cfg: GanConfig, run_dir: str | Path, resume: bool = False, overwrite
                                   share=False)
     monitor = RunMonitor(cfg.monitor, held_out, real, data.attrs, input_dim(cfg.model),
                          calibration_target(cfg, measured), referee_reference(cfg))
-    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, measured))
+    trainer = GanTrainer(cfg, transform, data.steps_per_epoch, spectrum_term(cfg, measured),
+                         morphology_term(cfg, real))
     ckpt = Checkpointer(run.checkpoints, _objects(trainer), _signature(cfg), keep=cfg.train.keep_checkpoints,
                         on_first_save=run.drop_replaced)
     if path is not None:

@@ -41,6 +41,8 @@ class TrainConfig:
                                    # under a Tukey window, flat over the central half: top rings and outer pixels
     spectrum_sectors: int = 1      # > 1: the spectrum term matches each ring in this many sectors of direction,
                                    # from the grid axes to the diagonals (rings.sector_matrix); 1 = whole rings
+    morphology_weight: float = 0.0  # μ > 0: G's loss adds μ x how far its batch's Minkowski functionals (the
+                                   # referee's V0-V2 at ν = -2 … 2) are from the training patches' (train.morphology_loss)
     r1_weight: float = 0.0         # γ > 0: D's loss adds γ/2 x the mean squared gradient of its logit at the real
                                    # patches (R1, Mescheder et al. 2018): D cannot get steep where the data is
     log_every: int = 50
@@ -61,6 +63,9 @@ class TrainConfig:
             raise ConfigError(f"train.spectrum_floor must be in [0, 1), got {self.spectrum_floor}")
         if not self.r1_weight >= 0:
             raise ConfigError(f"train.r1_weight must be >= 0 (0 turns the R1 penalty off), got {self.r1_weight}")
+        if not self.morphology_weight >= 0:
+            raise ConfigError(f"train.morphology_weight must be >= 0 (0 turns the morphology term off), got "
+                              f"{self.morphology_weight}")
         if not self.spectrum_weight >= 0:
             raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got "
                               f"{self.spectrum_weight}")

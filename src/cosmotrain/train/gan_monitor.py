@@ -25,7 +25,7 @@ from cosmotrain.files import plain_json
 from cosmotrain.models.generator import Transform
 from cosmotrain.science import calibration, monitors, rings
 from cosmotrain.science.monitors import MonitorConfig
-from cosmotrain.train import spectrum_loss
+from cosmotrain.train import morphology_loss, spectrum_loss
 from cosmotrain.train.gan_config import GanConfig
 from cosmotrain.train.gan_step import GanTrainer
 
@@ -140,6 +140,13 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
     train = cfg.train
     return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, train.variance_weight,
                                        train.scatter_weight, train.spectrum_floor, real.whitened)
+
+
+def morphology_term(cfg: GanConfig, real: np.ndarray | None) -> morphology_loss.MorphologyMatch | None:
+    """G's morphology term (every rank), aimed at rank 0's ``real`` training patches; None when μ = 0."""
+    if cfg.train.morphology_weight <= 0:
+        return None
+    return morphology_loss.MorphologyMatch(*dist.root_computes(morphology_loss.reference, real))
 
 
 def calibration_target(cfg: GanConfig, real: RealRings | None) -> tuple[np.ndarray, np.ndarray | None] | None:

@@ -30,7 +30,7 @@ import tensorflow as tf
 from cosmotrain import dist
 from cosmotrain.models.dcgan import build_discriminator, build_generator, input_dim, moving_statistics
 from cosmotrain.models.generator import Transform, TrainedGenerator
-from cosmotrain.train import spectrum_loss
+from cosmotrain.train import morphology_loss, spectrum_loss
 from cosmotrain.train.gan_config import GanConfig
 from cosmotrain.train.loop import agree_in_step
 from cosmotrain.train.meters import Meters
@@ -54,12 +54,16 @@ class GanTrainer:
     """
 
     def __init__(self, cfg: GanConfig, transform: Transform, steps_per_epoch: int,
-                 spectrum: spectrum_loss.SpectrumMatch | None = None):
+                 spectrum: spectrum_loss.SpectrumMatch | None = None,
+                 morphology: morphology_loss.MorphologyMatch | None = None):
         ctx = dist.context()
         self.cfg, self.transform = cfg, transform
         self.spectrum = spectrum if cfg.train.spectrum_weight > 0 else None
         if cfg.train.spectrum_weight > 0 and spectrum is None:
             raise ValueError("train.spectrum_weight > 0 needs the spectrum term (gan_monitor.spectrum_term)")
+        self.morphology = morphology if cfg.train.morphology_weight > 0 else None
+        if cfg.train.morphology_weight > 0 and morphology is None:
+            raise ValueError("train.morphology_weight > 0 needs the morphology term (gan_monitor.morphology_term)")
         self.generator = build_generator(cfg.model)
         self.discriminator = build_discriminator(cfg.model)
         epochs = -(-cfg.train.steps // steps_per_epoch)
@@ -121,6 +125,8 @@ class GanTrainer:
             g_loss = _bce(tf.ones_like(g_logit), g_logit)
             g_spectrum = self.spectrum(fake) if self.spectrum is not None else tf.constant(0.0)
             g_objective = g_loss + self.cfg.train.spectrum_weight * g_spectrum
+            if self.morphology is not None:
+                g_objective += self.cfg.train.morphology_weight * self.morphology(fake)
         tape = dist.distributed_tape(tape, "generator", self.cfg.allreduce)
         grads = tape.gradient(g_objective, G.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
