@@ -47,7 +47,7 @@ class Context:
 _ctx = Context()
 _hvd = None
 _comm = None
-_failures = None  # a communicator of its own on which failing ranks meet (MPI engines)
+_failures = None  # how failing ranks meet (MPI engines): "horovod", or a communicator of its own
 _local = False    # inside compute_only(): training collectives stay on this rank
 FAIL_WAIT = 5.0   # seconds a rank that met a mistake waits for the others to meet it too
 
@@ -133,7 +133,8 @@ def init_horovod(threads: int | None = None, allreduce: AllreduceConfig | None =
     engine = "horovod-gloo" if hvd.gloo_enabled() else "horovod-mpi"
     _ctx = Context(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), engine, threads)
     if engine == "horovod-mpi" and _ctx.size > 1:
-        _meet_failures()
+        global _failures
+        _failures = "horovod"  # a Horovod collective: MPI calls from a thread beside Horovod's can crash
     return _ctx
 
 
@@ -176,7 +177,7 @@ def init_mpi(threads: int | None = None) -> Context:
 def _meet_failures() -> None:
     """The communicator on which ranks that met a mistake wait for each other (``fail``); collective."""
     global _failures
-    from mpi4py import MPI  # under Horovod, MPI is already initialised: this only binds to it
+    from mpi4py import MPI
 
     _failures = MPI.COMM_WORLD.Dup()
 
@@ -253,16 +254,29 @@ def say(text: str) -> None:
 def _everyone_failed(wait: float) -> bool:
     """True when every rank reaches this point within ``wait`` seconds (MPI engines only).
 
-    A blocking barrier in a thread of its own, waited for with a timeout: Open MPI's
-    non-blocking barrier, polled beside Horovod's background thread, can crash.
+    A blocking collective in a thread of its own, waited for with a timeout. Under Horovod
+    it is a Horovod allreduce, so only Horovod's background thread calls MPI: a barrier of
+    our own beside it crashed about one job in 40 (Open MPI 4.1, segfault in the barrier),
+    and so did Open MPI's non-blocking barrier polled beside it. Without Horovod it is a
+    barrier on a communicator of its own.
     """
     if _failures is None:
         return False
     import threading
 
     met = threading.Event()
-    threading.Thread(target=lambda: (_failures.Barrier(), met.set()), name="failure-barrier", daemon=True).start()
+    threading.Thread(target=lambda: (_meet(), met.set()), name="failure-meeting", daemon=True).start()
     return met.wait(wait)
+
+
+def _meet() -> None:
+    """Block until every rank calls this (``_everyone_failed``'s thread)."""
+    if _failures == "horovod":
+        import tensorflow as tf  # already loaded by Horovod's TensorFlow binding
+
+        _hvd.allreduce(tf.ones([1]), op=_hvd.Sum, name="cosmotrain_failure_meeting")
+    else:
+        _failures.Barrier()
 
 
 def abort(code: int = 1) -> None:

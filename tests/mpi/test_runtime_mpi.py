@@ -36,19 +36,22 @@ def test_two_ranks_get_disjoint_equal_slices_covering_the_data(tiny_galaxies):
 FAIL = """
 import sys, time
 from cosmotrain import dist
+from cosmotrain.errors import UserError
 ctx = dist.init_{engine}()
 if ctx.rank == 1:
     time.sleep(1)
-    raise RuntimeError("disk on fire on rank 1")
+    raise {error}("disk on fire on rank 1")
 dist.barrier() if "{engine}" == "mpi" else dist.allreduce_mean(__import__("tensorflow").constant(1.0))
 time.sleep(120)  # never reached: rank 0 waits for rank 1 in the collective above
 """
 
 
 @pytest.mark.parametrize("engine", ["mpi", "horovod"])
-def test_a_failing_rank_ends_the_whole_job_quickly(engine):
+@pytest.mark.parametrize("error", ["RuntimeError", "UserError"])
+def test_a_failing_rank_ends_the_whole_job_quickly(engine, error):
+    """A crash aborts at once; a user's mistake met by one rank only waits FAIL_WAIT for the others, then aborts."""
     start = time.monotonic()
-    out = run_mpi_python(FAIL.format(engine=engine), np_=2, timeout=60)
+    out = run_mpi_python(FAIL.format(engine=engine, error=error), np_=2, timeout=60)
     took = time.monotonic() - start
     assert out.returncode != 0
     assert "disk on fire on rank 1" in out.stderr
@@ -57,7 +60,7 @@ def test_a_failing_rank_ends_the_whole_job_quickly(engine):
 
 def test_a_failing_rank_ends_a_gloo_job_quickly(tmp_path):
     script = tmp_path / "fail.py"
-    script.write_text(FAIL.format(engine="horovod"))
+    script.write_text(FAIL.format(engine="horovod", error="RuntimeError"))
     start = time.monotonic()
     out = subprocess.run([str(BIN / "horovodrun"), "-np", "2", "--gloo", "-H", "localhost:2", sys.executable,
                           str(script)], capture_output=True, text=True, timeout=90, env=mpi_env())
