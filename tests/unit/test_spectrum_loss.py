@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from cosmotrain.config import ConfigError
-from cosmotrain.science import rings, spectra
+from cosmotrain.science import referee_features, rings, spectra
 from cosmotrain.train import gan_config, spectrum_loss
 from testlib import mean_ring_powers
 
@@ -330,6 +330,29 @@ def test_prewhitened_rings_read_the_power_of_the_top_rings_of_cut_out_patches():
     assert float(both(louder)) - float(hann(louder)) > 0.5 * float(hann(louder)) > 0.01
 
 
+def test_the_periodic_reading_is_the_referees_unwindowed_one_in_numpy_and_tensorflow():
+    x = cut_patches(4, 3, size=32).astype(np.float64)
+    referee = np.abs(referee_features._periodic_modes(x) * referee_features._laplacian_transfer(x.shape[1:])) ** 2
+    assert np.allclose(np.abs(np.fft.rfft2(rings.periodic_laplacian(x, np))) ** 2, referee, rtol=1e-9, atol=1e-12)
+    assert np.allclose(rings.periodic_laplacian(tf.constant(x), tf).numpy(), rings.periodic_laplacian(x, np))
+
+
+def test_the_periodic_reading_charges_small_scales_at_the_patch_edge_that_the_windows_hide():
+    """Pixel-scale noise in the outer two rows and columns only: the windows weigh those pixels little or not at all."""
+    matrix = rings.ring_matrix(64, 32)
+    real, batch = cut_patches(1024, 1), cut_patches(32, 2)
+    edge = np.ones((64, 64), bool)
+    edge[2:-2, 2:-2] = False
+    noisy = batch + np.where(edge, 0.5 * batch.std() * np.random.default_rng(5).standard_normal(batch.shape), 0.0)
+    powers = lambda **reading: rings.patch_ring_powers(real, matrix, **reading)
+    windowed = spectrum_loss.SpectrumMatch(powers(), matrix, floor=1e-12, whitened=powers(prewhiten=True))
+    both = spectrum_loss.SpectrumMatch(powers(), matrix, floor=1e-12, whitened=powers(prewhiten=True),
+                                       periodic=powers(periodic=True))
+    assert abs(float(both(batch))) < 0.02  # a real batch costs about nothing
+    added = lambda x: float(both(x)) - float(windowed(x))
+    assert added(noisy.astype(np.float32)) > 10 * max(abs(added(batch)), 0.01)
+
+
 def test_sectors_see_power_moved_from_the_axes_to_the_diagonals_of_the_same_rings():
     """Each ring 15 % quieter along the grid axes and 15 % louder along the diagonals: whole rings keep their power."""
     tilted = lambda modulus, angle: np.sqrt(np.where(angle < 15, 0.85, np.where(angle >= 30, 1.15, 1.0)))
@@ -349,6 +372,8 @@ def test_sectors_see_power_moved_from_the_axes_to_the_diagonals_of_the_same_ring
 def test_prewhitening_and_sectors_are_parts_of_the_spectrum_term():
     with pytest.raises(ConfigError, match="spectrum_prewhiten needs train.spectrum_weight"):
         gan_config.TrainConfig(spectrum_prewhiten=True)
+    with pytest.raises(ConfigError, match="spectrum_periodic needs train.spectrum_weight"):
+        gan_config.TrainConfig(spectrum_periodic=True)
     assert gan_config.TrainConfig(spectrum_weight=1.0, spectrum_prewhiten=True).spectrum_prewhiten
     for sectors, weight in ((3, 0.0), (0, 1.0), (9, 1.0)):
         with pytest.raises(ConfigError, match="spectrum_sectors must be 1 … 8"):

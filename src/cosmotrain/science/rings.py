@@ -88,13 +88,18 @@ def window(size: int) -> np.ndarray:
     return spectra.apodization_window((size, size), "hann")
 
 
-def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray, prewhiten: bool = False) -> np.ndarray:
+def patch_ring_powers(patches: np.ndarray, matrix: np.ndarray, prewhiten: bool = False,
+                      periodic: bool = False) -> np.ndarray:
     """float64 [N, rings]: the ring powers of each apodised patch of float [N, size, size] (NumPy).
 
-    ``prewhiten``: those of the patches' ``prewhitened`` interiors instead.
+    ``prewhiten``: those of the patches' ``prewhitened`` interiors instead; ``periodic``: of
+    their ``periodic_laplacian``.
     """
     x = np.asarray(patches, dtype=np.float64)
-    x = prewhitened(x, np) if prewhiten else x * window(x.shape[-1])
+    if periodic:
+        x = periodic_laplacian(x, np)
+    else:
+        x = prewhitened(x, np) if prewhiten else x * window(x.shape[-1])
     power = np.abs(np.fft.fft2(x)) ** 2
     return power.reshape(len(x), -1) @ matrix
 
@@ -116,6 +121,20 @@ def prewhitened(patches, ops):
     side = lap.shape[-1]
     taper = spectra.apodization_window((side, side), "tukey", RING_TAPER)
     return ops.pad(lap * taper.astype(getattr(lap.dtype, "as_numpy_dtype", lap.dtype)), [[0, 0], [1, 1], [1, 1]])
+
+
+def periodic_laplacian(patches, ops):
+    """Minus the 5-point Laplacian of each patch [N, size, size] with its edge pixels repeated outside it.
+
+    ``ops`` is ``numpy`` or ``tensorflow``. Its Fourier modes are those of the periodic
+    Laplacian of the patch's periodic component (``referee_features.periodic_component``):
+    the rings test's unwindowed reading, which weighs every pixel alike, the outermost too.
+    """
+    if ops is np:
+        padded = np.pad(patches, [(0, 0), (1, 1), (1, 1)], mode="edge")
+    else:
+        padded = ops.pad(patches, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
+    return laplacian(padded)
 
 
 def ring_weights(powers: np.ndarray) -> np.ndarray:

@@ -39,6 +39,8 @@ class TrainConfig:
                                    # the strongest ring's (1e-6: the beam-damped rings above ℓ ≈ 1700 at 4')
     spectrum_prewhiten: bool = False  # the spectrum term also matches the rings of the patches' Laplacian,
                                    # under a Tukey window, flat over the central half: top rings and outer pixels
+    spectrum_periodic: bool = False  # ... and the rings of their Laplacian with repeated edges, without a window:
+                                   # the rings test's unwindowed reading, the outermost pixels weighing fully
     spectrum_sectors: int = 1      # > 1: the spectrum term matches each ring in this many sectors of direction,
                                    # from the grid axes to the diagonals (rings.sector_matrix); 1 = whole rings
     morphology_weight: float = 0.0  # μ > 0: G's loss adds μ x how far its batch's Minkowski functionals (the
@@ -69,9 +71,10 @@ class TrainConfig:
         if not self.spectrum_weight >= 0:
             raise ConfigError(f"train.spectrum_weight must be >= 0 (0 turns the spectrum term off), got "
                               f"{self.spectrum_weight}")
-        if self.spectrum_prewhiten and self.spectrum_weight == 0:
-            raise ConfigError("train.spectrum_prewhiten needs train.spectrum_weight > 0 (it is a part of the "
-                              "spectrum term): set a weight or spectrum_prewhiten: false")
+        for key in ("spectrum_prewhiten", "spectrum_periodic"):
+            if getattr(self, key) and self.spectrum_weight == 0:
+                raise ConfigError(f"train.{key} needs train.spectrum_weight > 0 (it is a part of the "
+                                  f"spectrum term): set a weight or {key}: false")
         if not 1 <= self.spectrum_sectors <= 8 or (self.spectrum_sectors > 1 and self.spectrum_weight == 0):
             raise ConfigError(f"train.spectrum_sectors must be 1 … 8 and more than 1 needs train.spectrum_weight > 0 "
                               f"(it shapes the spectrum term), got {self.spectrum_sectors}; e.g. 3")

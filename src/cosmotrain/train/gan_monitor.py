@@ -111,6 +111,7 @@ class RealRings(NamedTuple):
     term_matrix: np.ndarray  # rings.sector_matrix of train.spectrum_sectors: the spectrum term's columns
     term_powers: np.ndarray  # float64 [N, columns]: each real patch's powers in them (``powers`` for 1 sector)
     whitened: np.ndarray | None  # float64 [N, columns]: their prewhitened powers (train.spectrum_prewhiten)
+    periodic: np.ndarray | None  # float64 [N, columns]: their periodic Laplacian's powers (train.spectrum_periodic)
     ring_whitened: np.ndarray | None  # float64 [rings]: mean prewhitened ring powers (the filter's Laplacian reading)
 
 
@@ -126,11 +127,11 @@ def real_rings(cfg: GanConfig, real: np.ndarray | None, transform: Transform, at
     top = rings.top_wavenumber(size, attrs["reso_arcmin"], attrs.get("lmax"))
     matrix = rings.ring_matrix(size, top)
     columns = rings.sector_matrix(size, top, cfg.train.spectrum_sectors)
-    whiten = cfg.train.spectrum_prewhiten
+    readings = (cfg.train.spectrum_prewhiten, cfg.train.spectrum_periodic)
     laplacian = cfg.monitor.calibration_patches > 0 and cfg.monitor.calibration_reading == "laplacian"
-    powers, moments, term, whitened, ring_whitened = dist.root_computes(
-        lambda: _spectrum_reference(transform.to_net(real), matrix, columns, whiten, laplacian))
-    return RealRings(matrix, powers, moments, columns, term, whitened, ring_whitened)
+    powers, moments, term, whitened, periodic, ring_whitened = dist.root_computes(
+        lambda: _spectrum_reference(transform.to_net(real), matrix, columns, readings, laplacian))
+    return RealRings(matrix, powers, moments, columns, term, whitened, periodic, ring_whitened)
 
 
 def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.SpectrumMatch | None:
@@ -139,7 +140,7 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
         return None
     train = cfg.train
     return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, train.variance_weight,
-                                       train.scatter_weight, train.spectrum_floor, real.whitened)
+                                       train.scatter_weight, train.spectrum_floor, real.whitened, real.periodic)
 
 
 def morphology_term(cfg: GanConfig, real: np.ndarray | None) -> morphology_loss.MorphologyMatch | None:
@@ -157,15 +158,18 @@ def calibration_target(cfg: GanConfig, real: RealRings | None) -> tuple[np.ndarr
     return real.powers.mean(axis=0), real.ring_whitened
 
 
-def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, columns: np.ndarray, prewhiten: bool,
+def _spectrum_reference(real_net: np.ndarray, matrix: np.ndarray, columns: np.ndarray, readings: tuple[bool, bool],
                         laplacian: bool) -> tuple:
-    """(ring powers, pixel moments, powers in the term's ``columns``, their prewhitened powers or None) of each
-    real patch, network units, and (``laplacian``) the mean prewhitened ring powers or None."""
+    """(ring powers, pixel moments, powers in the term's ``columns``, and in its prewhitened and periodic
+    ``readings`` or None) of each real patch, network units, and (``laplacian``) the mean prewhitened ring
+    powers or None."""
     powers = rings.patch_ring_powers(real_net, matrix)
     term = powers if columns.shape == matrix.shape else rings.patch_ring_powers(real_net, columns)
-    whitened = rings.patch_ring_powers(real_net, columns, prewhiten=True) if prewhiten else None
+    whiten, edges = readings
+    whitened = rings.patch_ring_powers(real_net, columns, prewhiten=True) if whiten else None
+    periodic = rings.patch_ring_powers(real_net, columns, periodic=True) if edges else None
     ring_whitened = rings.patch_ring_powers(real_net, matrix, prewhiten=True).mean(axis=0) if laplacian else None
-    return powers, spectrum_loss.pixel_moments(real_net).numpy(), term, whitened, ring_whitened
+    return powers, spectrum_loss.pixel_moments(real_net).numpy(), term, whitened, periodic, ring_whitened
 
 
 def _mine(rows: np.ndarray) -> np.ndarray:

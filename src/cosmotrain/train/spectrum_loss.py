@@ -65,7 +65,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from cosmotrain.science.rings import SIGNIFICANT, column_rings, prewhitened, ring_weights, window
+from cosmotrain.science.rings import SIGNIFICANT, column_rings, periodic_laplacian, prewhitened, ring_weights, window
 
 
 def pixel_moments(patches) -> "tf.Tensor":
@@ -134,7 +134,10 @@ class SpectrumMatch:
     which the k⁴ transfer lifts out of the Hann window's leakage, and the outer pixels,
     which the Hann window all but ignores. The transfer also weighs a ring's diagonal
     modes up to twice its axial ones near the Nyquist frequency, as the referee's rings
-    test does. ``matrix`` may also be a ``rings.sector_matrix``, whose columns are parts of rings.
+    test does. With ``periodic`` (``patch_ring_powers(..., periodic=True)``) it adds the
+    bracket a third time, read on the ``rings.periodic_laplacian``: the rings test's
+    unwindowed reading, in which the outermost pixels weigh as much as the centre.
+    ``matrix`` may also be a ``rings.sector_matrix``, whose columns are parts of rings.
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
     BatchNorm couples the patches of a training batch, so G could make their moments scatter
@@ -144,7 +147,8 @@ class SpectrumMatch:
 
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
-                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None):
+                 floor: float = SIGNIFICANT, whitened: np.ndarray | None = None,
+                 periodic: np.ndarray | None = None):
         powers = _checked(real_powers, matrix)
         keep = _kept(powers, floor)
         self.size = int(round(math.sqrt(matrix.shape[0])))
@@ -158,11 +162,9 @@ class SpectrumMatch:
         centred = real - real.mean(axis=0)
         kurtosis = (centred**4).mean(axis=0) / np.maximum((centred**2).mean(axis=0), 1e-300) ** 2 - 3.0
         self.kurtosis = tf.constant(kurtosis, tf.float32)  # excess, per ring: how much s²_k scatters
-        self.whitened = None
-        if whitened is not None:  # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
-            whitened = _checked(whitened, matrix)
-            above_1 = column_rings(matrix) >= 2
-            self.whitened = _Rings(whitened, matrix, weighted, _kept(whitened, floor) & above_1)
+        # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
+        self.whitened = _laplacian_rings(whitened, matrix, weighted, floor)
+        self.periodic = _laplacian_rings(periodic, matrix, weighted, floor)
         self.moment_weight = variance_weight / self.rings.scale / self.rings.count  # 0: without the pixel moments
         if variance_weight > 0:
             real = np.asarray(moments, dtype=np.float64) if moments is not None else np.zeros((0, 3))
@@ -178,6 +180,8 @@ class SpectrumMatch:
         total = self.rings.bias(ratio, batch)
         if self.whitened is not None:
             total += self.whitened.bias(self.whitened.ratios(prewhitened(x, tf)), batch)
+        if self.periodic is not None:
+            total += self.periodic.bias(self.periodic.ratios(periodic_laplacian(x, tf)), batch)
         if self.moment_weight > 0:
             z = (tf.reduce_mean(pixel_moments(x), axis=0) - self.moments) / self.moment_scatter
             total += self.moment_weight * tf.reduce_sum(tf.square(z) - 1.0 / batch)
@@ -216,6 +220,14 @@ class _Rings:
     def bias(self, ratio, batch):
         """(1/K) Σ_k u_k [ (mean ratio_k − 1)² − σ²_k / B ]: the rings' bracket of S."""
         return tf.reduce_mean(self.weights * (tf.square(tf.reduce_mean(ratio, axis=0) - 1.0) - self.noise / batch))
+
+
+def _laplacian_rings(powers: np.ndarray | None, matrix: np.ndarray, weighted: bool, floor: float) -> _Rings | None:
+    """A Laplacian reading's rings 2 … K of real ``powers`` (None: the reading is off)."""
+    if powers is None:
+        return None
+    powers = _checked(powers, matrix)
+    return _Rings(powers, matrix, weighted, _kept(powers, floor) & (column_rings(matrix) >= 2))
 
 
 def _whole_rings(powers: np.ndarray, matrix: np.ndarray, keep: np.ndarray) -> np.ndarray:
