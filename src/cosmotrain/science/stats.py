@@ -93,15 +93,25 @@ def minkowski_functionals(fields: np.ndarray, thresholds: np.ndarray, sigma: flo
 
 def _derivatives(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Interior values, |∇u| and the curvature term (κ|∇u|) of ``u`` [N, H, W] → each [N, H-2, W-2]."""
+    c, ux, uy, uxx, uyy, uxy = central_differences(u)
+    g2 = ux**2 + uy**2
+    curvature = np.divide(2.0 * ux * uy * uxy - ux**2 * uyy - uy**2 * uxx, g2,
+                          out=np.zeros_like(g2), where=g2 > 0)
+    return c, np.sqrt(g2), curvature
+
+
+def central_differences(u):
+    """(u, u_x, u_y, u_xx, u_yy, u_xy) on the interior pixels of ``u`` [N, H, W] → each [N, H-2, W-2].
+
+    Slicing and arithmetic only, so NumPy arrays and TensorFlow tensors alike (G's
+    morphology term, ``train.morphology_loss``, differentiates through it).
+    """
     c = u[:, 1:-1, 1:-1]
     ux = (u[:, 1:-1, 2:] - u[:, 1:-1, :-2]) / 2.0
     uy = (u[:, 2:, 1:-1] - u[:, :-2, 1:-1]) / 2.0
     uxx = u[:, 1:-1, 2:] - 2.0 * c + u[:, 1:-1, :-2]
     uyy = u[:, 2:, 1:-1] - 2.0 * c + u[:, :-2, 1:-1]
     uxy = (u[:, 2:, 2:] - u[:, 2:, :-2] - u[:, :-2, 2:] + u[:, :-2, :-2]) / 4.0
-    g2 = ux**2 + uy**2
-    curvature = np.divide(2.0 * ux * uy * uxy - ux**2 * uyy - uy**2 * uxx, g2,
-                          out=np.zeros_like(g2), where=g2 > 0)
-    return c, np.sqrt(g2), curvature
+    return c, ux, uy, uxx, uyy, uxy
 
 

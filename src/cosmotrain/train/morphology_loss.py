@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from cosmotrain.science.referee_features import THRESHOLDS
+from cosmotrain.science.stats import central_differences
 
 WIDTH = 0.1     # σ of the Gaussian that stands for δ(u − ν), in units of the patch's σ
 SOFT = 1e-3     # added to |∇u|² where the curvature term divides by it (≈ 1 % of its mean on the CMB sets)
@@ -36,12 +37,7 @@ def functionals(patches, thresholds=THRESHOLDS, width: float = WIDTH):
     x = tf.cast(patches, tf.float32)
     centred = x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)
     u = centred * tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=[1, 2], keepdims=True) + 1e-12)
-    c = u[:, 1:-1, 1:-1]
-    ux = (u[:, 1:-1, 2:] - u[:, 1:-1, :-2]) / 2.0
-    uy = (u[:, 2:, 1:-1] - u[:, :-2, 1:-1]) / 2.0
-    uxx = u[:, 1:-1, 2:] - 2.0 * c + u[:, 1:-1, :-2]
-    uyy = u[:, 2:, 1:-1] - 2.0 * c + u[:, :-2, 1:-1]
-    uxy = (u[:, 2:, 2:] - u[:, 2:, :-2] - u[:, :-2, 2:] + u[:, :-2, :-2]) / 4.0
+    c, ux, uy, uxx, uyy, uxy = central_differences(u)
     g2 = tf.square(ux) + tf.square(uy)
     grad = tf.sqrt(g2 + 1e-8)
     curvature = (2.0 * ux * uy * uxy - tf.square(ux) * uyy - tf.square(uy) * uxx) / (g2 + SOFT)
