@@ -10,8 +10,8 @@ D label swapped with probability p). With ``train.r1_weight`` γ > 0, D minimise
 γ/2 · mean |∇_x D(x)|² over the real batch (R1, Mescheder et al. 2018). With ``train.spectrum_weight`` λ > 0, G minimises
 J_G + λ·S, S being its batch's power-spectrum mismatch with the training patches
 (``train.spectrum_loss``), and with ``train.morphology_weight`` μ > 0 also μ·M, M its batch's
-Minkowski-functional mismatch with them (``train.morphology_loss``). Each step updates D on a real batch and a fresh fake batch, then
-G on another fresh fake batch.
+Minkowski-functional mismatch with them (``train.morphology_loss``). Each step updates D on
+a real batch and a fresh fake batch, then G on another fresh fake batch.
 
 Distribution (Horovod, through ``cosmotrain.dist``): every rank draws its own latent vectors,
 keyed by (seed, rank, step); each network has its own ``distributed_tape`` with a distinct
