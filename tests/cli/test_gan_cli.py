@@ -37,8 +37,8 @@ def test_training_writes_history_checkpoints_metrics_and_plots(trained):
     data, run, out = trained
     assert str(data) in (run / "config.yaml").read_text()
     header, *rows = (run / "history.csv").read_text().splitlines()
-    assert header.startswith("step,epoch,d_loss,g_loss,d_real,d_fake,g_spectrum,lr,steps_per_s,seconds,score,"
-                             "cl_error_over_floor,ks_over_floor")
+    assert header.startswith("step,epoch,d_loss,g_loss,d_real,d_fake,g_spectrum,g_morphology,lr,steps_per_s,seconds,"
+                             "score,cl_error_over_floor,ks_over_floor")
     assert [r.split(",")[0] for r in rows] == ["2", "3", "4", "6"]  # logs every 2 steps, monitors at 3 and 6
     assert list((run / "checkpoints").glob("ckpt-6.index")) and list((run / "checkpoints" / "best").glob("*.index"))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))

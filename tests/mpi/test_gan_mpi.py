@@ -105,7 +105,7 @@ def test_a_resumed_two_rank_run_ends_bit_identical(data, tmp_path):
     assert a["final"]["calibration_gains"] == b["final"]["calibration_gains"]  # the calibration filter too
     rows_a = (tmp_path / "whole" / "history.csv").read_text().splitlines()
     rows_b = (tmp_path / "split" / "history.csv").read_text().splitlines()
-    loss = slice(0, 7)  # step, epoch, d_loss, g_loss, d_real, d_fake, g_spectrum
+    loss = slice(0, 8)  # step, epoch, d_loss, g_loss, d_real, d_fake, g_spectrum, g_morphology
     assert [r.split(",")[loss] for r in rows_a] == [r.split(",")[loss] for r in rows_b]
 
 

@@ -44,6 +44,8 @@ def _losses_panel(ax, h: dict) -> None:
     ax.axhline(LN2, color="C1", ls=":", lw=0.9, label=r"$J_G = \ln 2$ (balanced)")
     if np.any(h.get("g_spectrum", np.zeros(1)) != 0):  # the term is on (S itself hovers around 0, often below)
         ax.plot(h["step"], h["g_spectrum"], color="C4", label=r"$S$ (G's spectrum term, before its weight)")
+    if np.any(h.get("g_morphology", np.zeros(1)) != 0):
+        ax.plot(h["step"], h["g_morphology"], color="C5", label=r"$M$ (G's morphology term, before its weight)")
     ax.set_ylabel("loss (mean since last row)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)

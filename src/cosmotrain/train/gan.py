@@ -52,9 +52,11 @@ log = logs.get("train")
 
 CONFIG = GanConfig  # what `cosmotrain train gan` reads
 
-LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "g_spectrum", "lr", "steps_per_s", "seconds")
+LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "g_spectrum", "g_morphology", "lr",
+                "steps_per_s", "seconds")
 BOARD_TAGS = {"d_loss": "train/discriminator_loss", "g_loss": "train/generator_loss", "d_real": "train/D(x)",
-              "d_fake": "train/D(G(z))", "g_spectrum": "train/generator_spectrum_term", "lr": "train/learning_rate",
+              "d_fake": "train/D(G(z))", "g_spectrum": "train/generator_spectrum_term",
+              "g_morphology": "train/generator_morphology_term", "lr": "train/learning_rate",
               "steps_per_s": "train/steps_per_second", "seconds": "train/seconds", "score": "monitor/score",
               "cl_error_over_floor": "monitor/cl_error_over_floor_worst_bin", "ks_over_floor": "monitor/ks_over_floor",
               "ks": "monitor/ks_distance", "variance_ratio": "monitor/pixel_variance_ratio",
@@ -321,6 +323,8 @@ class Loop:
                "steps_per_s": (step - first) / max(time.perf_counter() - since, 1e-9),
                "seconds": self.state.extra["train_seconds"]}
         spectrum = f", spectrum {row['g_spectrum']:.4f}" if self.cfg.train.spectrum_weight > 0 else ""
+        if self.cfg.train.morphology_weight > 0:
+            spectrum += f", morphology {row['g_morphology']:.4f}"
         log.info("step %d/%d: D loss %.4f, G loss %.4f%s, D(x) %.3f, D(G(z)) %.3f, %.2f steps/s", step,
                  self.cfg.train.steps, row["d_loss"], row["g_loss"], spectrum, row["d_real"], row["d_fake"],
                  row["steps_per_s"])

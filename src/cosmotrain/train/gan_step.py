@@ -39,7 +39,7 @@ from cosmotrain.train.randomness import rng_key, stateless_seed
 from cosmotrain.train.replicas import FirstStepSync, average_statistics
 from cosmotrain.train.schedule import LearningRate, make_optimizer
 
-METERS = ("d_loss", "g_loss", "g_spectrum", "d_real", "d_fake", "count")
+METERS = ("d_loss", "g_loss", "g_spectrum", "g_morphology", "d_real", "d_fake", "count")
 
 
 def _bce(labels, logits):
@@ -125,9 +125,9 @@ class GanTrainer:
             g_logit = D(fake, training=True)
             g_loss = _bce(tf.ones_like(g_logit), g_logit)
             g_spectrum = self.spectrum(fake) if self.spectrum is not None else tf.constant(0.0)
-            g_objective = g_loss + self.cfg.train.spectrum_weight * g_spectrum
-            if self.morphology is not None:
-                g_objective += self.cfg.train.morphology_weight * self.morphology(fake)
+            g_morphology = self.morphology(fake) if self.morphology is not None else tf.constant(0.0)
+            g_objective = (g_loss + self.cfg.train.spectrum_weight * g_spectrum
+                           + self.cfg.train.morphology_weight * g_morphology)
         tape = dist.distributed_tape(tape, "generator", self.cfg.allreduce)
         grads = tape.gradient(g_objective, G.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
@@ -135,7 +135,7 @@ class GanTrainer:
         if self.average is not None:
             self._update_average(step)
         stop_any, nonfinite_any = agree_in_step(stop, d_loss + g_loss, "gan_flags")
-        self.meters.add(d_loss, g_loss, g_spectrum, tf.reduce_mean(tf.sigmoid(real_logit)),
+        self.meters.add(d_loss, g_loss, g_spectrum, g_morphology, tf.reduce_mean(tf.sigmoid(real_logit)),
                         tf.reduce_mean(tf.sigmoid(fake_logit)), 1)
         return stop_any, nonfinite_any
 
