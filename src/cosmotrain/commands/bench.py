@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a shorter run (less precise), for smoke tests")
     parser.add_argument("--results", default="bench/results", metavar="DIR", help="where NAME.json goes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="gan-quality: override a key of configs/gan_tiny.yaml, e.g. train.spectrum_weight=0 "
-                             "for the adversarial losses alone; galaxy-baselines: of configs/galaxies.yaml, e.g. "
+                        help="gan-quality: override a key of configs/gan_referee.yaml (--quick: gan_tiny.yaml), "
+                             "e.g. train.seed=777; galaxy-baselines: of configs/galaxies.yaml, e.g. "
                              "synthetic.generator=simple; scaling-model: an allreduce setting of every point, "
                              "e.g. allreduce.overlap=false (repeatable)")
     parser.add_argument("--data", metavar="DATASET",
