@@ -202,7 +202,7 @@ def test_the_referee_config_trains_and_samples_through_the_filter_its_monitors_f
                   "--out", tmp_path / "run", timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     saved = (tmp_path / "run" / "config.yaml").read_text()
-    assert "morphology_weight: 150.0" in saved and "spectrum_periodic: true" in saved and "crop: random" in saved
+    assert "morphology_weight: 50.0" in saved and "spectrum_periodic: true" in saved and "crop: random" in saved
     header, *rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     morphology = [float(r.split(",")[header.split(",").index("g_morphology")]) for r in rows]
     assert all(m > 0 for m in morphology) and "morphology" in out.stderr  # the term's value is logged
