@@ -131,7 +131,7 @@ def test_job_script_comments_show_keys_their_command_accepts(script):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_config_comments_show_keys_of_their_own_command(path):
-    command = CONFIG_FILES[path.stem.removesuffix("_tiny")]
+    command = CONFIG_FILES[path.stem.split("_")[0]]  # gan_tiny, gan_referee: train gan
     check_overrides(command, SET.findall(path.read_text()), str(path.relative_to(REPO)))
 
 
