@@ -14,7 +14,8 @@ the time, docs/cmb.md), the training time, steps per second on the 2 ranks, and 
 power on the Nyquist lines of its inner grids. The headline ``ratio`` is the final
 checkpoint's whole-referee pass rate with the filter (target 0.8). Time on a quiet 2-core
 machine: training (6000 steps, about 30 min; ``--quick``: 2000, about 6 min) plus about
-8 s per set, checkpoint and filter. The dataset and the run stay in a temporary folder (its path is in the result).
+8 s per set, checkpoint and filter. The dataset and the run stay in a temporary folder
+(its path is in the result).
 """
 from __future__ import annotations
 

@@ -85,8 +85,8 @@ def _fitted(target: np.ndarray, whitened: bool) -> np.ndarray:
     As the spectrum term, not the rings with less than ``rings.SIGNIFICANT`` of the strongest
     ring's power. Fitted for the referee (``whitened``), not rings 0 and 1 either: its
     spectrum tests start at ring 2, and below it the Hann reading holds the patch's mean and
-    the six training skies' own scatter. Their gains (0.95 and 1.02 on one run) took one
-    one-point and two Minkowski passes of 10 sets away and no band-power or ring fail
+    the six training skies' own scatter. Fitted there (gains 0.95 and 1.02 on one run), the
+    filter cost that run 2 of 10 one-point passes and 2 Minkowski passes, and fixed nothing
     (docs/gan.md, "The filter from ring 2").
     """
     fitted = target > rings.SIGNIFICANT * target.max()
