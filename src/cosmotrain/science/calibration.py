@@ -63,13 +63,18 @@ def fit(patches: np.ndarray, target: np.ndarray, add: Callable[[np.ndarray], np.
     real patches' mean ``rings.patch_ring_powers`` in the same units; ``whitened`` (optional)
     their mean prewhitened ring powers, which rings 2..top are then fitted to. ``add`` sums an
     array over ranks (``dist.allreduce_sum_array``) when each rank holds a share of the patches.
-    With ``whitened`` targets rings 0 and 1 keep gain 1 (``_fitted``).
+    With ``whitened`` targets the filter fits only the rings it reads through the Laplacian
+    (2 and up): the referee's spectrum tests start there, and below it the Hann reading holds
+    the patch's mean and the six training skies' own scatter. Fitted there (gains 0.95 and
+    1.02 on one run), the filter cost that run 2 of 10 one-point passes and 2 Minkowski
+    passes, and fixed nothing (docs/gan.md, "The filter from ring 2").
     """
     target = np.asarray(target, dtype=np.float64)
     matrix = rings.ring_matrix(patches.shape[-1], len(target) - 1)
-    fitted = _fitted(target, whitened is not None)
+    fitted = target > rings.SIGNIFICANT * target.max()  # as the spectrum term: the others stay at 1
     read = _reading(len(target), whitened is not None)
     if whitened is not None:
+        fitted &= read  # rings 0 and 1 stay at 1 too
         target = np.where(read, np.asarray(whitened, dtype=np.float64), target)
     gains = np.ones(len(target))
     for _ in range(ITERATIONS):
@@ -77,20 +82,6 @@ def fit(patches: np.ndarray, target: np.ndarray, add: Callable[[np.ndarray], np.
         step = np.sqrt(target / np.maximum(measured, np.finfo(np.float64).tiny))
         gains = np.where(fitted, np.clip(gains * step, 1 / MAX_GAIN, MAX_GAIN), 1.0)
     return gains
-
-
-def _fitted(target: np.ndarray, whitened: bool) -> np.ndarray:
-    """bool [rings]: the rings the filter fits; the others keep gain 1.
-
-    As the spectrum term, not the rings with less than ``rings.SIGNIFICANT`` of the strongest
-    ring's power. Fitted for the referee (``whitened``), not rings 0 and 1 either: its
-    spectrum tests start at ring 2, and below it the Hann reading holds the patch's mean and
-    the six training skies' own scatter. Fitted there (gains 0.95 and 1.02 on one run), the
-    filter cost that run 2 of 10 one-point passes and 2 Minkowski passes, and fixed nothing
-    (docs/gan.md, "The filter from ring 2").
-    """
-    fitted = target > rings.SIGNIFICANT * target.max()
-    return fitted & (np.arange(len(target)) >= 2) if whitened else fitted
 
 
 def _reading(rings_n: int, whitened: bool) -> np.ndarray:

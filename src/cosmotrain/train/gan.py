@@ -322,11 +322,11 @@ class Loop:
                **{k: sums[k] / n for k in METERS[:-1]},
                "steps_per_s": (step - first) / max(time.perf_counter() - since, 1e-9),
                "seconds": self.state.extra["train_seconds"]}
-        spectrum = f", spectrum {row['g_spectrum']:.4f}" if self.cfg.train.spectrum_weight > 0 else ""
+        terms = f", spectrum {row['g_spectrum']:.4f}" if self.cfg.train.spectrum_weight > 0 else ""
         if self.cfg.train.morphology_weight > 0:
-            spectrum += f", morphology {row['g_morphology']:.4f}"
+            terms += f", morphology {row['g_morphology']:.4f}"
         log.info("step %d/%d: D loss %.4f, G loss %.4f%s, D(x) %.3f, D(G(z)) %.3f, %.2f steps/s", step,
-                 self.cfg.train.steps, row["d_loss"], row["g_loss"], spectrum, row["d_real"], row["d_fake"],
+                 self.cfg.train.steps, row["d_loss"], row["g_loss"], terms, row["d_real"], row["d_fake"],
                  row["steps_per_s"])
         return row
 
