@@ -33,7 +33,7 @@ def test_the_smooth_functionals_are_the_referees():
     u = (x - x.mean(axis=(1, 2), keepdims=True)) / x.std(axis=(1, 2), keepdims=True)
     referee = stats.minkowski_functionals(u, np.array(THRESHOLDS), sigma=1.0, mean=0.0).reshape(len(x), -1).mean(axis=0)
     scale = np.abs(referee).reshape(3, -1).max(axis=1).repeat(len(THRESHOLDS))  # each functional's own size
-    assert np.max(np.abs(smooth - referee) / scale) < 0.05, (smooth, referee)
+    assert np.max(np.abs(smooth - referee) / scale) < 0.02, (smooth, referee)  # 0.1 σ and SOFT 1e-3: 0.027
 
 
 def test_a_real_batch_scores_about_zero_and_a_spotty_one_far_more():
@@ -50,7 +50,7 @@ def test_its_gradient_moves_a_spotty_batch_towards_the_real_morphology():
     patches = tf.Variable(spotty(smooth_field(32, seed=7)))
     before = float(term(patches))
     optimizer = tf.keras.optimizers.Adam(0.02)
-    for _ in range(60):
+    for _ in range(120):  # the δ of WIDTH 0.06 σ is sharp: M falls to 0.12 × in 60 steps, 0.07 × in 120
         with tf.GradientTape() as tape:
             loss = term(patches)
         grad = tape.gradient(loss, patches)
