@@ -12,7 +12,7 @@ for it directly, with the referee's own definitions made differentiable::
 by its own mean and σ (``science.stats.minkowski_functionals``), with the referee's central
 differences on the interior pixels; the box δ of the threshold becomes a Gaussian of
 ``WIDTH`` σ and the area fraction its integral, so each v_j is smooth in the pixels.
-``WIDTH`` is the standard deviation of the referee's box (0.2 σ wide) and ``SOFT`` small:
+``WIDTH`` is about the standard deviation of the referee's box (0.2 σ wide: 0.058) and ``SOFT`` small:
 on 1024 training patches the smooth V2 is then the referee's within 1.1 % of its largest
 value (|z| ≤ 1.1 over those patches) where 0.1 σ and 10⁻³ left 4.8 % (z up to 4.7), a
 bias G could satisfy the term with and still fail the test (docs/gan.md, "A sharper
