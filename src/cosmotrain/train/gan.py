@@ -4,7 +4,7 @@
 patches (``gan_monitor``), builds the trainer (``gan_step``) and restores it when resuming,
 then ``Loop`` runs the steps: every rank reads its own part of each epoch, logs the losses
 every ``train.log_every`` steps, runs the science monitors every ``monitor.every`` steps
-(the lowest score is kept as ``checkpoints/best``), checkpoints every
+(the lowest score is kept as ``checkpoints/best``, the later one on a tie), checkpoints every
 ``train.checkpoint_every`` steps, and at the end writes ``metrics.json`` and the plots.
 
 Data scaling: patches arrive in μK and enter the networks as ``(x - offset) / scale`` with
@@ -302,7 +302,7 @@ class Loop:
             result = self._monitor()
             row.update(monitors.scalar_row(result), **_referee_cells(result))
             choice = result[BEST_BY[self.cfg.monitor.best_by]]
-            improved = self.state.best is None or choice < self.state.best
+            improved = self.state.best is None or choice <= self.state.best  # a tie: the later, longer trained
             if improved:
                 self.state.best, self.state.extra["best_step"] = choice, step
                 rundir.write_json(self.run_dir.best_monitor, _without_examples(result))
