@@ -1,11 +1,13 @@
 """Patches drawn from several runs at once: does a mixture of GANs pass the referee more often?
 
-    python bench/experiments/gan_mixture.py DATASET RUN[,RUN...] [SETS]
+    python bench/experiments/gan_mixture.py DATASET RUN[,RUN...] [SETS] [SPLIT]
 
 Each of SETS (default 20) sets of ``SET_SIZE`` patches is split evenly between the final
 checkpoints of the RUNs (the benchmark's latent seed), once through each run's calibration
-filter and once without, and judged against DATASET's test skies like `bench gan-quality`.
-Prints the whole referee's and each test's pass rate with its median p. Figures in
+filter and once without, and judged against DATASET's SPLIT skies (default ``test``) like
+`bench gan-quality`. A RUN written ``-RUN`` has its patches negated about the training
+mean (T → −T, a symmetry of the Gaussian CMB): ``RUN,-RUN`` is one G made symmetric at
+sampling. Prints the whole referee's and each test's pass rate with its median p. Figures in
 docs/gan.md ("More training skies").
 """
 import sys
@@ -19,25 +21,34 @@ from cosmotrain.inference import load_generator
 from cosmotrain.science.referee import TESTS
 
 
-def judge(reference, generators, sets: int) -> list[dict]:
+def judge(reference, generators, signs, sets: int) -> list[dict]:
     rng = np.random.default_rng(LATENT_SEED)
     parts = np.array_split(np.arange(SET_SIZE), len(generators))
     verdicts = []
     for _ in range(sets):
-        made = [g(rng.standard_normal((len(p), g.latent_dim)).astype(np.float32)) for g, p in zip(generators, parts)]
+        made = [_signed(g(rng.standard_normal((len(p), g.latent_dim)).astype(np.float32)), g, sign)
+                for g, sign, p in zip(generators, signs, parts)]
         verdicts.append(referee_side.judge(reference, np.concatenate(made)))
     return verdicts
 
 
-def main(dataset: str, runs: str, sets: int = 20) -> None:
-    reference = referee_side.build(dataset, "test")
-    generators = [load_generator(Path(r), "latest") for r in runs.split(",")]
+def _signed(patches: np.ndarray, generator, sign: int) -> np.ndarray:
+    """The patches, or their mirror about the training mean (``sign`` −1)."""
+    offset = generator.transform.offset_uK
+    return patches if sign > 0 else 2.0 * offset - patches
+
+
+def main(dataset: str, runs: str, sets: int = 20, split: str = "test") -> None:
+    reference = referee_side.build(dataset, split)
+    specs = runs.split(",")
+    signs = [-1 if r.startswith("-") else 1 for r in specs]
+    generators = [load_generator(Path(r.lstrip("-")), "latest") for r in specs]
     for label, members in (("filtered", generators), ("unfiltered", [without_calibration(g) for g in generators])):
-        verdicts = judge(reference, members, sets)
+        verdicts = judge(reference, members, signs, sets)
         print(f"{label}: whole referee {np.mean([v['pass'] for v in verdicts]):.0%};", "  ".join(
             f"{t} {np.mean([v['tests'][t]['pass'] for v in verdicts]):.0%} "
             f"(p {np.median([v['tests'][t]['p_value'] for v in verdicts]):.2g})" for t in TESTS), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:4]))
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:4]), *sys.argv[4:5])

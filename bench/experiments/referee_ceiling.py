@@ -1,12 +1,12 @@
 """How often would a perfect generator pass the whole referee against one dataset's test skies?
 
-    python bench/experiments/referee_ceiling.py DATASET FRESH [SETS] [SIZE]
+    python bench/experiments/referee_ceiling.py DATASET FRESH [SETS] [SIZE] [SPLIT]
 
 FRESH is a CMB dataset of DATASET's config and seed with more skies (``--set maps.n_maps=40``):
 a sky is drawn from ``(seed, index)`` alone (``data.sky``), so FRESH's skies whose indices
 DATASET does not hold are skies of the same distribution that DATASET never saw. Each of
 SETS (default 40) sets takes SIZE (default 1024) of their patches at random and is judged,
-unlabelled, against DATASET's test skies as `bench gan-quality` judges a generator's set
+unlabelled, against DATASET's SPLIT skies (default ``test``) as `bench gan-quality` judges a generator's set
 (``referee_side.judge``: the sky-level allowance of DATASET's training skies, memorisation
 against its training patches). What a generator as good as the truth would score on that
 exam; G2 asks for 80 % of sets. Prints the whole referee's and each test's pass rate with its
@@ -41,19 +41,19 @@ def sigma_spread(dataset: str, split: str) -> dict[int, float]:
     return {int(k): round(float(sigma[rows["sky"] == k].std()), 2) for k in np.unique(rows["sky"])}
 
 
-def main(dataset: str, fresh: str, sets: int = 40, size: int = 1024) -> None:
+def main(dataset: str, fresh: str, sets: int = 40, size: int = 1024, split: str = "test") -> None:
     pool = fresh_patches(dataset, fresh)
     print(f"{len(pool)} patches of skies {dataset} never saw; sets of {size}")
-    reference = referee_side.build(dataset, "test")
+    reference = referee_side.build(dataset, split)
     rng = np.random.default_rng(7)
     verdicts = [referee_side.judge(reference, pool[rng.choice(len(pool), size, replace=False)]) for _ in range(sets)]
     print(f"whole referee {np.mean([v['pass'] for v in verdicts]):.0%} of {sets} sets;", "  ".join(
         f"{t} {np.mean([v['tests'][t]['pass'] for v in verdicts]):.0%} "
         f"(p {np.median([v['tests'][t]['p_value'] for v in verdicts]):.2g})" for t in TESTS))
-    for split in ("train", "test"):
-        spread = sigma_spread(dataset, split)
-        print(f"patch-σ spread (μK), {split}: mean {np.mean(list(spread.values())):.2f};", spread)
+    for part in ("train", split):
+        spread = sigma_spread(dataset, part)
+        print(f"patch-σ spread (μK), {part}: mean {np.mean(list(spread.values())):.2f};", spread)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5]))
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5]), *sys.argv[5:6])
