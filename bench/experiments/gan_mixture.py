@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmotrain.bench.gan_quality import LATENT_SEED, SET_SIZE, without_calibration
+from cosmotrain.bench.gan_quality import LATENT_SEED, SET_SIZE, shares, without_calibration
 from cosmotrain.data import referee_side
 from cosmotrain.inference import load_generator
-from cosmotrain.science.referee import TESTS
 
 
 def judge(reference, generators, signs, sets: int) -> list[dict]:
@@ -44,10 +43,9 @@ def main(dataset: str, runs: str, sets: int = 20, split: str = "test") -> None:
     signs = [-1 if r.startswith("-") else 1 for r in specs]
     generators = [load_generator(Path(r.lstrip("-")), "latest") for r in specs]
     for label, members in (("filtered", generators), ("unfiltered", [without_calibration(g) for g in generators])):
-        verdicts = judge(reference, members, signs, sets)
-        print(f"{label}: whole referee {np.mean([v['pass'] for v in verdicts]):.0%};", "  ".join(
-            f"{t} {np.mean([v['tests'][t]['pass'] for v in verdicts]):.0%} "
-            f"(p {np.median([v['tests'][t]['p_value'] for v in verdicts]):.2g})" for t in TESTS), flush=True)
+        rates = shares(judge(reference, members, signs, sets))
+        print(f"{label}: whole referee {rates['all']:.0%};", "  ".join(
+            f"{t} {rates['tests'][t]:.0%} (p {rates['median_p'][t]:.2g})" for t in rates["tests"]), flush=True)
 
 
 if __name__ == "__main__":

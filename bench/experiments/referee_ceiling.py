@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
+from cosmotrain.bench.gan_quality import shares
 from cosmotrain.data import referee_side
 from cosmotrain.data.reader import ShardSet, read_manifest
-from cosmotrain.science.referee import TESTS
 
 
 def fresh_patches(dataset: str, fresh: str) -> np.ndarray:
@@ -46,10 +46,10 @@ def main(dataset: str, fresh: str, sets: int = 40, size: int = 1024, split: str 
     print(f"{len(pool)} patches of skies {dataset} never saw; sets of {size}")
     reference = referee_side.build(dataset, split)
     rng = np.random.default_rng(7)
-    verdicts = [referee_side.judge(reference, pool[rng.choice(len(pool), size, replace=False)]) for _ in range(sets)]
-    print(f"whole referee {np.mean([v['pass'] for v in verdicts]):.0%} of {sets} sets;", "  ".join(
-        f"{t} {np.mean([v['tests'][t]['pass'] for v in verdicts]):.0%} "
-        f"(p {np.median([v['tests'][t]['p_value'] for v in verdicts]):.2g})" for t in TESTS))
+    rates = shares([referee_side.judge(reference, pool[rng.choice(len(pool), size, replace=False)])
+                    for _ in range(sets)])
+    print(f"whole referee {rates['all']:.0%} of {sets} sets;", "  ".join(
+        f"{t} {rates['tests'][t]:.0%} (p {rates['median_p'][t]:.2g})" for t in rates["tests"]))
     for part in ("train", split):
         spread = sigma_spread(dataset, part)
         print(f"patch-σ spread (μK), {part}: mean {np.mean(list(spread.values())):.2f};", spread)

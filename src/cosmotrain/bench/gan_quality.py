@@ -124,10 +124,15 @@ def pass_rates(reference, generator, sets: int, size: int) -> dict:
     """
     import numpy as np
     from cosmotrain.data import referee_side
-    from cosmotrain.science.referee import TESTS
     rng = np.random.default_rng(LATENT_SEED)
-    verdicts = [referee_side.judge(reference, generator(rng.standard_normal((size, generator.latent_dim))
-                                                          .astype(np.float32))) for _ in range(sets)]
+    return shares([referee_side.judge(reference, generator(rng.standard_normal((size, generator.latent_dim))
+                                                             .astype(np.float32))) for _ in range(sets)])
+
+
+def shares(verdicts: list[dict]) -> dict:
+    """``{"all": share, "tests": {name: share}, "median_p": {name: median p-value}}`` over referee verdicts."""
+    import numpy as np
+    from cosmotrain.science.referee import TESTS
     passed = {name: np.mean([v["tests"][name]["pass"] for v in verdicts]) for name in TESTS}
     return {"all": float(np.mean([v["pass"] for v in verdicts])), "tests": {k: float(v) for k, v in passed.items()},
             "median_p": {name: float(np.median([v["tests"][name]["p_value"] for v in verdicts])) for name in TESTS}}
