@@ -9,9 +9,12 @@ SETS (default 40) sets takes SIZE (default 1024) of their patches at random and 
 unlabelled, against DATASET's SPLIT skies (default ``test``) as `bench gan-quality` judges a generator's set
 (``referee_side.judge``: the sky-level allowance of DATASET's training skies, memorisation
 against its training patches). What a generator as good as the truth would score on that
-exam; G2 asks for 80 % of sets. Prints the whole referee's and each test's pass rate with its
-median p, and each test sky's patch-σ spread beside the training skies'. Figures in
-docs/gan.md ("More training skies").
+exam; G2 asks for 80 % of sets. FRESH ``train`` takes DATASET's own training patches: a
+generator that copies its training skies' distribution exactly (memorisation fails by
+construction; the other tests say whether the skies G learns from can pass at all). Prints
+the whole referee's and each test's pass rate with its median p, and each test sky's
+patch-σ spread beside the training skies'. Figures in docs/gan.md ("More training skies",
+"The spectrum of G's own making").
 """
 import sys
 
@@ -23,7 +26,10 @@ from cosmotrain.data.reader import ShardSet, read_manifest
 
 
 def fresh_patches(dataset: str, fresh: str) -> np.ndarray:
-    """FRESH's patches of skies DATASET does not hold."""
+    """FRESH's patches of skies DATASET does not hold (``train``: DATASET's training patches)."""
+    if fresh == "train":
+        part = ShardSet(dataset, "train", kind="cmb")
+        return part.read(0, part.n, ("patches",))["patches"]
     held = {k for skies in read_manifest(dataset)["skies"].values() for k in skies}
     out = []
     for split in read_manifest(fresh)["skies"]:
@@ -43,7 +49,7 @@ def sigma_spread(dataset: str, split: str) -> dict[int, float]:
 
 def main(dataset: str, fresh: str, sets: int = 40, size: int = 1024, split: str = "test") -> None:
     pool = fresh_patches(dataset, fresh)
-    print(f"{len(pool)} patches of skies {dataset} never saw; sets of {size}")
+    print(f"{len(pool)} patches of {'the training' if fresh == 'train' else 'unseen'} skies; sets of {size}")
     reference = referee_side.build(dataset, split)
     rng = np.random.default_rng(7)
     rates = shares([referee_side.judge(reference, pool[rng.choice(len(pool), size, replace=False)])
