@@ -351,6 +351,10 @@ def test_the_periodic_reading_charges_small_scales_at_the_patch_edge_that_the_wi
     assert abs(float(both(batch))) < 0.02  # a real batch costs about nothing
     added = lambda x: float(both(x)) - float(windowed(x))
     assert added(noisy.astype(np.float32)) > 10 * max(abs(added(batch)), 0.01)
+    stronger = spectrum_loss.SpectrumMatch(powers(), matrix, floor=1e-12, whitened=powers(prewhiten=True),
+                                           periodic=powers(periodic=True), periodic_weight=4.0)
+    weighed = float(stronger(noisy.astype(np.float32))) - float(windowed(noisy.astype(np.float32)))
+    assert weighed == pytest.approx(4 * added(noisy.astype(np.float32)), rel=1e-3)  # train.spectrum_periodic_weight
 
 
 def test_sectors_see_power_moved_from_the_axes_to_the_diagonals_of_the_same_rings():
@@ -374,6 +378,8 @@ def test_prewhitening_and_sectors_are_parts_of_the_spectrum_term():
         gan_config.TrainConfig(spectrum_prewhiten=True)
     with pytest.raises(ConfigError, match="spectrum_periodic needs train.spectrum_weight"):
         gan_config.TrainConfig(spectrum_periodic=True)
+    with pytest.raises(ConfigError, match="spectrum_periodic_weight must be > 0"):
+        gan_config.TrainConfig(spectrum_weight=1.0, spectrum_periodic=True, spectrum_periodic_weight=0.0)
     assert gan_config.TrainConfig(spectrum_weight=1.0, spectrum_prewhiten=True).spectrum_prewhiten
     for sectors, weight in ((3, 0.0), (0, 1.0), (9, 1.0)):
         with pytest.raises(ConfigError, match="spectrum_sectors must be 1 … 8"):

@@ -41,6 +41,7 @@ class TrainConfig:
                                    # under a Tukey window, flat over the central half: top rings and outer pixels
     spectrum_periodic: bool = False  # ... and the rings of their Laplacian with repeated edges, without a window:
                                    # the rings test's unwindowed reading, the outermost pixels weighing fully
+    spectrum_periodic_weight: float = 1.0  # that reading counts this many times as much as the Hann one
     spectrum_sectors: int = 1      # > 1: the spectrum term matches each ring in this many sectors of direction,
                                    # from the grid axes to the diagonals (rings.sector_matrix); 1 = whole rings
     morphology_weight: float = 0.0  # μ > 0: G's loss adds μ x how far its batch's Minkowski functionals (the
@@ -75,6 +76,9 @@ class TrainConfig:
             if getattr(self, key) and self.spectrum_weight == 0:
                 raise ConfigError(f"train.{key} needs train.spectrum_weight > 0 (it is a part of the "
                                   f"spectrum term): set a weight or {key}: false")
+        if not self.spectrum_periodic_weight > 0:
+            raise ConfigError(f"train.spectrum_periodic_weight must be > 0 (spectrum_periodic: false turns the "
+                              f"reading off), got {self.spectrum_periodic_weight}")
         if not 1 <= self.spectrum_sectors <= 8 or (self.spectrum_sectors > 1 and self.spectrum_weight == 0):
             raise ConfigError(f"train.spectrum_sectors must be 1 … 8 and more than 1 needs train.spectrum_weight > 0 "
                               f"(it shapes the spectrum term), got {self.spectrum_sectors}; e.g. 3")

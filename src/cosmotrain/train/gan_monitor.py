@@ -140,7 +140,8 @@ def spectrum_term(cfg: GanConfig, real: RealRings | None) -> spectrum_loss.Spect
         return None
     train = cfg.train
     return spectrum_loss.SpectrumMatch(real.term_powers, real.term_matrix, True, real.moments, train.variance_weight,
-                                       train.scatter_weight, train.spectrum_floor, real.whitened, real.periodic)
+                                       train.scatter_weight, train.spectrum_floor, real.whitened, real.periodic,
+                                       train.spectrum_periodic_weight)
 
 
 def morphology_term(cfg: GanConfig, real: np.ndarray | None) -> morphology_loss.MorphologyMatch | None:

@@ -136,7 +136,8 @@ class SpectrumMatch:
     modes up to twice its axial ones near the Nyquist frequency, as the referee's rings
     test does. With ``periodic`` (``patch_ring_powers(..., periodic=True)``) it adds the
     bracket a third time, read on the ``rings.periodic_laplacian``: the rings test's
-    unwindowed reading, in which the outermost pixels weigh as much as the centre.
+    unwindowed reading, in which the outermost pixels weigh as much as the centre, times
+    ``periodic_weight``.
     ``matrix`` may also be a ``rings.sector_matrix``, whose columns are parts of rings.
 
     The correction is the constant 1/B and not the batch's own scatter, as for the rings:
@@ -148,7 +149,7 @@ class SpectrumMatch:
     def __init__(self, real_powers: np.ndarray, matrix: np.ndarray, weighted: bool = True,
                  moments: np.ndarray | None = None, variance_weight: float = 0.0, scatter_weight: float = 0.0,
                  floor: float = SIGNIFICANT, whitened: np.ndarray | None = None,
-                 periodic: np.ndarray | None = None):
+                 periodic: np.ndarray | None = None, periodic_weight: float = 1.0):
         powers = _checked(real_powers, matrix)
         keep = _kept(powers, floor)
         self.size = int(round(math.sqrt(matrix.shape[0])))
@@ -165,6 +166,7 @@ class SpectrumMatch:
         # rings 0 and 1, which the Laplacian all but removes, are the Hann reading's
         self.whitened = _laplacian_rings(whitened, matrix, weighted, floor)
         self.periodic = _laplacian_rings(periodic, matrix, weighted, floor)
+        self.periodic_weight = periodic_weight
         self.moment_weight = variance_weight / self.rings.scale / self.rings.count  # 0: without the pixel moments
         if variance_weight > 0:
             real = np.asarray(moments, dtype=np.float64) if moments is not None else np.zeros((0, 3))
@@ -181,7 +183,7 @@ class SpectrumMatch:
         if self.whitened is not None:
             total += self.whitened.bias(self.whitened.ratios(prewhitened(x, tf)), batch)
         if self.periodic is not None:
-            total += self.periodic.bias(self.periodic.ratios(periodic_laplacian(x, tf)), batch)
+            total += self.periodic_weight * self.periodic.bias(self.periodic.ratios(periodic_laplacian(x, tf)), batch)
         if self.moment_weight > 0:
             z = (tf.reduce_mean(pixel_moments(x), axis=0) - self.moments) / self.moment_scatter
             total += self.moment_weight * tf.reduce_sum(tf.square(z) - 1.0 / batch)
