@@ -1,5 +1,6 @@
 """`cosmotrain train gan` end to end, as a user runs it (one process): outputs, SIGUSR1, bad input."""
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -206,6 +207,8 @@ def test_the_referee_config_trains_and_samples_through_the_filter_its_monitors_f
     header, *rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     morphology = [float(r.split(",")[header.split(",").index("g_morphology")]) for r in rows]
     assert all(m > 0 for m in morphology) and "morphology" in out.stderr  # the term's value is logged
+    fitted = re.findall(r"monitor at step \d+ \([\d.]+ s; filter fitted on (\d+) patches\)", out.stderr)
+    assert fitted[:-1] == ["256"] * (len(fitted) - 1) and fitted[-1] == "2048"  # final_calibration_factor: 8
     generator = load_generator(tmp_path / "run", "latest")
     assert generator.gains is not None and not np.allclose(generator.gains, 1.0)  # fitted at the last monitor
     z = np.random.default_rng(0).standard_normal((4, generator.latent_dim)).astype(np.float32)

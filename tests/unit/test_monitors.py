@@ -80,6 +80,8 @@ def test_too_small_a_dataset_for_the_monitors_is_a_clear_error():
 def test_an_unknown_calibration_reading_names_the_two_there_are():
     with pytest.raises(UserError, match="monitor.calibration_reading must be 'laplacian' or 'hann', got 'sharp'"):
         monitors.check_config(dataclasses.replace(CFG, calibration_reading="sharp"), n_train=6000, n_val=600, size=2)
+    with pytest.raises(UserError, match="monitor.final_calibration_factor must be >= 1"):
+        monitors.check_config(dataclasses.replace(CFG, final_calibration_factor=0), n_train=6000, n_val=600, size=2)
 
 
 def test_too_little_scatter_scores_worse_than_real_patches(reference):

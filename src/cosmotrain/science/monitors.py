@@ -59,6 +59,8 @@ class MonitorConfig:
     examples: int = 8             # patches kept for the plots
     calibration_patches: int = 0  # > 0: before each monitor, fit G's calibration filter on this many patches of
                                   # its own (science.calibration); 0: score G as it is
+    final_calibration_factor: int = 1  # the last monitor's filter, which the final checkpoint keeps, is fitted on
+                                       # this many times calibration_patches: less noise of its own, once
     calibration_reading: str = "laplacian"  # what the filter matches from ring 2 on: "laplacian" (the referee's
                                             # rings reading, rings.prewhitened) or "hann" (the monitors' window)
     best_by: str = "referee"      # what picks checkpoints/best: "referee" (its verdict on the monitor's N patches
@@ -77,6 +79,9 @@ def check_config(cfg: MonitorConfig, n_train: int, n_val: int, size: int) -> Non
     if cfg.calibration_patches < 0:
         raise UserError(f"monitor.calibration_patches must be >= 0 (0 turns the calibration filter off), got "
                         f"{cfg.calibration_patches}")
+    if cfg.final_calibration_factor < 1:
+        raise UserError(f"monitor.final_calibration_factor must be >= 1 (1: the last filter is fitted like the "
+                        f"others), got {cfg.final_calibration_factor}")
     if cfg.calibration_reading not in ("laplacian", "hann"):
         raise UserError(f"monitor.calibration_reading must be 'laplacian' or 'hann', got {cfg.calibration_reading!r}")
     if cfg.best_by not in ("referee", "monitors"):

@@ -11,8 +11,9 @@ Data scaling: patches arrive in μK and enter the networks as ``(x - offset) / s
 ``offset`` the training pixel mean and ``scale`` = ``data.scale_sigmas`` × the training pixel
 σ (``models.generator.Transform``); the transform is stored in every checkpoint, so
 ``inference.load_generator`` returns μK. With ``monitor.calibration_patches`` > 0, each
-monitor first fits G's calibration filter and stores its gains in the checkpoints that
-follow; ``load_generator`` applies them.
+monitor first fits G's calibration filter (the last one on ``monitor.final_calibration_factor``
+times as many patches) and stores its gains in the checkpoints that follow;
+``load_generator`` applies them.
 
 Exact resume: latent vectors and label flips are stateless random draws keyed by the global
 step, the data order by (seed, epoch, rank, batch), and a checkpoint holds both networks,
@@ -299,7 +300,7 @@ class Loop:
         row = self._loss_row()
         improved = False
         if monitor_due:
-            result = self._monitor()
+            result = self._monitor(last)
             row.update(monitors.scalar_row(result), **_referee_cells(result))
             choice = result[BEST_BY[self.cfg.monitor.best_by]]
             improved = self.state.best is None or choice <= self.state.best  # a tie: the later, longer trained
@@ -330,13 +331,14 @@ class Loop:
                  row["steps_per_s"])
         return row
 
-    def _monitor(self) -> dict:
+    def _monitor(self, last: bool = False) -> dict:
         self.watch.progress(self.state.step, "monitor")
         started = time.perf_counter()
-        result = {**self.monitor.run(self.trainer), "step": self.state.step}
+        result = {**self.monitor.run(self.trainer, last), "step": self.state.step}
         self.last = result
         self.state.extra["calibration_gains"] = result["calibration_gains"]  # saved with the next checkpoints
-        log.info("monitor at step %d (%.1f s): %s", self.state.step, time.perf_counter() - started,
+        filtered = f"; filter fitted on {result['calibration_patches']} patches" if result["calibration_patches"] else ""
+        log.info("monitor at step %d (%.1f s%s): %s", self.state.step, time.perf_counter() - started, filtered,
                  monitors.describe(result))
         if "referee_badness" in result:
             log.info("referee at step %d against the validation skies: badness %.1f, failed: %s", self.state.step,
@@ -356,7 +358,7 @@ class Loop:
 
     def _finish(self) -> None:
         """Check that all ranks agree, write ``metrics.json`` and the plots (rank 0)."""
-        final = self.last if self.last is not None else self._monitor()
+        final = self.last if self.last is not None else self._monitor(last=True)
         identical, digest = agreement(self.trainer.variables())
         rundir.write_with(self._write_outputs, final, identical, digest)
         dist.barrier()

@@ -1,7 +1,8 @@
 """The science monitors of one GAN run: the real patches they compare with, the calibration filter's fit.
 
 Every ``monitor.every`` steps, ``RunMonitor.run`` fits G's calibration filter on patches of
-G's own latents (``monitor.calibration_patches`` > 0; ``science.calibration``), makes the
+G's own latents (``monitor.calibration_patches`` > 0, ``final_calibration_factor`` times as many
+for the last monitor, whose filter the final checkpoint keeps; ``science.calibration``), makes the
 monitors' N patches (each rank its share, the same N whatever the rank count), measures
 them, adds the sums over ranks and scores them on rank 0 against the validation split:
 skies training never sees (``science.monitors``); with ``monitor.best_by: referee`` rank 0 also
@@ -54,18 +55,21 @@ class RunMonitor:
         self.cfg, self.target, self.judge = cfg, target, judge  # judge: rank 0's referee (validation skies)
         z = np.random.default_rng([cfg.seed, 3]).standard_normal((cfg.generated, latent_dim)).astype(np.float32)
         self.latents = _mine(z)  # the same N patches whatever the rank count
-        c = np.random.default_rng([cfg.seed, 5]).standard_normal((cfg.calibration_patches, latent_dim))
-        self.calibration_latents = _mine(c.astype(np.float32))  # the filter's own, not the monitors'
+        c = np.random.default_rng([cfg.seed, 5]).standard_normal(
+            (cfg.calibration_patches * cfg.final_calibration_factor, latent_dim)).astype(np.float32)
+        self.fitted_on = {False: cfg.calibration_patches, True: len(c)}  # patches over all ranks; True: the last monitor
+        self.calibration_latents = {last: _mine(c[:n]) for last, n in self.fitted_on.items()}  # not the monitors'
         self.reference = dist.root_computes(lambda: monitors.build_reference(
             held_out, pool, attrs["reso_arcmin"], attrs.get("lmax"), cfg), share=False)
         self.probe = dist.broadcast_object(self.reference.probe if self.reference is not None else None)
 
-    def run(self, trainer: GanTrainer) -> dict:
-        """Fit the calibration filter, generate, measure, add over ranks, score on rank 0; the result on every rank."""
+    def run(self, trainer: GanTrainer, last: bool = False) -> dict:
+        """Fit the calibration filter (``last``: on the last monitor's latents), generate, measure, add over ranks,
+        score on rank 0; the result on every rank."""
         generate = trainer.generate
         if self.target is not None:
             hann, whitened = self.target
-            generate.gains = calibration.fit(generate.network(self.calibration_latents), hann,
+            generate.gains = calibration.fit(generate.network(self.calibration_latents[last]), hann,
                                              dist.allreduce_sum_array, whitened)
         made = generate(self.latents)
         local = self.probe.measure(made, keep_examples=True)
@@ -74,6 +78,7 @@ class RunMonitor:
         result = dist.root_computes(lambda: {**monitors.score(self.reference, total), **self._referee(gathered),
                                              "examples_uK": plain_json(total.examples[:self.cfg.examples])})
         result["calibration_gains"] = None if generate.gains is None else [float(g) for g in generate.gains]
+        result["calibration_patches"] = 0 if self.target is None else self.fitted_on[last]
         return result
 
     def _referee(self, gathered: list | None) -> dict:
